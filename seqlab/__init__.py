@@ -1,0 +1,8 @@
+"""seqlab: recurrent neural networks as pure JAX functions."""
+
+from seqlab import cells as cells
+from seqlab.unroll import scan as scan
+
+__version__ = "0.1.0"
+
+__all__ = ["cells", "scan", "__version__"]

@@ -1,0 +1,96 @@
+"""Input validation that turns shape and value mistakes into ValueErrors.
+
+Shape assertions go through chex, whose AssertionError messages are good; we re-raise
+them as ValueError with the argument's name so that callers see one exception type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import chex
+import jax
+import numpy as np
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``condition``."""
+    if not condition:
+        raise ValueError(message)
+
+
+def _as_value_error(name: str, check: Callable[[], None]) -> None:
+    try:
+        check()
+    except AssertionError as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
+def check_rank(name: str, array, rank: int, meaning: str) -> None:
+    """``array`` must have ``rank`` dimensions; ``meaning`` names them, e.g. '(B, T, D)'."""
+    if not hasattr(array, "shape"):
+        raise ValueError(f"{name} must be an array of shape {meaning}, got {type(array).__name__}")
+    _as_value_error(
+        name,
+        lambda: chex.assert_rank(
+            array, rank, custom_message=f"expected shape {meaning}, got {tuple(array.shape)}"
+        ),
+    )
+
+
+def check_floating(name: str, array) -> None:
+    if not jax.numpy.issubdtype(array.dtype, jax.numpy.floating):
+        raise ValueError(f"{name} must have a floating dtype, got {array.dtype}")
+
+
+def check_integer(name: str, array) -> None:
+    if not jax.numpy.issubdtype(array.dtype, jax.numpy.integer):
+        raise ValueError(f"{name} must have an integer dtype, got {array.dtype}")
+
+
+def is_concrete(array) -> bool:
+    """True when ``array``'s values are known now (not a tracer inside jit/vmap/grad)."""
+    return not isinstance(array, jax.core.Tracer)
+
+
+def check_seq_lengths(seq_lengths, batch_size: int, max_length: int) -> jax.Array:
+    """Validate ``seq_lengths``: integers of shape (B,) within [0, T].
+
+    The range is checked whenever the values are concrete. Inside ``jit`` they are
+    traced and cannot be checked; there a length above T acts as T and one below 0
+    acts as 0 (the mask ``t < length`` is all that uses them).
+    """
+    seq_lengths = jax.numpy.asarray(seq_lengths)
+    check_integer("seq_lengths", seq_lengths)
+    require(
+        seq_lengths.shape == (batch_size,),
+        f"seq_lengths must have shape (B,) = ({batch_size},), got {tuple(seq_lengths.shape)}",
+    )
+    if is_concrete(seq_lengths):
+        values = np.asarray(seq_lengths)
+        bad = (values < 0) | (values > max_length)
+        if bad.any():
+            index = int(np.argmax(bad))
+            raise ValueError(
+                f"seq_lengths must lie in [0, T] = [0, {max_length}]; "
+                f"seq_lengths[{index}] = {int(values[index])}"
+            )
+    return seq_lengths
+
+
+def check_same_structure(name: str, got, expected) -> None:
+    """``got`` must have the tree structure, shapes and dtypes of ``expected`` (ShapeDtypeStructs)."""
+    got_structure = jax.tree_util.tree_structure(got)
+    expected_structure = jax.tree_util.tree_structure(expected)
+    require(
+        got_structure == expected_structure,
+        f"{name} has the wrong structure: expected {expected_structure}, got {got_structure}",
+    )
+    for (path, leaf), want in zip(
+        jax.tree_util.tree_leaves_with_path(got), jax.tree_util.tree_leaves(expected), strict=True
+    ):
+        require(
+            hasattr(leaf, "shape") and tuple(leaf.shape) == tuple(want.shape),
+            f"{name}{jax.tree_util.keystr(path)} must have shape {tuple(want.shape)}, "
+            f"got {tuple(getattr(leaf, 'shape', ()))}",
+        )

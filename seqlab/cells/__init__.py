@@ -1,0 +1,34 @@
+"""Recurrent cells as pure functions over explicit parameters.
+
+Each cell is a frozen description with ``init(key, input_size)``,
+``initial_carry(params, batch_shape)`` and ``step(params, carry, x)``; see
+``seqlab.cells.Cell`` for writing your own from three functions.
+"""
+
+from seqlab.cells._base import Cell as Cell
+from seqlab.cells._base import RecurrentCell as RecurrentCell
+from seqlab.cells._base import TrainableInitialState as TrainableInitialState
+from seqlab.cells._base import can_hoist as can_hoist
+from seqlab.cells._gru import GRU as GRU
+from seqlab.cells._lstm import LSTM as LSTM
+from seqlab.cells._lstm import LSTMState as LSTMState
+from seqlab.cells._mgu import MGU as MGU
+from seqlab.cells._registry import make as make
+from seqlab.cells._registry import register as register
+from seqlab.cells._registry import registered as registered
+from seqlab.cells._rnn import RNN as RNN
+
+__all__ = [
+    "Cell",
+    "RecurrentCell",
+    "TrainableInitialState",
+    "can_hoist",
+    "RNN",
+    "LSTM",
+    "LSTMState",
+    "GRU",
+    "MGU",
+    "make",
+    "register",
+    "registered",
+]

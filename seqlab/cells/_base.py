@@ -1,0 +1,153 @@
+"""What a recurrent cell is, and helpers shared by the built-in cells.
+
+A cell is a small static description plus three pure functions::
+
+    init(key, input_size) -> params                 # a pytree of arrays
+    initial_carry(params, batch_shape) -> carry      # zeros (or learned) of shape batch_shape + ...
+    step(params, carry, x) -> (carry, y)             # one time step; x is (*batch_shape, D)
+
+A cell knows nothing of how it is unrolled. Cells whose input enters only through an
+affine map may also offer
+
+    project_inputs(params, xs) -> projected          # the affine map, for any leading dims
+    step_projected(params, carry, projected) -> (carry, y)
+
+so that ``seqlab.scan`` can hoist the input projection of all time steps out of the loop
+as one matmul (``step == step_projected ∘ project_inputs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+
+from seqlab._checks import require
+from seqlab.typing import Array, Carry, Params, PRNGKey, Shape
+
+
+@runtime_checkable
+class RecurrentCell(Protocol):
+    """The interface ``seqlab.scan`` and the layers rely on."""
+
+    def init(self, key: PRNGKey, input_size: int) -> Params: ...
+
+    def initial_carry(self, params: Params, batch_shape: Shape) -> Carry: ...
+
+    def step(self, params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]: ...
+
+
+class Cell(NamedTuple):
+    """A user-defined cell made of three pure functions (see the module docstring).
+
+    Example, an Elman cell in ten lines::
+
+        def init(key, input_size):
+            k1, k2 = jax.random.split(key)
+            return {"w_x": jax.random.normal(k1, (input_size, 32)) / input_size**0.5,
+                    "w_h": jax.nn.initializers.orthogonal()(k2, (32, 32))}
+
+        def initial_carry(params, batch_shape):
+            return jnp.zeros((*batch_shape, params["w_h"].shape[0]))
+
+        def step(params, h, x):
+            h = jnp.tanh(x @ params["w_x"] + h @ params["w_h"])
+            return h, h
+
+        cell = seqlab.cells.Cell(init, initial_carry, step)
+    """
+
+    init: Callable[[PRNGKey, int], Params]
+    initial_carry: Callable[[Params, Shape], Carry]
+    step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
+
+
+def can_hoist(cell: Any) -> bool:
+    """Whether ``cell`` offers ``project_inputs`` and ``step_projected``."""
+    return bool(getattr(cell, "hoistable", hasattr(cell, "project_inputs")))
+
+
+def check_cell(cell: Any) -> None:
+    """Raise ValueError unless ``cell`` has callable ``init``, ``initial_carry`` and ``step``."""
+    missing = [
+        name
+        for name in ("init", "initial_carry", "step")
+        if not callable(getattr(cell, name, None))
+    ]
+    require(
+        not missing,
+        f"a cell must have callable init, initial_carry and step; {type(cell).__name__} "
+        f"lacks {', '.join(missing)}",
+    )
+
+
+def check_hidden_size(name: str, value: Any) -> None:
+    require(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        f"{name} must be a positive int, got {value!r}",
+    )
+
+
+def check_input_size(input_size: Any) -> None:
+    require(
+        isinstance(input_size, int) and not isinstance(input_size, bool) and input_size > 0,
+        f"input_size must be a positive int, got {input_size!r}",
+    )
+
+
+def gate_blocks_init(
+    initializer: Callable, key: PRNGKey, rows: int, columns: int, num_gates: int
+) -> Array:
+    """A (rows, num_gates * columns) matrix whose gate blocks are initialized independently.
+
+    Flax and Keras initialize each gate's recurrent matrix on its own (e.g. one orthogonal
+    matrix per gate); initializing the concatenation as one matrix would not be orthogonal
+    per gate.
+    """
+    keys = jax.random.split(key, num_gates)
+    return jnp.concatenate([initializer(k, (rows, columns), jnp.float32) for k in keys], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainableInitialState:
+    """Wraps any cell so that its initial carry is a learned parameter.
+
+    Parameters become ``{"cell": <inner params>, "initial_state": <carry without batch dims>}``;
+    the initial state starts at the inner cell's own initial carry (zeros for the built-in
+    cells) and is broadcast over the batch.
+    """
+
+    cell: Any
+
+    def __post_init__(self):
+        check_cell(self.cell)
+
+    @property
+    def hoistable(self) -> bool:
+        return can_hoist(self.cell)
+
+    def init(self, key: PRNGKey, input_size: int) -> Params:
+        params = self.cell.init(key, input_size)
+        return {"cell": params, "initial_state": self.cell.initial_carry(params, ())}
+
+    def initial_carry(self, params: Params, batch_shape: Shape) -> Carry:
+        return jax.tree_util.tree_map(
+            lambda leaf: jnp.broadcast_to(leaf, (*batch_shape, *leaf.shape)),
+            params["initial_state"],
+        )
+
+    def step(self, params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
+        return self.cell.step(params["cell"], carry, x)
+
+    def input_size(self, params: Params) -> int | None:
+        inner = getattr(self.cell, "input_size", None)
+        return inner(params["cell"]) if callable(inner) else None
+
+    def project_inputs(self, params: Params, xs: Array) -> Any:
+        return self.cell.project_inputs(params["cell"], xs)
+
+    def step_projected(self, params: Params, carry: Carry, projected: Any) -> tuple[Carry, Array]:
+        return self.cell.step_projected(params["cell"], carry, projected)

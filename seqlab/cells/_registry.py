@@ -1,0 +1,32 @@
+"""Cells looked up by name, so that configs and the command line can say ``cell="lstm"``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from seqlab._checks import require
+from seqlab.cells._gru import GRU
+from seqlab.cells._lstm import LSTM
+from seqlab.cells._mgu import MGU
+from seqlab.cells._rnn import RNN
+
+_REGISTRY: dict[str, Callable[..., Any]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mgu": MGU}
+
+
+def register(name: str, factory: Callable[..., Any]) -> None:
+    """Make ``make(name, **options)`` call ``factory(**options)``; names are unique."""
+    require(isinstance(name, str) and name, f"a cell name must be a non-empty str, got {name!r}")
+    require(name not in _REGISTRY, f"a cell named {name!r} is registered already")
+    _REGISTRY[name] = factory
+
+
+def registered() -> list[str]:
+    """The names ``make`` accepts."""
+    return sorted(_REGISTRY)
+
+
+def make(name: str, **options: Any) -> Any:
+    """The cell registered as ``name``, e.g. ``make("lstm", hidden_size=128)``."""
+    require(name in _REGISTRY, f"unknown cell {name!r}; expected one of {registered()}")
+    return _REGISTRY[name](**options)

@@ -1,0 +1,136 @@
+"""``seqlab.scan``: the one public entry point for unrolling a cell over time."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from seqlab._checks import (
+    check_floating,
+    check_rank,
+    check_same_structure,
+    check_seq_lengths,
+    require,
+)
+from seqlab.cells._base import check_cell
+from seqlab.typing import Array, Carry, Params
+from seqlab.unroll._policy import should_hoist
+from seqlab.unroll._reference import scan_xla
+
+IMPLEMENTATIONS = (None, "xla")
+
+
+def resolve_implementation(implementation: str | None) -> str:
+    """Map ``implementation`` to the name of the code path that will run.
+
+    ``None`` chooses automatically; today only ``"xla"`` (``lax.scan``) exists, and later
+    kernels add their names and their rule here.
+    """
+    match implementation:
+        case None | "xla":
+            return "xla"
+        case _:
+            raise ValueError(
+                f"implementation must be one of {list(IMPLEMENTATIONS)}, got {implementation!r}"
+            )
+
+
+def _check_step_accepts(cell, params, carry, x_t) -> None:
+    """Trace one step abstractly so that size mistakes surface as a clear ValueError."""
+    input_size = getattr(cell, "input_size", None)
+    expected = input_size(params) if callable(input_size) else None
+    if expected is not None:
+        require(
+            x_t.shape[-1] == expected,
+            f"xs must have feature size D = {expected} (the size the cell was initialized "
+            f"for), got {x_t.shape[-1]}",
+        )
+    try:
+        new_carry, _ = jax.eval_shape(cell.step, params, carry, x_t)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"cell.step rejected a carry and an input of shape {tuple(x_t.shape)}: {error}"
+        ) from None
+    check_same_structure("the carry returned by cell.step", new_carry, carry)
+
+
+def scan(
+    cell,
+    params: Params,
+    xs: Array,
+    carry: Carry | None = None,
+    *,
+    seq_lengths: Array | None = None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: int | bool = 1,
+    implementation: str | None = None,
+    hoist_input_projection: bool | None = None,
+) -> tuple[Array, Carry]:
+    """Run ``cell`` over a batch of sequences.
+
+    Args:
+      cell: any object with ``init``, ``initial_carry`` and ``step`` (``seqlab.cells``).
+      params: the cell's parameters, from ``cell.init``.
+      xs: inputs, (B, T, D), or (T, B, D) when ``time_major``.
+      carry: the initial carry; ``cell.initial_carry(params, (B,))`` when None. It must have
+        that structure and those shapes.
+      seq_lengths: optional int array (B,) with values in [0, T]. Step t of sequence b is
+        valid when t < seq_lengths[b]; past it the carry stays frozen and the output is
+        exactly zero, so the final carry is the carry at the last valid step.
+      reverse: run from the end of each sequence to its start. With ``seq_lengths`` each
+        sequence is reversed within its own length (PyTorch packed-sequence semantics):
+        the backward pass over sequence b starts at step seq_lengths[b] - 1. Outputs stay
+        aligned with the inputs' time positions.
+      time_major: whether xs and outputs are (T, B, ...) rather than (B, T, ...).
+      unroll: passed to ``lax.scan`` (steps per loop iteration; True unrolls fully).
+      implementation: None (choose automatically) or ``"xla"`` (``lax.scan``). Anything
+        else raises ValueError.
+      hoist_input_projection: compute the input projection of all steps as one matmul
+        before the loop (cells with ``project_inputs`` only). None picks the measured
+        per-backend default in ``seqlab/unroll/_policy.py``.
+
+    Returns:
+      ``(outputs, final_carry)``: outputs (B, T, ...) or (T, B, ...) as the cell's
+      output per step; final_carry with the structure of ``carry``.
+
+    Composes with ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (backpropagation through time).
+    Value checks on ``seq_lengths`` happen when the lengths are concrete; inside ``jit``
+    a length above T acts as T and one below 0 as 0.
+    """
+    check_cell(cell)
+    check_rank("xs", xs, 3, "(T, B, D)" if time_major else "(B, T, D)")
+    check_floating("xs", xs)
+    implementation = resolve_implementation(implementation)
+    hoist = should_hoist(cell, hoist_input_projection)
+    require(
+        isinstance(unroll, bool) or (isinstance(unroll, int) and unroll >= 1),
+        f"unroll must be a positive int or a bool, got {unroll!r}",
+    )
+
+    xs_time_major = xs if time_major else jnp.swapaxes(xs, 0, 1)
+    num_steps, batch_size = xs_time_major.shape[:2]
+    if carry is None:
+        carry = cell.initial_carry(params, (batch_size,))
+    else:
+        expected = jax.eval_shape(lambda p: cell.initial_carry(p, (batch_size,)), params)
+        check_same_structure("carry", carry, expected)
+    if seq_lengths is not None:
+        seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
+    _check_step_accepts(cell, params, carry, xs_time_major[0])
+
+    match implementation:
+        case "xla":
+            outputs, final_carry = scan_xla(
+                cell,
+                params,
+                xs_time_major,
+                carry,
+                seq_lengths=seq_lengths,
+                reverse=reverse,
+                unroll=unroll,
+                hoist=hoist,
+            )
+    if not time_major:
+        outputs = jax.tree_util.tree_map(lambda y: jnp.swapaxes(y, 0, 1), outputs)
+    return outputs, final_carry

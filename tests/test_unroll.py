@@ -1,0 +1,206 @@
+"""seqlab.scan: masking and reversal rules, layouts, composition with jit/vmap/grad, bad input.
+
+The packed-sequence semantics are checked against ``tests.references.reference_scan``,
+which reads each sequence one at a time for exactly its own length. Tolerance: float32
+against the float64 loop, 2e-5 relative (see test_cells.py).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seqlab
+from tests.helpers import CELLS, random_params
+from tests.references import reference_scan, relative_error
+
+TOLERANCE = 2e-5
+
+
+def _as_tuple(carry):
+    return tuple(carry) if isinstance(carry, tuple) else carry
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    name=st.sampled_from(["rnn_tanh", "lstm_proj", "gru_cudnn", "mgu"]),
+    batch_size=st.integers(1, 4),
+    num_steps=st.integers(1, 9),
+    reverse=st.booleans(),
+    data=st.data(),
+)
+def test_masking_rules_match_per_sequence_loop(name, batch_size, num_steps, reverse, data):
+    cell = CELLS[name]
+    lengths = np.array(
+        data.draw(st.lists(st.integers(0, num_steps), min_size=batch_size, max_size=batch_size))
+    )
+    seed = data.draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    params = random_params(cell, jax.random.key(seed), input_size=3)
+    xs = rng.normal(size=(batch_size, num_steps, 3)).astype(np.float32)
+    outputs, final = seqlab.scan(
+        cell, params, jnp.asarray(xs), seq_lengths=jnp.asarray(lengths), reverse=reverse
+    )
+    expected_outputs, expected_final = reference_scan(
+        cell, params, xs, seq_lengths=lengths, reverse=reverse
+    )
+    padded = np.arange(num_steps)[None, :] >= lengths[:, None]
+    assert np.all(np.asarray(outputs)[padded] == 0.0), "outputs at padded steps must be exactly 0"
+    assert relative_error(outputs, expected_outputs) < TOLERANCE
+    assert relative_error(_as_tuple(final), expected_final) < TOLERANCE
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_full_lengths_equal_no_lengths(reverse, rng):
+    cell = CELLS["lstm"]
+    params = random_params(cell, jax.random.key(0), 4)
+    xs = jnp.asarray(rng.normal(size=(3, 7, 4)), jnp.float32)
+    a, final_a = seqlab.scan(cell, params, xs, reverse=reverse)
+    b, final_b = seqlab.scan(cell, params, xs, reverse=reverse, seq_lengths=jnp.full((3,), 7))
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(final_a.c, final_b.c, rtol=1e-6, atol=1e-7)
+
+
+def test_reverse_without_lengths_matches_loop(rng):
+    cell = CELLS["gru_original"]
+    params = random_params(cell, jax.random.key(0), 4)
+    xs = rng.normal(size=(2, 6, 4)).astype(np.float32)
+    outputs, final = seqlab.scan(cell, params, jnp.asarray(xs), reverse=True)
+    expected, expected_final = reference_scan(cell, params, xs, reverse=True)
+    assert relative_error(outputs, expected) < TOLERANCE
+    assert relative_error(final, expected_final) < TOLERANCE
+
+
+def test_time_major_is_a_transpose(rng):
+    cell = CELLS["mgu"]
+    params = random_params(cell, jax.random.key(0), 4)
+    xs = jnp.asarray(rng.normal(size=(3, 6, 4)), jnp.float32)
+    lengths = jnp.array([6, 2, 4])
+    batch_major, final_a = seqlab.scan(cell, params, xs, seq_lengths=lengths)
+    time_major, final_b = seqlab.scan(
+        cell, params, jnp.swapaxes(xs, 0, 1), seq_lengths=lengths, time_major=True
+    )
+    np.testing.assert_array_equal(batch_major, jnp.swapaxes(time_major, 0, 1))
+    np.testing.assert_array_equal(final_a, final_b)
+
+
+def test_given_carry_is_used(rng):
+    cell = CELLS["lstm_proj"]
+    params = random_params(cell, jax.random.key(0), 4)
+    xs = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    h0 = rng.normal(size=(2, 4)).astype(np.float32)
+    c0 = rng.normal(size=(2, 6)).astype(np.float32)
+    carry = seqlab.cells.LSTMState(jnp.asarray(h0), jnp.asarray(c0))
+    outputs, _ = seqlab.scan(cell, params, jnp.asarray(xs), carry)
+    expected, _ = reference_scan(cell, params, xs, carry=(h0, c0))
+    assert relative_error(outputs, expected) < TOLERANCE
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_hoisted_projection_equals_step_by_step(name, reverse, rng):
+    cell = CELLS[name]
+    params = random_params(cell, jax.random.key(3), 4)
+    xs = jnp.asarray(rng.normal(size=(3, 7, 4)), jnp.float32)
+    lengths = jnp.array([7, 3, 0])
+    hoisted, _ = seqlab.scan(
+        cell, params, xs, seq_lengths=lengths, reverse=reverse, hoist_input_projection=True
+    )
+    inline, _ = seqlab.scan(
+        cell, params, xs, seq_lengths=lengths, reverse=reverse, hoist_input_projection=False
+    )
+    assert relative_error(hoisted, inline) < 1e-6
+
+
+def test_unroll_does_not_change_results(rng):
+    cell = CELLS["lstm"]
+    params = random_params(cell, jax.random.key(0), 4)
+    xs = jnp.asarray(rng.normal(size=(2, 11, 4)), jnp.float32)
+    lengths = jnp.array([11, 4])
+    a, _ = seqlab.scan(cell, params, xs, seq_lengths=lengths, unroll=1)
+    b, _ = seqlab.scan(cell, params, xs, seq_lengths=lengths, unroll=4)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_jit_vmap_grad_compose(rng):
+    cell = CELLS["gru_cudnn"]
+    xs = jnp.asarray(rng.normal(size=(2, 6, 3)), jnp.float32)
+    lengths = jnp.array([6, 3])
+    seeds_params = jax.vmap(lambda k: cell.init(k, 3))(jax.random.split(jax.random.key(0), 4))
+
+    def loss(params, xs, lengths):
+        outputs, _ = seqlab.scan(cell, params, xs, seq_lengths=lengths, reverse=True)
+        return jnp.sum(outputs**2)
+
+    batched = jax.jit(jax.vmap(jax.value_and_grad(loss), in_axes=(0, None, None)))
+    values, grads = batched(seeds_params, xs, lengths)
+    for seed in range(4):
+        params = jax.tree_util.tree_map(lambda leaf, s=seed: leaf[s], seeds_params)
+        value, grad = jax.value_and_grad(loss)(params, xs, lengths)
+        np.testing.assert_allclose(values[seed], value, rtol=1e-5)
+        np.testing.assert_allclose(grads["w_hh"][seed], grad["w_hh"], rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_ignores_padded_inputs(rng):
+    cell = CELLS["lstm"]
+    params = random_params(cell, jax.random.key(0), 3)
+    xs = jnp.asarray(rng.normal(size=(2, 6, 3)), jnp.float32)
+    lengths = jnp.array([6, 2])
+    grad = jax.grad(
+        lambda xs: jnp.sum(seqlab.scan(cell, params, xs, seq_lengths=lengths, reverse=True)[0])
+    )(xs)
+    assert np.all(np.asarray(grad)[1, 2:] == 0.0)
+    assert np.all(np.abs(np.asarray(grad)[1, :2]) > 0.0)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda c, p, x: seqlab.scan(c, p, x[0]), r"expected shape \(B, T, D\), got \(5, 3\)"),
+        (lambda c, p, x: seqlab.scan(c, p, x[..., :2]), "feature size D = 3"),
+        (lambda c, p, x: seqlab.scan(c, p, x.astype(jnp.int32)), "floating dtype"),
+        (lambda c, p, x: seqlab.scan(c, p, x, seq_lengths=jnp.array([1, 6])), r"\[0, 5\]"),
+        (lambda c, p, x: seqlab.scan(c, p, x, seq_lengths=jnp.array([-1, 2])), "= -1"),
+        (lambda c, p, x: seqlab.scan(c, p, x, seq_lengths=jnp.array([1, 2, 3])), r"shape \(B,\)"),
+        (lambda c, p, x: seqlab.scan(c, p, x, seq_lengths=jnp.array([1.0, 2.0])), "integer"),
+        (lambda c, p, x: seqlab.scan(c, p, x, jnp.zeros((2, 6))), "carry has the wrong structure"),
+        (
+            lambda c, p, x: seqlab.scan(
+                c, p, x, seqlab.cells.LSTMState(jnp.zeros((2, 4)), jnp.zeros((2, 6)))
+            ),
+            r"carry.*must have shape \(2, 6\), got \(2, 4\)",
+        ),
+        (lambda c, p, x: seqlab.scan(c, p, x, implementation="cudnn"), "implementation must be"),
+        (lambda c, p, x: seqlab.scan("lstm", p, x), "a cell must have callable"),
+        (lambda c, p, x: seqlab.scan(c, p, x, unroll=0), "unroll must be"),
+    ],
+)
+def test_bad_input_raises_value_error(call, match, rng):
+    cell = CELLS["lstm"]
+    params = cell.init(jax.random.key(0), 3)
+    xs = jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
+    with pytest.raises(ValueError, match=match):
+        call(cell, params, xs)
+
+
+def test_user_cell_with_wrong_input_size_raises_value_error():
+    cell = seqlab.cells.Cell(
+        init=lambda key, d: {"w": jnp.ones((d, 2))},
+        initial_carry=lambda p, shape: jnp.zeros((*shape, 2)),
+        step=lambda p, h, x: (jnp.tanh(x @ p["w"]) + h, h),
+    )
+    params = cell.init(jax.random.key(0), 3)
+    with pytest.raises(ValueError, match="cell.step rejected"):
+        seqlab.scan(cell, params, jnp.ones((2, 4, 5)))
+
+
+def test_hoisting_a_cell_without_projection_raises():
+    cell = seqlab.cells.Cell(
+        init=lambda key, d: {"w": jnp.ones((d, 2))},
+        initial_carry=lambda p, shape: jnp.zeros((*shape, 2)),
+        step=lambda p, h, x: (jnp.tanh(x @ p["w"]), h),
+    )
+    with pytest.raises(ValueError, match="hoist_input_projection=True needs"):
+        seqlab.scan(cell, cell.init(None, 3), jnp.ones((2, 4, 3)), hoist_input_projection=True)
