@@ -79,7 +79,7 @@ def check_seq_lengths(seq_lengths, batch_size: int, max_length: int) -> jax.Arra
 
 
 def check_same_structure(name: str, got, expected) -> None:
-    """``got`` must have the tree structure, shapes and dtypes of ``expected`` (ShapeDtypeStructs)."""
+    """``got`` must have the tree structure and leaf shapes of ``expected``."""
     got_structure = jax.tree_util.tree_structure(got)
     expected_structure = jax.tree_util.tree_structure(expected)
     require(

@@ -1,0 +1,42 @@
+"""Layers and architectures over any cell: stacked and bidirectional ``RNNLayer``, the four
+textbook architectures, encodings and embeddings, and Flax NNX wrappers."""
+
+from seqlab.layers._encoding import SPECIAL_TOKENS as SPECIAL_TOKENS
+from seqlab.layers._encoding import Embedding as Embedding
+from seqlab.layers._encoding import LabelEncoder as LabelEncoder
+from seqlab.layers._encoding import Vocabulary as Vocabulary
+from seqlab.layers._encoding import one_hot as one_hot
+from seqlab.layers._heads import dense_apply as dense_apply
+from seqlab.layers._heads import dense_init as dense_init
+from seqlab.layers._heads import last_valid_outputs as last_valid_outputs
+from seqlab.layers._heads import masked_reduce as masked_reduce
+from seqlab.layers._heads import sequence_cross_entropy as sequence_cross_entropy
+from seqlab.layers._heads import valid_mask as valid_mask
+from seqlab.layers._models import EncoderDecoder as EncoderDecoder
+from seqlab.layers._models import ManyToMany as ManyToMany
+from seqlab.layers._models import ManyToOne as ManyToOne
+from seqlab.layers._models import OneToMany as OneToMany
+from seqlab.layers._models import TokenDecoder as TokenDecoder
+from seqlab.layers._nnx import NNXModule as NNXModule
+from seqlab.layers._rnn_layer import RNNLayer as RNNLayer
+
+__all__ = [
+    "RNNLayer",
+    "ManyToOne",
+    "ManyToMany",
+    "EncoderDecoder",
+    "OneToMany",
+    "TokenDecoder",
+    "Embedding",
+    "Vocabulary",
+    "LabelEncoder",
+    "SPECIAL_TOKENS",
+    "one_hot",
+    "dense_init",
+    "dense_apply",
+    "last_valid_outputs",
+    "masked_reduce",
+    "sequence_cross_entropy",
+    "valid_mask",
+    "NNXModule",
+]

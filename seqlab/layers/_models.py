@@ -1,0 +1,276 @@
+"""The four architecture types of the textbook, over any ``RNNLayer``.
+
+    many-to-one     ``ManyToOne``      sequence -> one vector (classifier / regressor)
+    many-to-many    ``ManyToMany``     sequence -> one output per step (tagger), synced
+    encoder-decoder ``EncoderDecoder`` sequence -> token sequence of another length
+    one-to-many     ``OneToMany``      one vector -> token sequence
+
+Each is a frozen description with ``init(key, input_size)`` and ``apply(params, ...)``;
+the two generative ones add ``generate``. All are batch-major: (B, T, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from seqlab._checks import check_integer, check_rank, require
+from seqlab.layers._encoding import BOS_ID, EOS_ID, PAD_ID, Embedding
+from seqlab.layers._heads import dense_apply, dense_init, last_valid_outputs
+from seqlab.layers._rnn_layer import RNNLayer
+from seqlab.typing import Array, Params, PRNGKey
+
+
+def _check_batch_major(layer: RNNLayer, role: str) -> None:
+    require(isinstance(layer, RNNLayer), f"{role} must be an RNNLayer, got {type(layer).__name__}")
+    require(not layer.time_major, f"{role} must be batch-major (time_major=False)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ManyToOne:
+    """Sequence classifier or regressor: a dense head on each sequence's last valid output.
+
+    ``apply`` returns (B, output_size): logits for classification, values for regression.
+    For a bidirectional encoder the summary is [forward at the last valid step, backward
+    at step 0] (see ``last_valid_outputs``).
+    """
+
+    encoder: RNNLayer
+    output_size: int
+
+    def __post_init__(self):
+        _check_batch_major(self.encoder, "encoder")
+
+    def init(self, key: PRNGKey, input_size: int) -> Params:
+        k_encoder, k_head = jax.random.split(key)
+        summary_size = self.encoder.output_size(input_size)
+        return {
+            "encoder": self.encoder.init(k_encoder, input_size),
+            "head": dense_init(k_head, summary_size, self.output_size),
+        }
+
+    def apply(self, params, xs, *, seq_lengths=None, key=None, train=False) -> Array:
+        outputs, _ = self.encoder.apply(
+            params["encoder"], xs, seq_lengths=seq_lengths, key=key, train=train
+        )
+        summary = last_valid_outputs(outputs, seq_lengths, bidirectional=self.encoder.bidirectional)
+        return dense_apply(params["head"], summary)
+
+
+@dataclasses.dataclass(frozen=True)
+class ManyToMany:
+    """Synced many-to-many (a tagger): one output per input step, (B, T, output_size),
+    exactly zero at padded steps. Pair with ``masked_reduce`` or
+    ``sequence_cross_entropy`` so the loss counts valid steps only."""
+
+    encoder: RNNLayer
+    output_size: int
+
+    def __post_init__(self):
+        _check_batch_major(self.encoder, "encoder")
+
+    def init(self, key: PRNGKey, input_size: int) -> Params:
+        k_encoder, k_head = jax.random.split(key)
+        return {
+            "encoder": self.encoder.init(k_encoder, input_size),
+            "head": dense_init(k_head, self.encoder.output_size(input_size), self.output_size),
+        }
+
+    def apply(self, params, xs, *, seq_lengths=None, key=None, train=False) -> Array:
+        outputs, _ = self.encoder.apply(
+            params["encoder"], xs, seq_lengths=seq_lengths, key=key, train=train
+        )
+        logits = dense_apply(params["head"], outputs)
+        if seq_lengths is None:
+            return logits
+        valid = jnp.arange(xs.shape[1])[None, :] < jnp.asarray(seq_lengths)[:, None]
+        return jnp.where(valid[..., None], logits, jnp.zeros_like(logits))
+
+
+def _is_dense(node) -> bool:
+    return isinstance(node, dict) and set(node) == {"w", "b"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenDecoder:
+    """An autoregressive token decoder conditioned on a context vector (B, C).
+
+    The context sets the initial state (one ``tanh(dense(context))`` per carry leaf, so any
+    cell and any number of layers work) and is also concatenated to every step's input,
+    as in Cho et al. 2014. Step t reads the embedding of token t-1 (``<bos>`` at t = 0).
+
+    Args:
+      rnn: a unidirectional, batch-major RNNLayer.
+      vocab_size: V, the output vocabulary (ids as in ``seqlab.layers.Vocabulary``).
+      embed_size: size of the token embeddings fed back into the decoder.
+    """
+
+    rnn: RNNLayer
+    vocab_size: int
+    embed_size: int
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
+    pad_id: int = PAD_ID
+
+    def __post_init__(self):
+        _check_batch_major(self.rnn, "the decoder rnn")
+        require(
+            not self.rnn.bidirectional, "a decoder generates left to right: bidirectional=False"
+        )
+
+    @property
+    def embedding(self) -> Embedding:
+        return Embedding(self.vocab_size, self.embed_size, padding_id=None)
+
+    def init(self, key: PRNGKey, context_size: int) -> Params:
+        k_rnn, k_bridge, k_embed, k_out = jax.random.split(key, 4)
+        input_size = self.embed_size + context_size
+        rnn_params = self.rnn.init(k_rnn, input_size)
+        template = jax.eval_shape(lambda p: self.rnn.initial_carry(p, ()), rnn_params)
+        leaves, treedef = jax.tree_util.tree_flatten(template)
+        bridge = jax.tree_util.tree_unflatten(
+            treedef,
+            [
+                dense_init(k, context_size, leaf.shape[-1])
+                for leaf, k in zip(leaves, jax.random.split(k_bridge, len(leaves)), strict=True)
+            ],
+        )
+        return {
+            "rnn": rnn_params,
+            "bridge": bridge,
+            "embedding": self.embedding.init(k_embed),
+            "readout": dense_init(k_out, self.rnn.output_size(input_size), self.vocab_size),
+        }
+
+    def initial_state(self, params: Params, context: Array):
+        return jax.tree_util.tree_map(
+            lambda dense: jnp.tanh(dense_apply(dense, context)), params["bridge"], is_leaf=_is_dense
+        )
+
+    def teacher_forced(self, params, context, targets, *, key=None, train=False) -> Array:
+        """Logits (B, T, V) for predicting ``targets`` (B, T) given the true previous tokens."""
+        check_integer("targets", jnp.asarray(targets))
+        check_rank("targets", targets, 2, "(B, T)")
+        batch_size, num_steps = targets.shape
+        previous = jnp.concatenate(
+            [jnp.full((batch_size, 1), self.bos_id, targets.dtype), targets[:, :-1]], axis=1
+        )
+        inputs = jnp.concatenate(
+            [
+                self.embedding.apply(params["embedding"], previous),
+                jnp.broadcast_to(context[:, None, :], (batch_size, num_steps, context.shape[-1])),
+            ],
+            axis=-1,
+        )
+        outputs, _ = self.rnn.apply(
+            params["rnn"], inputs, carry=self.initial_state(params, context), key=key, train=train
+        )
+        return dense_apply(params["readout"], outputs)
+
+    def generate(self, params, context, max_length: int, *, key=None, temperature: float = 0.0):
+        """Decode up to ``max_length`` tokens: greedy when ``temperature == 0``, else sampled.
+
+        Returns ``(tokens, lengths)``: tokens (B, max_length), ``<pad>`` after each
+        sequence's ``<eos>``; lengths (B,) counts tokens up to and including ``<eos>``.
+        """
+        require(
+            isinstance(max_length, int) and max_length > 0,
+            f"max_length must be a positive int, got {max_length!r}",
+        )
+        require(temperature >= 0.0, f"temperature must be >= 0, got {temperature}")
+        require(temperature == 0.0 or key is not None, "sampling (temperature > 0) needs a key")
+        batch_size = context.shape[0]
+        step_keys = jax.random.split(key if key is not None else jax.random.key(0), max_length)
+
+        def decode_step(state, step_key):
+            carry, previous, done = state
+            x = jnp.concatenate(
+                [self.embedding.apply(params["embedding"], previous), context], axis=-1
+            )
+            carry, y = self.rnn.step(params["rnn"], carry, x)
+            logits = dense_apply(params["readout"], y)
+            if temperature == 0.0:
+                token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+            else:
+                token = jax.random.categorical(step_key, logits / temperature).astype(jnp.int32)
+            token = jnp.where(done, jnp.full_like(token, self.pad_id), token)
+            return (carry, token, done | (token == self.eos_id)), (token, ~done)
+
+        start = (
+            self.initial_state(params, context),
+            jnp.full((batch_size,), self.bos_id, jnp.int32),
+            jnp.zeros((batch_size,), bool),
+        )
+        _, (tokens, emitted) = jax.lax.scan(decode_step, start, step_keys)
+        return tokens.T, jnp.sum(emitted, axis=0).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderDecoder:
+    """Sequence to sequence of a different length (Sutskever et al. 2014; Cho et al. 2014).
+
+    The encoder's summary of each source sequence (``last_valid_outputs``) is the
+    decoder's context. Training uses teacher forcing (``apply``); inference decodes
+    greedily (``generate``).
+    """
+
+    encoder: RNNLayer
+    decoder: TokenDecoder
+
+    def __post_init__(self):
+        _check_batch_major(self.encoder, "encoder")
+
+    def init(self, key: PRNGKey, input_size: int) -> Params:
+        k_encoder, k_decoder = jax.random.split(key)
+        return {
+            "encoder": self.encoder.init(k_encoder, input_size),
+            "decoder": self.decoder.init(k_decoder, self.encoder.output_size(input_size)),
+        }
+
+    def encode(self, params, sources, *, source_lengths=None, key=None, train=False) -> Array:
+        outputs, _ = self.encoder.apply(
+            params["encoder"], sources, seq_lengths=source_lengths, key=key, train=train
+        )
+        return last_valid_outputs(outputs, source_lengths, bidirectional=self.encoder.bidirectional)
+
+    def apply(
+        self, params, sources, targets, *, source_lengths=None, key=None, train=False
+    ) -> Array:
+        """Teacher-forced logits (B, T_out, V) for int ``targets`` (B, T_out)."""
+        keys = jax.random.split(key) if key is not None else (None, None)
+        context = self.encode(
+            params, sources, source_lengths=source_lengths, key=keys[0], train=train
+        )
+        return self.decoder.teacher_forced(
+            params["decoder"], context, targets, key=keys[1], train=train
+        )
+
+    def generate(
+        self, params, sources, max_length, *, source_lengths=None, key=None, temperature=0.0
+    ):
+        """Greedy (or sampled) decoding; returns (tokens (B, max_length), lengths (B,))."""
+        context = self.encode(params, sources, source_lengths=source_lengths)
+        return self.decoder.generate(
+            params["decoder"], context, max_length, key=key, temperature=temperature
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class OneToMany:
+    """One input vector (B, D) to a token sequence (e.g. image or class to caption/text)."""
+
+    decoder: TokenDecoder
+
+    def init(self, key: PRNGKey, input_size: int) -> Params:
+        return self.decoder.init(key, input_size)
+
+    def apply(self, params, inputs, targets, *, key=None, train=False) -> Array:
+        """Teacher-forced logits (B, T, V) for int ``targets`` (B, T)."""
+        check_rank("inputs", inputs, 2, "(B, D)")
+        return self.decoder.teacher_forced(params, inputs, targets, key=key, train=train)
+
+    def generate(self, params, inputs, max_length, *, key=None, temperature=0.0):
+        check_rank("inputs", inputs, 2, "(B, D)")
+        return self.decoder.generate(params, inputs, max_length, key=key, temperature=temperature)

@@ -1,0 +1,224 @@
+"""Stacked and bidirectional recurrent layers over any cell."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from seqlab._checks import check_rank, require
+from seqlab.cells._base import check_cell
+from seqlab.typing import Array, Params, PRNGKey, Shape
+from seqlab.unroll import scan
+
+DIRECTIONS = ("forward", "backward")
+
+
+def cell_output_size(cell, params: Params, input_size: int) -> int:
+    """The feature size of ``cell.step``'s output, found by abstract evaluation."""
+
+    def one_step(params):
+        carry = cell.initial_carry(params, (1,))
+        return cell.step(params, carry, jnp.zeros((1, input_size), jnp.float32))[1]
+
+    output = jax.eval_shape(one_step, params)
+    require(
+        hasattr(output, "shape") and len(output.shape) == 2,
+        f"a stacked layer needs cells whose step returns one (batch, features) array; "
+        f"{type(cell).__name__} returns {output}",
+    )
+    return int(output.shape[-1])
+
+
+def dropout(key: PRNGKey, rate: float, x: Array) -> Array:
+    """Inverted dropout: zero each entry with probability ``rate``, scale the rest by 1/(1-rate)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNLayer:
+    """``num_layers`` stacked recurrent layers, optionally bidirectional.
+
+    Args:
+      cell: the cell of every layer, or a sequence of ``num_layers`` cells (one per layer).
+      num_layers: L.
+      bidirectional: run a second cell backwards over each sequence (within its own
+        length) and concatenate its outputs after the forward ones: [forward, backward].
+      dropout: rate of dropout on the outputs of every layer but the last, applied only
+        when ``apply(..., train=True)`` (PyTorch's ``dropout`` argument).
+      time_major: inputs and outputs are (T, B, ...) rather than (B, T, ...).
+      unroll, implementation, hoist_input_projection: passed to ``seqlab.scan``.
+
+    Parameters: a tuple over layers of ``{"forward": cell params, "backward": cell params}``
+    (no "backward" unless bidirectional). States (the ``carry`` argument and the returned
+    final state) have the same layout with carries in place of parameters.
+
+    A unidirectional RNNLayer is itself a cell: ``initial_carry`` and ``step`` run one time
+    step through every layer, so it can drive a decoder or be unrolled by ``seqlab.scan``.
+    """
+
+    cell: Any
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    time_major: bool = False
+    unroll: int = 1
+    implementation: str | None = None
+    hoist_input_projection: bool | None = None
+
+    def __post_init__(self):
+        require(
+            isinstance(self.num_layers, int) and self.num_layers >= 1,
+            f"num_layers must be a positive int, got {self.num_layers!r}",
+        )
+        require(
+            isinstance(self.dropout, int | float) and 0.0 <= self.dropout < 1.0,
+            f"dropout must be a rate in [0, 1), got {self.dropout!r}",
+        )
+        if isinstance(self.cell, list | tuple):
+            require(
+                len(self.cell) == self.num_layers,
+                f"a sequence of cells needs one per layer: num_layers = {self.num_layers}, "
+                f"got {len(self.cell)} cells",
+            )
+            object.__setattr__(self, "cell", tuple(self.cell))
+        for cell in self.cells:
+            check_cell(cell)
+
+    @property
+    def cells(self) -> tuple:
+        """The cell of each layer."""
+        return self.cell if isinstance(self.cell, tuple) else (self.cell,) * self.num_layers
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return DIRECTIONS if self.bidirectional else DIRECTIONS[:1]
+
+    def init(self, key: PRNGKey, input_size: int) -> Params:
+        """Parameters for inputs with ``input_size`` features."""
+        params = []
+        size = input_size
+        for cell, layer_key in zip(self.cells, jax.random.split(key, self.num_layers), strict=True):
+            keys = jax.random.split(layer_key, len(self.directions))
+            layer = {d: cell.init(k, size) for d, k in zip(self.directions, keys, strict=True)}
+            size = cell_output_size(cell, layer["forward"], size) * len(self.directions)
+            params.append(layer)
+        return tuple(params)
+
+    def output_size(self, input_size: int) -> int:
+        """Features of ``apply``'s outputs (both directions together) for ``input_size``."""
+
+        def run():
+            params = self.init(jax.random.key(0), input_size)
+            shape = (1, 1, input_size)
+            return self.apply(params, jnp.zeros(shape, jnp.float32))[0]
+
+        return int(jax.eval_shape(run).shape[-1])
+
+    def initial_carry(self, params: Params, batch_shape: Shape) -> Params:
+        """Every layer's and direction's initial carry (the layout of ``apply``'s state)."""
+        return tuple(
+            {d: cell.initial_carry(layer[d], batch_shape) for d in layer}
+            for cell, layer in zip(self.cells, params, strict=True)
+        )
+
+    def _check_params(self, params: Params) -> None:
+        require(
+            isinstance(params, tuple | list) and len(params) == self.num_layers,
+            f"params must be a sequence of {self.num_layers} layers, got "
+            f"{type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}",
+        )
+        for index, layer in enumerate(params):
+            require(
+                isinstance(layer, dict) and set(layer) == set(self.directions),
+                f"params[{index}] must be a dict with keys {list(self.directions)}, got "
+                f"{list(layer) if isinstance(layer, dict) else type(layer).__name__}",
+            )
+
+    def apply(
+        self,
+        params: Params,
+        xs: Array,
+        *,
+        seq_lengths: Array | None = None,
+        carry: Params | None = None,
+        key: PRNGKey | None = None,
+        train: bool = False,
+    ) -> tuple[Array, Params]:
+        """Run the stack over a batch.
+
+        Args:
+          params: from ``init``.
+          xs: (B, T, D), or (T, B, D) when ``time_major``.
+          seq_lengths: optional (B,) valid lengths; see ``seqlab.scan``.
+          carry: optional initial state, in the layout of ``initial_carry``.
+          key: PRNG key for dropout; required when ``train`` and ``dropout > 0``.
+          train: apply inter-layer dropout.
+
+        Returns:
+          ``(outputs, final_state)``: outputs (B, T, F) with F = directions x the top
+          cell's output size, exactly zero at padded steps; final_state in the layout of
+          ``initial_carry``, each carry taken at its sequence's last valid step (for the
+          backward direction, after reading step 0).
+        """
+        self._check_params(params)
+        check_rank("xs", xs, 3, "(T, B, D)" if self.time_major else "(B, T, D)")
+        use_dropout = train and self.dropout > 0.0 and self.num_layers > 1
+        require(
+            not use_dropout or key is not None,
+            f"apply(train=True) with dropout={self.dropout} needs a PRNG key, got key=None",
+        )
+        batch_size = xs.shape[1] if self.time_major else xs.shape[0]
+        if carry is None:
+            carry = self.initial_carry(params, (batch_size,))
+        require(
+            isinstance(carry, tuple | list) and len(carry) == self.num_layers,
+            f"carry must be a sequence of {self.num_layers} per-layer states "
+            f"(see initial_carry), got {type(carry).__name__}",
+        )
+        dropout_keys = jax.random.split(key, self.num_layers) if use_dropout else None
+
+        hidden = xs if self.time_major else jnp.swapaxes(xs, 0, 1)
+        final_state = []
+        for index, (cell, layer) in enumerate(zip(self.cells, params, strict=True)):
+            if use_dropout and index > 0:
+                hidden = dropout(dropout_keys[index], self.dropout, hidden)
+            outputs, finals = [], {}
+            for direction in self.directions:
+                require(
+                    isinstance(carry[index], dict) and direction in carry[index],
+                    f"carry[{index}] must be a dict with keys {list(self.directions)}",
+                )
+                out, finals[direction] = scan(
+                    cell,
+                    layer[direction],
+                    hidden,
+                    carry[index][direction],
+                    seq_lengths=seq_lengths,
+                    reverse=direction == "backward",
+                    time_major=True,
+                    unroll=self.unroll,
+                    implementation=self.implementation,
+                    hoist_input_projection=self.hoist_input_projection,
+                )
+                outputs.append(out)
+            hidden = outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=-1)
+            final_state.append(finals)
+        outputs = hidden if self.time_major else jnp.swapaxes(hidden, 0, 1)
+        return outputs, tuple(final_state)
+
+    def step(self, params: Params, carry: Params, x: Array) -> tuple[Params, Array]:
+        """One time step through every layer (unidirectional stacks only; no dropout)."""
+        require(
+            not self.bidirectional,
+            "a bidirectional layer has no single step: its backward direction needs the "
+            "whole sequence",
+        )
+        new_carry = []
+        for cell, layer, layer_carry in zip(self.cells, params, carry, strict=True):
+            state, x = cell.step(layer["forward"], layer_carry["forward"], x)
+            new_carry.append({"forward": state})
+        return tuple(new_carry), x
