@@ -128,8 +128,9 @@ class RNNLayer:
     def _check_params(self, params: Params) -> None:
         require(
             isinstance(params, tuple | list) and len(params) == self.num_layers,
-            f"params must be a sequence of {self.num_layers} layers, got "
-            f"{type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}",
+            f"params must be a sequence of {self.num_layers} per-layer dicts, got "
+            f"{type(params).__name__}"
+            + (f" of length {len(params)}" if hasattr(params, "__len__") else ""),
         )
         for index, layer in enumerate(params):
             require(
