@@ -39,8 +39,10 @@ def test_stacked_bidirectional_variable_lengths(name, bidirectional, rng):
     layer = RNNLayer(CELLS[name], num_layers=3, bidirectional=bidirectional)
     params = layer.init(jax.random.key(0), 5)
     params = tuple(
-        {d: random_params(CELLS[name], jax.random.key(10 * i + j), p[d]["w_ih"].shape[0])
-         for j, d in enumerate(p)}
+        {
+            d: random_params(CELLS[name], jax.random.key(10 * i + j), p[d]["w_ih"].shape[0])
+            for j, d in enumerate(p)
+        }
         for i, p in enumerate(params)
     )
     xs = rng.normal(size=(4, 9, 5)).astype(np.float32)
@@ -54,9 +56,10 @@ def test_stacked_bidirectional_variable_lengths(name, bidirectional, rng):
     for got, want in zip(final_state, expected_finals, strict=True):
         for direction in layer.directions:
             got_d = got[direction]
-            assert relative_error(
-                tuple(got_d) if isinstance(got_d, tuple) else got_d, want[direction]
-            ) < TOLERANCE
+            assert (
+                relative_error(tuple(got_d) if isinstance(got_d, tuple) else got_d, want[direction])
+                < TOLERANCE
+            )
 
 
 def test_time_major_layer_matches_batch_major(rng):
@@ -131,8 +134,9 @@ def test_given_state_is_used(rng):
         layer.initial_carry(params, (2,)),
     )
     outputs, _ = layer.apply(params, xs, carry=state)
-    first, _ = seqlab.scan(CELLS["gru_cudnn"], params[0]["backward"], xs, state[0]["backward"],
-                           reverse=True)
+    first, _ = seqlab.scan(
+        CELLS["gru_cudnn"], params[0]["backward"], xs, state[0]["backward"], reverse=True
+    )
     assert not np.allclose(outputs, layer.apply(params, xs)[0])
     # Layer 1's output depends on layer 0's, so compare layer 0 through a 1-layer stack.
     one = RNNLayer(CELLS["gru_cudnn"], num_layers=1, bidirectional=True)
@@ -145,9 +149,9 @@ def test_gradients_through_bidirectional_stack_with_lengths(rng):
     params = layer.init(jax.random.key(0), 3)
     xs = jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
     lengths = jnp.array([5, 2])
-    grad = jax.jit(jax.grad(
-        lambda xs: jnp.sum(layer.apply(params, xs, seq_lengths=lengths)[0] ** 2)
-    ))(xs)
+    grad = jax.jit(
+        jax.grad(lambda xs: jnp.sum(layer.apply(params, xs, seq_lengths=lengths)[0] ** 2))
+    )(xs)
     assert np.all(np.asarray(grad)[1, 2:] == 0.0)
     assert np.all(np.abs(np.asarray(grad)[:, :2]) > 0.0)
 
