@@ -65,7 +65,7 @@ class RNNLayer:
     bidirectional: bool = False
     dropout: float = 0.0
     time_major: bool = False
-    unroll: int = 1
+    unroll: int | bool | None = None
     implementation: str | None = None
     hoist_input_projection: bool | None = None
 

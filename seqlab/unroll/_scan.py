@@ -14,7 +14,7 @@ from seqlab._checks import (
 )
 from seqlab.cells._base import check_cell
 from seqlab.typing import Array, Carry, Params
-from seqlab.unroll._policy import should_hoist
+from seqlab.unroll._policy import resolve_unroll, should_hoist
 from seqlab.unroll._reference import scan_xla
 
 IMPLEMENTATIONS = (None, "xla")
@@ -63,7 +63,7 @@ def scan(
     seq_lengths: Array | None = None,
     reverse: bool = False,
     time_major: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
     implementation: str | None = None,
     hoist_input_projection: bool | None = None,
 ) -> tuple[Array, Carry]:
@@ -83,7 +83,9 @@ def scan(
         the backward pass over sequence b starts at step seq_lengths[b] - 1. Outputs stay
         aligned with the inputs' time positions.
       time_major: whether xs and outputs are (T, B, ...) rather than (B, T, ...).
-      unroll: passed to ``lax.scan`` (steps per loop iteration; True unrolls fully).
+      unroll: passed to ``lax.scan`` (steps per loop iteration; True unrolls fully). None
+        picks the measured per-backend default in ``seqlab/unroll/_policy.py`` (1 on CPU,
+        8 on GPU).
       implementation: None (choose automatically) or ``"xla"`` (``lax.scan``). Anything
         else raises ValueError.
       hoist_input_projection: compute the input projection of all steps as one matmul
@@ -103,10 +105,7 @@ def scan(
     check_floating("xs", xs)
     implementation = resolve_implementation(implementation)
     hoist = should_hoist(cell, hoist_input_projection)
-    require(
-        isinstance(unroll, bool) or (isinstance(unroll, int) and unroll >= 1),
-        f"unroll must be a positive int or a bool, got {unroll!r}",
-    )
+    unroll = resolve_unroll(unroll)
 
     xs_time_major = xs if time_major else jnp.swapaxes(xs, 0, 1)
     num_steps, batch_size = xs_time_major.shape[:2]
