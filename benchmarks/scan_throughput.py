@@ -162,8 +162,11 @@ def run(preset: str) -> list[Row]:
                         median_ms(backward, settings["repeats"]),
                     )
                 )
-                print(f"  {cell_name} {shape} {name}: {rows[-1].forward_ms:.2f} / "
-                      f"{rows[-1].backward_ms:.2f} ms", flush=True)
+                print(
+                    f"  {cell_name} {shape} {name}: {rows[-1].forward_ms:.2f} / "
+                    f"{rows[-1].backward_ms:.2f} ms",
+                    flush=True,
+                )
     return rows
 
 
@@ -217,9 +220,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"scan_throughput_{args.preset}_{device.platform}_{datetime.date.today().isoformat()}"
     (out / f"{stem}.md").write_text(report)
-    (out / f"{stem}.json").write_text(
-        json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
-    )
+    (out / f"{stem}.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
     print(f"wrote {out / stem}.md and .json")
     return 0
 
