@@ -50,7 +50,11 @@ def check_integer(name: str, array) -> None:
 
 def is_concrete(array) -> bool:
     """True when ``array``'s values are known now (not a tracer inside jit/vmap/grad)."""
-    return not isinstance(array, jax.core.Tracer)
+    try:
+        np.asarray(array)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return False
+    return True
 
 
 def check_seq_lengths(seq_lengths, batch_size: int, max_length: int) -> jax.Array:

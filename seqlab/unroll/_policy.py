@@ -11,8 +11,9 @@ on the backend (measured with ``benchmarks/scan_throughput.py``; results in
     gpu      yes    H100, LSTM fwd+bwd: 1.8x faster at (B, T, H) = (64, 512, 1024),
                     1.3x at (16, 2048, 512) and (64, 512, 256) (shared/REFERENCES.md)
     tpu      yes    same reasoning as gpu (one large matmul on the matrix unit); unmeasured
-    cpu      no     2-core x86, LSTM B=32 T=256 H=256: hoisting slowed the forward pass
-                    (see benchmarks/results/scan_throughput_cpu_*.md)
+    cpu      no     2-core x86, B=32 T=256 H=256: hoisting made the forward pass 2.4x
+                    slower for LSTM, 2.2x for GRU, within noise for the tanh RNN
+                    (benchmarks/results/scan_throughput_cpu_cpu_2026-11-24.md)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ HOIST_INPUT_PROJECTION = {"cpu": False, "gpu": True, "cuda": True, "rocm": True,
 #                      against 38 ms with unroll 1 (shared/REFERENCES.md); per-step loop
 #                      overhead dominates a GPU scan
 #     cpu      1       2-core x86, B=32 T=256 H=256: unroll 2-8 within noise for the
-#                      forward pass, 4-8 up to 1.8x slower for LSTM fwd+bwd
+#                      forward pass, 4-8 up to 1.8x slower for LSTM fwd+bwd (same file)
 #     tpu      1       unmeasured
 DEFAULT_UNROLL = {"cpu": 1, "gpu": 8, "cuda": 8, "rocm": 8, "tpu": 1}
 
