@@ -132,6 +132,8 @@ def test_make_looks_cells_up_by_name():
         3, variant="original"
     )
     assert set(seqlab.cells.registered()) >= {"rnn", "lstm", "gru", "mgu"}
+    wrapped = seqlab.cells.make("mgu", hidden_size=3, trainable_initial_state=True)
+    assert wrapped == seqlab.cells.TrainableInitialState(seqlab.cells.MGU(3))
 
 
 @pytest.mark.parametrize(

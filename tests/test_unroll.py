@@ -124,6 +124,20 @@ def test_unroll_does_not_change_results(rng):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_zero_length_time_axis(rng):
+    cell = CELLS["lstm"]
+    params = random_params(cell, jax.random.key(0), 3)
+    carry = seqlab.cells.LSTMState(
+        jnp.asarray(rng.normal(size=(2, 6)), jnp.float32),
+        jnp.asarray(rng.normal(size=(2, 6)), jnp.float32),
+    )
+    outputs, final = seqlab.scan(
+        cell, params, jnp.zeros((2, 0, 3)), carry, seq_lengths=jnp.array([0, 0]), reverse=True
+    )
+    assert outputs.shape == (2, 0, 6)
+    np.testing.assert_array_equal(final.c, carry.c)
+
+
 def test_jit_vmap_grad_compose(rng):
     cell = CELLS["gru_cudnn"]
     xs = jnp.asarray(rng.normal(size=(2, 6, 3)), jnp.float32)

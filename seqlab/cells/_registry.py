@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from seqlab._checks import require
+from seqlab.cells._base import TrainableInitialState
 from seqlab.cells._gru import GRU
 from seqlab.cells._lstm import LSTM
 from seqlab.cells._mgu import MGU
@@ -26,7 +27,12 @@ def registered() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make(name: str, **options: Any) -> Any:
-    """The cell registered as ``name``, e.g. ``make("lstm", hidden_size=128)``."""
+def make(name: str, *, trainable_initial_state: bool = False, **options: Any) -> Any:
+    """The cell registered as ``name``, e.g. ``make("lstm", hidden_size=128)``.
+
+    With ``trainable_initial_state=True`` the cell comes wrapped in
+    ``TrainableInitialState``.
+    """
     require(name in _REGISTRY, f"unknown cell {name!r}; expected one of {registered()}")
-    return _REGISTRY[name](**options)
+    cell = _REGISTRY[name](**options)
+    return TrainableInitialState(cell) if trainable_initial_state else cell

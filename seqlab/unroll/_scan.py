@@ -116,7 +116,8 @@ def scan(
         check_same_structure("carry", carry, expected)
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
-    _check_step_accepts(cell, params, carry, xs_time_major[0])
+    x_t = jax.ShapeDtypeStruct(xs_time_major.shape[1:], xs_time_major.dtype)
+    _check_step_accepts(cell, params, carry, x_t)
 
     match implementation:
         case "xla":
