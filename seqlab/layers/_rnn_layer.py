@@ -50,7 +50,7 @@ class RNNLayer:
       dropout: rate of dropout on the outputs of every layer but the last, applied only
         when ``apply(..., train=True)`` (PyTorch's ``dropout`` argument).
       time_major: inputs and outputs are (T, B, ...) rather than (B, T, ...).
-      unroll, implementation, hoist_input_projection: passed to ``seqlab.scan``.
+      unroll, implementation, hoist_input_projection, remat: passed to ``seqlab.scan``.
 
     Parameters: a tuple over layers of ``{"forward": cell params, "backward": cell params}``
     (no "backward" unless bidirectional). States (the ``carry`` argument and the returned
@@ -68,6 +68,7 @@ class RNNLayer:
     unroll: int | bool | None = None
     implementation: str | None = None
     hoist_input_projection: bool | None = None
+    remat: bool | int = False
 
     def __post_init__(self):
         require(
@@ -204,6 +205,7 @@ class RNNLayer:
                     unroll=self.unroll,
                     implementation=self.implementation,
                     hoist_input_projection=self.hoist_input_projection,
+                    remat=self.remat,
                 )
                 outputs.append(out)
             hidden = outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=-1)

@@ -43,8 +43,14 @@ def scan_xla(
     reverse: bool,
     unroll: int | bool,
     hoist: bool,
+    remat_block: int | None = None,
 ) -> tuple[Array, Carry]:
-    """Unroll ``cell`` over time-major ``xs`` with ``lax.scan``; returns (outputs, final carry)."""
+    """Unroll ``cell`` over time-major ``xs`` with ``lax.scan``; returns (outputs, final carry).
+
+    With ``remat_block`` the time axis runs in blocks of that many steps, each under
+    ``jax.checkpoint``: the backward pass keeps only the carries at block borders and
+    recomputes each block's steps, so memory grows like T / block + block instead of T.
+    """
     if hoist:
         inputs = cell.project_inputs(params, xs)
 
@@ -56,13 +62,15 @@ def scan_xla(
         def step(carry, x):
             return cell.step(params, carry, x)
 
-    if seq_lengths is None:
+    num_steps, batch_size = xs.shape[:2]
+    if seq_lengths is None and remat_block is None:
         final_carry, outputs = jax.lax.scan(step, carry, inputs, reverse=reverse, unroll=unroll)
         return outputs, final_carry
+    if seq_lengths is None:  # blocks pad the time axis; masking keeps the padding inert
+        seq_lengths = jnp.full((batch_size,), num_steps, jnp.int32)
 
     if reverse:
         inputs = reverse_within_lengths(inputs, seq_lengths)
-    num_steps = xs.shape[0]
     valid = jnp.arange(num_steps)[:, None] < seq_lengths[None, :]  # (T, B)
 
     def masked_step(carry, inputs_t):
@@ -78,7 +86,39 @@ def scan_xla(
         )
         return new_carry, output
 
-    final_carry, outputs = jax.lax.scan(masked_step, carry, (inputs, valid), unroll=unroll)
+    if remat_block is None:
+        final_carry, outputs = jax.lax.scan(masked_step, carry, (inputs, valid), unroll=unroll)
+    else:
+        final_carry, outputs = _blocked_scan(
+            masked_step, carry, (inputs, valid), remat_block, unroll
+        )
     if reverse:
         outputs = reverse_within_lengths(outputs, seq_lengths)
     return outputs, final_carry
+
+
+def _blocked_scan(body, carry, inputs, block: int, unroll):
+    """``lax.scan(body, carry, inputs)`` in blocks of ``block`` steps, each rematerialized.
+
+    The time axis is padded with zeros up to a multiple of ``block``; ``body`` must leave
+    the carry unchanged on padded steps (the masked step does: their ``valid`` is False).
+    """
+    num_steps = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+    num_blocks = -(-num_steps // block)
+    padding = num_blocks * block - num_steps
+
+    def to_blocks(leaf):
+        leaf = jnp.pad(leaf, [(0, padding)] + [(0, 0)] * (leaf.ndim - 1))
+        return leaf.reshape((num_blocks, block, *leaf.shape[1:]))
+
+    @jax.checkpoint
+    def run_block(carry, block_inputs):
+        return jax.lax.scan(body, carry, block_inputs, unroll=unroll)
+
+    final_carry, outputs = jax.lax.scan(
+        run_block, carry, jax.tree_util.tree_map(to_blocks, inputs)
+    )
+    outputs = jax.tree_util.tree_map(
+        lambda leaf: leaf.reshape((num_blocks * block, *leaf.shape[2:]))[:num_steps], outputs
+    )
+    return final_carry, outputs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -35,6 +37,19 @@ def resolve_implementation(implementation: str | None) -> str:
             )
 
 
+def _resolve_remat(remat: bool | int, num_steps: int) -> int | None:
+    """The block length for ``remat`` (None: no rematerialization)."""
+    if remat is False:
+        return None
+    if remat is True:
+        return max(1, math.isqrt(num_steps))
+    require(
+        isinstance(remat, int) and remat >= 1,
+        f"remat must be a bool or a positive int (the block length), got {remat!r}",
+    )
+    return remat
+
+
 def _check_step_accepts(cell, params, carry, x_t) -> None:
     """Trace one step abstractly so that size mistakes surface as a clear ValueError."""
     input_size = getattr(cell, "input_size", None)
@@ -66,6 +81,7 @@ def scan(
     unroll: int | bool | None = None,
     implementation: str | None = None,
     hoist_input_projection: bool | None = None,
+    remat: bool | int = False,
 ) -> tuple[Array, Carry]:
     """Run ``cell`` over a batch of sequences.
 
@@ -91,6 +107,11 @@ def scan(
       hoist_input_projection: compute the input projection of all steps as one matmul
         before the loop (cells with ``project_inputs`` only). None picks the measured
         per-backend default in ``seqlab/unroll/_policy.py``.
+      remat: rematerialize for long sequences: run time in blocks under ``jax.checkpoint``
+        so the backward pass stores only the carries at block borders and recomputes the
+        rest. True uses blocks of about sqrt(T) steps; an int sets the block length.
+        Gradients are unchanged; memory falls from O(T) to O(T / block + block) steps'
+        worth of activations at the cost of one extra forward pass.
 
     Returns:
       ``(outputs, final_carry)``: outputs (B, T, ...) or (T, B, ...) as the cell's
@@ -106,6 +127,7 @@ def scan(
     implementation = resolve_implementation(implementation)
     hoist = should_hoist(cell, hoist_input_projection)
     unroll = resolve_unroll(unroll)
+    remat_block = _resolve_remat(remat, xs.shape[0] if time_major else xs.shape[1])
 
     xs_time_major = xs if time_major else jnp.swapaxes(xs, 0, 1)
     num_steps, batch_size = xs_time_major.shape[:2]
@@ -130,6 +152,7 @@ def scan(
                 reverse=reverse,
                 unroll=unroll,
                 hoist=hoist,
+                remat_block=remat_block,
             )
     if not time_major:
         outputs = jax.tree_util.tree_map(lambda y: jnp.swapaxes(y, 0, 1), outputs)
