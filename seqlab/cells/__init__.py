@@ -6,9 +6,12 @@ Each cell is a frozen description with ``init(key, input_size)``,
 """
 
 from seqlab.cells._base import Cell as Cell
+from seqlab.cells._base import PerturbedHidden as PerturbedHidden
 from seqlab.cells._base import RecurrentCell as RecurrentCell
 from seqlab.cells._base import TrainableInitialState as TrainableInitialState
 from seqlab.cells._base import can_hoist as can_hoist
+from seqlab.cells._base import hidden_of as hidden_of
+from seqlab.cells._base import replace_hidden as replace_hidden
 from seqlab.cells._gru import GRU as GRU
 from seqlab.cells._lstm import LSTM as LSTM
 from seqlab.cells._lstm import LSTMState as LSTMState
@@ -22,6 +25,9 @@ __all__ = [
     "Cell",
     "RecurrentCell",
     "TrainableInitialState",
+    "PerturbedHidden",
+    "hidden_of",
+    "replace_hidden",
     "can_hoist",
     "RNN",
     "LSTM",

@@ -151,3 +151,48 @@ class TrainableInitialState:
 
     def step_projected(self, params: Params, carry: Carry, projected: Any) -> tuple[Carry, Array]:
         return self.cell.step_projected(params["cell"], carry, projected)
+
+
+def hidden_of(carry: Carry) -> Array:
+    """The hidden state h inside a carry: the carry itself when it is one array, else its
+    ``h`` field (``LSTMState`` and any NamedTuple carry with an ``h`` field)."""
+    if hasattr(carry, "shape"):
+        return carry
+    require(
+        hasattr(carry, "h"),
+        f"cannot find the hidden state in a carry of type {type(carry).__name__}: use one "
+        "array, or a NamedTuple with an 'h' field",
+    )
+    return carry.h
+
+
+def replace_hidden(carry: Carry, hidden: Array) -> Carry:
+    """``carry`` with its hidden state (see ``hidden_of``) replaced by ``hidden``."""
+    return hidden if hasattr(carry, "shape") else carry._replace(h=hidden)
+
+
+@dataclasses.dataclass(frozen=True)
+class PerturbedHidden:
+    """Analysis device: adds a perturbation δ_t to the hidden state after every step.
+
+    Inputs arrive as ``concat([x_t, δ_t], -1)`` with x_t of ``input_size`` features; the
+    step computes ``h_t = step(h_{t-1}, x_t).h + δ_t`` and emits it as the output, so the
+    gradient of a loss with respect to δ at δ = 0 is ∂L/∂h_t, the total derivative through
+    the output at t and every later step. The cell's output must be its hidden state (true
+    of every built-in cell).
+    """
+
+    cell: Any
+    input_size: int
+
+    def init(self, key: PRNGKey, input_size: int) -> Params:
+        return self.cell.init(key, input_size)
+
+    def initial_carry(self, params: Params, batch_shape: Shape) -> Carry:
+        return self.cell.initial_carry(params, batch_shape)
+
+    def step(self, params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
+        inputs, delta = x[..., : self.input_size], x[..., self.input_size :]
+        new_carry, _ = self.cell.step(params, carry, inputs)
+        hidden = hidden_of(new_carry) + delta
+        return replace_hidden(new_carry, hidden), hidden

@@ -43,7 +43,8 @@ class GRU(AffineInputCell):
             return {"b_hn": jnp.zeros((self.hidden_size,), jnp.float32)}
         return {}
 
-    def step_projected(self, params, carry, projected):
+    def gate_values(self, params, carry, projected):
+        """The sigmoid gates ``{"reset", "update"}`` and the tanh candidate n."""
         hidden = self.hidden_size
         x_r, x_z, x_n = split_gates(projected, 3)
         w_hh = params["w_hh"]
@@ -59,5 +60,10 @@ class GRU(AffineInputCell):
             r = jax.nn.sigmoid(x_r + h_r)
             z = jax.nn.sigmoid(x_z + h_z)
             n = jnp.tanh(x_n + (r * carry) @ w_hh[:, 2 * hidden :])
-        h = (1 - z) * n + z * carry
+        return {"reset": r, "update": z}, n
+
+    def step_projected(self, params, carry, projected):
+        gates, candidate = self.gate_values(params, carry, projected)
+        z = gates["update"]
+        h = (1 - z) * candidate + z * carry
         return h, h

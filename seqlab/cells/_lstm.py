@@ -78,11 +78,20 @@ class LSTM(AffineInputCell):
             c=jnp.zeros((*batch_shape, self.hidden_size), dtype),
         )
 
+    def gate_values(self, params, carry, projected):
+        """The sigmoid gates ``{"input", "forget", "output"}`` and the tanh candidate g."""
+        i, f, g, o = split_gates(projected + carry.h @ params["w_hh"], 4)
+        gates = {
+            "input": jax.nn.sigmoid(i),
+            "forget": jax.nn.sigmoid(f),
+            "output": jax.nn.sigmoid(o),
+        }
+        return gates, jnp.tanh(g)
+
     def step_projected(self, params, carry, projected):
-        gates = projected + carry.h @ params["w_hh"]
-        i, f, g, o = split_gates(gates, 4)
-        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        gates, candidate = self.gate_values(params, carry, projected)
+        c = gates["forget"] * carry.c + gates["input"] * candidate
+        h = gates["output"] * jnp.tanh(c)
         if self.proj_size:
             h = h @ params["w_hr"]
         return LSTMState(h, c), h

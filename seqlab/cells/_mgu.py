@@ -27,11 +27,16 @@ class MGU(AffineInputCell):
 
     num_gates = 2
 
-    def step_projected(self, params, carry, projected):
+    def gate_values(self, params, carry, projected):
+        """The sigmoid gate ``{"forget"}`` and the tanh candidate h̃."""
         hidden = self.hidden_size
         x_f, x_n = split_gates(projected, 2)
         w_hh = params["w_hh"]
         f = jax.nn.sigmoid(x_f + carry @ w_hh[:, :hidden])
-        candidate = jnp.tanh(x_n + (f * carry) @ w_hh[:, hidden:])
+        return {"forget": f}, jnp.tanh(x_n + (f * carry) @ w_hh[:, hidden:])
+
+    def step_projected(self, params, carry, projected):
+        gates, candidate = self.gate_values(params, carry, projected)
+        f = gates["forget"]
         h = (1 - f) * carry + f * candidate
         return h, h

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from seqlab._checks import check_rank, require
-from seqlab.cells._base import check_cell
+from seqlab.cells._base import PerturbedHidden, check_cell
 from seqlab.typing import Array, Params, PRNGKey, Shape
 from seqlab.unroll import scan
 
@@ -149,6 +149,7 @@ class RNNLayer:
         carry: Params | None = None,
         key: PRNGKey | None = None,
         train: bool = False,
+        hidden_perturbations: Params | None = None,
     ) -> tuple[Array, Params]:
         """Run the stack over a batch.
 
@@ -159,6 +160,10 @@ class RNNLayer:
           carry: optional initial state, in the layout of ``initial_carry``.
           key: PRNG key for dropout; required when ``train`` and ``dropout > 0``.
           train: apply inter-layer dropout.
+          hidden_perturbations: for gradient analysis (``seqlab.analysis``): arrays laid
+            out like ``initial_carry`` but holding, per layer and direction, δ of shape
+            (B, T, S) (time-major: (T, B, S)), added to the hidden state after each step
+            (see ``cells.PerturbedHidden``). The gradient of a loss at δ = 0 is ∂L/∂h_t.
 
         Returns:
           ``(outputs, final_state)``: outputs (B, T, F) with F = directions x the top
@@ -194,10 +199,16 @@ class RNNLayer:
                     isinstance(carry[index], dict) and direction in carry[index],
                     f"carry[{index}] must be a dict with keys {list(self.directions)}",
                 )
+                run_cell, run_input = cell, hidden
+                if hidden_perturbations is not None:
+                    delta = hidden_perturbations[index][direction]
+                    delta = delta if self.time_major else jnp.swapaxes(delta, 0, 1)
+                    run_cell = PerturbedHidden(cell, hidden.shape[-1])
+                    run_input = jnp.concatenate([hidden, delta.astype(hidden.dtype)], axis=-1)
                 out, finals[direction] = scan(
-                    cell,
+                    run_cell,
                     layer[direction],
-                    hidden,
+                    run_input,
                     carry[index][direction],
                     seq_lengths=seq_lengths,
                     reverse=direction == "backward",

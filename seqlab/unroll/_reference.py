@@ -115,9 +115,7 @@ def _blocked_scan(body, carry, inputs, block: int, unroll):
     def run_block(carry, block_inputs):
         return jax.lax.scan(body, carry, block_inputs, unroll=unroll)
 
-    final_carry, outputs = jax.lax.scan(
-        run_block, carry, jax.tree_util.tree_map(to_blocks, inputs)
-    )
+    final_carry, outputs = jax.lax.scan(run_block, carry, jax.tree_util.tree_map(to_blocks, inputs))
     outputs = jax.tree_util.tree_map(
         lambda leaf: leaf.reshape((num_blocks * block, *leaf.shape[2:]))[:num_steps], outputs
     )
