@@ -1,5 +1,7 @@
 """seqlab: recurrent neural networks as pure JAX functions."""
 
+from seqlab import analysis as analysis
+from seqlab import bptt as bptt
 from seqlab import cells as cells
 from seqlab import interop as interop
 from seqlab import layers as layers
@@ -7,4 +9,4 @@ from seqlab.unroll import scan as scan
 
 __version__ = "0.1.0"
 
-__all__ = ["cells", "interop", "layers", "scan", "__version__"]
+__all__ = ["analysis", "bptt", "cells", "interop", "layers", "scan", "__version__"]
