@@ -27,7 +27,7 @@ def clipping(
 
     ``max_value`` clips every gradient entry to [-max_value, max_value] first; ``max_norm``
     then rescales the whole gradient when its global norm exceeds it (Pascanu et al. 2013).
-    Report ``optax.global_norm(grads)`` before the update as the pre-clip norm (as
+    Report ``optax.tree.norm(grads)`` before the update as the pre-clip norm (as
     ``truncated_bptt`` does).
     """
     transforms = []
@@ -104,7 +104,7 @@ def truncated_bptt(
         )
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        return (params, opt_state, new_carry), (loss, optax.global_norm(grads))
+        return (params, opt_state, new_carry), (loss, optax.tree.norm(grads))
 
     (params, opt_state, carry), (losses, norms) = jax.lax.scan(
         one_chunk, (params, opt_state, carry), jax.tree_util.tree_map(to_chunks, stream)

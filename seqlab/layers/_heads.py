@@ -54,7 +54,8 @@ def valid_mask(seq_lengths: Array | None, batch_size: int, num_steps: int) -> Ar
     """(B, T) boolean: step t of sequence b is valid when t < seq_lengths[b]."""
     if seq_lengths is None:
         return jnp.ones((batch_size, num_steps), bool)
-    return jnp.arange(num_steps)[None, :] < jnp.asarray(seq_lengths)[:, None]
+    seq_lengths = jnp.asarray(seq_lengths)
+    return jnp.arange(num_steps, dtype=seq_lengths.dtype)[None, :] < seq_lengths[:, None]
 
 
 def masked_reduce(per_step: Array, seq_lengths: Array | None, reduction: str = "mean") -> Array:

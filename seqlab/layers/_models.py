@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from seqlab._checks import check_integer, check_rank, require
 from seqlab.layers._encoding import BOS_ID, EOS_ID, PAD_ID, Embedding
-from seqlab.layers._heads import dense_apply, dense_init, last_valid_outputs
+from seqlab.layers._heads import dense_apply, dense_init, last_valid_outputs, valid_mask
 from seqlab.layers._rnn_layer import RNNLayer
 from seqlab.typing import Array, Params, PRNGKey
 
@@ -85,7 +85,7 @@ class ManyToMany:
         logits = dense_apply(params["head"], outputs)
         if seq_lengths is None:
             return logits
-        valid = jnp.arange(xs.shape[1])[None, :] < jnp.asarray(seq_lengths)[:, None]
+        valid = valid_mask(seq_lengths, *xs.shape[:2])
         return jnp.where(valid[..., None], logits, jnp.zeros_like(logits))
 
 

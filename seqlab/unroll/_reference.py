@@ -23,7 +23,7 @@ def reverse_within_lengths(tree, seq_lengths: Array):
     entries stay where they are. The map is its own inverse.
     """
     num_steps = jax.tree_util.tree_leaves(tree)[0].shape[0]
-    time = jnp.arange(num_steps)[:, None]
+    time = jnp.arange(num_steps, dtype=seq_lengths.dtype)[:, None]
     index = jnp.where(time < seq_lengths[None, :], seq_lengths[None, :] - 1 - time, time)
 
     def gather(leaf):
@@ -71,7 +71,7 @@ def scan_xla(
 
     if reverse:
         inputs = reverse_within_lengths(inputs, seq_lengths)
-    valid = jnp.arange(num_steps)[:, None] < seq_lengths[None, :]  # (T, B)
+    valid = jnp.arange(num_steps, dtype=seq_lengths.dtype)[:, None] < seq_lengths[None, :]
 
     def masked_step(carry, inputs_t):
         x, valid_t = inputs_t
