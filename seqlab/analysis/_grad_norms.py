@@ -38,8 +38,21 @@ def _zero_perturbations(layer: RNNLayer, params: Params, xs: Array):
     return tuple({d: zeros(state[d]) for d in state} for state in carries)
 
 
+def _scaled_norm(vectors: Array) -> Array:
+    """‖v‖₂ over the last axis without squaring tiny entries into underflow."""
+    scale = jnp.max(jnp.abs(vectors), axis=-1, keepdims=True)
+    safe = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+    return (safe * jnp.linalg.norm(vectors / safe, axis=-1, keepdims=True))[..., 0]
+
+
 def hidden_grad_norms(
-    layer: RNNLayer, params: Params, xs: Array, loss_fn, *, seq_lengths: Array | None = None
+    layer: RNNLayer,
+    params: Params,
+    xs: Array,
+    loss_fn,
+    *,
+    seq_lengths: Array | None = None,
+    numpy: bool = True,
 ) -> np.ndarray:
     """‖∂L/∂h_t‖₂ for every layer, sequence and step.
 
@@ -55,6 +68,9 @@ def hidden_grad_norms(
       xs: inputs in the layer's layout.
       loss_fn: ``outputs -> scalar`` on the layer's outputs.
       seq_lengths: optional (B,) lengths; norms at padded steps are exactly 0.
+      numpy: return a float64 NumPy array (default); False returns a JAX array in the
+        parameters' dtype, so the function can run inside ``jit`` and ``vmap`` (e.g. over
+        seeds).
 
     Returns:
       float64 NumPy array of shape (num_layers, B, T) for a unidirectional layer, and
@@ -83,14 +99,13 @@ def hidden_grad_norms(
         f"loss_fn must return a scalar, got {getattr(value, 'shape', type(value).__name__)}",
     )
     grads = jax.grad(loss)(perturbations)
-    norms = [
-        [np.linalg.norm(np.asarray(g[d], np.float64), axis=-1) for d in layer.directions]
-        for g in grads
-    ]
-    norms = np.asarray(norms)  # (L, dirs, B, T) or (L, dirs, T, B) when time-major
+    norms = jnp.stack(
+        [jnp.stack([_scaled_norm(g[d]) for d in layer.directions]) for g in grads]
+    )  # (L, dirs, B, T), or (L, dirs, T, B) when time-major
     if layer.time_major:
-        norms = np.swapaxes(norms, -1, -2)
-    return norms if layer.bidirectional else norms[:, 0]
+        norms = jnp.swapaxes(norms, -1, -2)
+    norms = norms if layer.bidirectional else norms[:, 0]
+    return np.asarray(norms, np.float64) if numpy else norms
 
 
 @dataclasses.dataclass(frozen=True)
