@@ -255,3 +255,35 @@ def test_analysis_bad_input(rng):
         hidden_grad_norms(CELLS["lstm"], params, xs, jnp.sum)
     with pytest.raises(ValueError, match="direction must be one of"):
         jacobian_norms(layer, params, xs, direction="backward")
+
+
+def test_analysis_works_on_a_user_defined_cell(rng):
+    """The README's three-function Elman cell, against the same math as a built-in RNN."""
+
+    def init(key, input_size):
+        k1, k2 = jax.random.split(key)
+        return {
+            "w_x": jax.random.normal(k1, (input_size, 5)) / input_size**0.5,
+            "w_h": jax.nn.initializers.orthogonal()(k2, (5, 5)),
+        }
+
+    def step(params, h, x):
+        h = jnp.tanh(x @ params["w_x"] + h @ params["w_h"])
+        return h, h
+
+    custom = seqlab.cells.Cell(init, lambda p, shape: jnp.zeros((*shape, 5)), step)
+    params = custom.init(jax.random.key(0), 3)
+    builtin_params = ({"forward": {"w_ih": params["w_x"], "w_hh": params["w_h"]}},)
+    builtin = RNNLayer(seqlab.cells.RNN(5, use_bias=False))
+    xs = jnp.asarray(rng.normal(size=(2, 9, 3)), jnp.float32)
+    layer = RNNLayer(custom)
+    np.testing.assert_allclose(
+        hidden_grad_norms(layer, ({"forward": params},), xs, jnp.sum),
+        hidden_grad_norms(builtin, builtin_params, xs, jnp.sum),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        jacobian_norms(layer, ({"forward": params},), xs),
+        jacobian_norms(builtin, builtin_params, xs),
+        rtol=1e-5,
+    )

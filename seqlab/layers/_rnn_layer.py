@@ -38,6 +38,11 @@ def dropout(key: PRNGKey, rate: float, x: Array) -> Array:
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
+def _is_cell_sequence(value) -> bool:
+    """A list or tuple of cells, as opposed to one cell (``cells.Cell`` is a NamedTuple)."""
+    return isinstance(value, list | tuple) and not callable(getattr(value, "step", None))
+
+
 @dataclasses.dataclass(frozen=True)
 class RNNLayer:
     """``num_layers`` stacked recurrent layers, optionally bidirectional.
@@ -79,7 +84,7 @@ class RNNLayer:
             isinstance(self.dropout, int | float) and 0.0 <= self.dropout < 1.0,
             f"dropout must be a rate in [0, 1), got {self.dropout!r}",
         )
-        if isinstance(self.cell, list | tuple):
+        if _is_cell_sequence(self.cell):
             require(
                 len(self.cell) == self.num_layers,
                 f"a sequence of cells needs one per layer: num_layers = {self.num_layers}, "
@@ -92,7 +97,7 @@ class RNNLayer:
     @property
     def cells(self) -> tuple:
         """The cell of each layer."""
-        return self.cell if isinstance(self.cell, tuple) else (self.cell,) * self.num_layers
+        return self.cell if _is_cell_sequence(self.cell) else (self.cell,) * self.num_layers
 
     @property
     def directions(self) -> tuple[str, ...]:
