@@ -325,8 +325,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="ci")
     parser.add_argument("--out", help="output folder")
+    parser.add_argument(
+        "--cells",
+        help="comma-separated registered cell names, replacing the preset's "
+        f"(registered: {', '.join(seqlab.cells.registered())})",
+    )
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
+    if args.cells:
+        names = tuple(args.cells.split(","))
+        unknown = sorted(set(names) - set(seqlab.cells.registered()))
+        if unknown:
+            parser.error(f"unknown cells {unknown}; registered: {seqlab.cells.registered()}")
+        preset = dataclasses.replace(preset, cells=names)
     today = datetime.date.today().isoformat()
     out = pathlib.Path(
         args.out

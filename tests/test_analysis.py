@@ -255,6 +255,14 @@ def test_analysis_bad_input(rng):
         hidden_grad_norms(CELLS["lstm"], params, xs, jnp.sum)
     with pytest.raises(ValueError, match="direction must be one of"):
         jacobian_norms(layer, params, xs, direction="backward")
+    dict_state = seqlab.cells.Cell(
+        init=lambda key, d: {"w": jnp.ones((d, 2))},
+        initial_carry=lambda p, shape: {"a": jnp.zeros((*shape, 2))},
+        step=lambda p, carry, x: ({"a": jnp.tanh(x @ p["w"]) + carry["a"]}, carry["a"]),
+    )
+    dict_layer = RNNLayer(dict_state)
+    with pytest.raises(ValueError, match="cannot find the hidden state"):
+        hidden_grad_norms(dict_layer, dict_layer.init(jax.random.key(0), 3), xs, jnp.sum)
 
 
 def test_analysis_works_on_a_user_defined_cell(rng):

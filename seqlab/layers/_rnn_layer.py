@@ -204,8 +204,9 @@ class RNNLayer:
                     isinstance(carry[index], dict) and direction in carry[index],
                     f"carry[{index}] must be a dict with keys {list(self.directions)}",
                 )
-                run_cell, run_input = cell, hidden
-                if hidden_perturbations is not None:
+                run_cell, run_input, hoist = cell, hidden, self.hoist_input_projection
+                if hidden_perturbations is not None:  # the wrapper cell cannot hoist
+                    hoist = None
                     delta = hidden_perturbations[index][direction]
                     delta = delta if self.time_major else jnp.swapaxes(delta, 0, 1)
                     run_cell = PerturbedHidden(cell, hidden.shape[-1])
@@ -220,7 +221,7 @@ class RNNLayer:
                     time_major=True,
                     unroll=self.unroll,
                     implementation=self.implementation,
-                    hoist_input_projection=self.hoist_input_projection,
+                    hoist_input_projection=hoist,
                     remat=self.remat,
                 )
                 outputs.append(out)
