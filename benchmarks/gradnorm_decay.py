@@ -267,6 +267,8 @@ def plot(result: dict, preset: Preset, out: pathlib.Path) -> None:
     from matplotlib import pyplot as plt
 
     longest = max(preset.lengths)
+    names = list(dict.fromkeys(r["cell"] for r in result["records"]))
+    colors = {name: "black" if name == "linear" else f"C{i}" for i, name in enumerate(names)}
     for phase in ("init", "trained"):
         figure, axis = plt.subplots(figsize=(7, 4.5))
         for cell in dict.fromkeys(r["cell"] for r in result["records"]):
@@ -284,12 +286,12 @@ def plot(result: dict, preset: Preset, out: pathlib.Path) -> None:
             label = (
                 f"linear, W_hh = {CALIBRATION_GAMMA}·Q (slope ln γ)" if cell == "linear" else cell
             )
-            (line,) = axis.plot(distance[finite], mean[finite], label=label)
+            axis.plot(distance[finite], mean[finite], label=label, color=colors[cell])
             axis.fill_between(
                 distance[finite],
                 log_norms.min(0)[finite],
                 log_norms.max(0)[finite],
-                color=line.get_color(),
+                color=colors[cell],
                 alpha=0.2,
             )
         axis.set_xlabel("distance from the loss, T - 1 - t (steps)")
@@ -310,6 +312,7 @@ def plot(result: dict, preset: Preset, out: pathlib.Path) -> None:
                     [r["rate"] for r in rows],
                     style,
                     label=f"{cell} ({phase})",
+                    color=colors[cell],
                 )
     axis.set_xscale("log", base=2)
     axis.set_xlabel("sequence length T")
