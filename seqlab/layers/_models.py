@@ -29,41 +29,8 @@ def _check_batch_major(layer: RNNLayer, role: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class ManyToOne:
-    """Sequence classifier or regressor: a dense head on each sequence's last valid output.
-
-    ``apply`` returns (B, output_size): logits for classification, values for regression.
-    For a bidirectional encoder the summary is [forward at the last valid step, backward
-    at step 0] (see ``last_valid_outputs``).
-    """
-
-    encoder: RNNLayer
-    output_size: int
-
-    def __post_init__(self):
-        _check_batch_major(self.encoder, "encoder")
-
-    def init(self, key: PRNGKey, input_size: int) -> Params:
-        k_encoder, k_head = jax.random.split(key)
-        summary_size = self.encoder.output_size(input_size)
-        return {
-            "encoder": self.encoder.init(k_encoder, input_size),
-            "head": dense_init(k_head, summary_size, self.output_size),
-        }
-
-    def apply(self, params, xs, *, seq_lengths=None, key=None, train=False) -> Array:
-        outputs, _ = self.encoder.apply(
-            params["encoder"], xs, seq_lengths=seq_lengths, key=key, train=train
-        )
-        summary = last_valid_outputs(outputs, seq_lengths, bidirectional=self.encoder.bidirectional)
-        return dense_apply(params["head"], summary)
-
-
-@dataclasses.dataclass(frozen=True)
-class ManyToMany:
-    """Synced many-to-many (a tagger): one output per input step, (B, T, output_size),
-    exactly zero at padded steps. Pair with ``masked_reduce`` or
-    ``sequence_cross_entropy`` so the loss counts valid steps only."""
+class _EncoderWithHead:
+    """An RNNLayer encoder followed by a dense head (shared by ManyToOne and ManyToMany)."""
 
     encoder: RNNLayer
     output_size: int
@@ -78,11 +45,36 @@ class ManyToMany:
             "head": dense_init(k_head, self.encoder.output_size(input_size), self.output_size),
         }
 
-    def apply(self, params, xs, *, seq_lengths=None, key=None, train=False) -> Array:
+    def _encode(self, params, xs, seq_lengths, key, train) -> Array:
         outputs, _ = self.encoder.apply(
             params["encoder"], xs, seq_lengths=seq_lengths, key=key, train=train
         )
-        logits = dense_apply(params["head"], outputs)
+        return outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class ManyToOne(_EncoderWithHead):
+    """Sequence classifier or regressor: a dense head on each sequence's last valid output.
+
+    ``apply`` returns (B, output_size): logits for classification, values for regression.
+    For a bidirectional encoder the summary is [forward at the last valid step, backward
+    at step 0] (see ``last_valid_outputs``).
+    """
+
+    def apply(self, params, xs, *, seq_lengths=None, key=None, train=False) -> Array:
+        outputs = self._encode(params, xs, seq_lengths, key, train)
+        summary = last_valid_outputs(outputs, seq_lengths, bidirectional=self.encoder.bidirectional)
+        return dense_apply(params["head"], summary)
+
+
+@dataclasses.dataclass(frozen=True)
+class ManyToMany(_EncoderWithHead):
+    """Synced many-to-many (a tagger): one output per input step, (B, T, output_size),
+    exactly zero at padded steps. Pair with ``masked_reduce`` or
+    ``sequence_cross_entropy`` so the loss counts valid steps only."""
+
+    def apply(self, params, xs, *, seq_lengths=None, key=None, train=False) -> Array:
+        logits = dense_apply(params["head"], self._encode(params, xs, seq_lengths, key, train))
         if seq_lengths is None:
             return logits
         valid = valid_mask(seq_lengths, *xs.shape[:2])
