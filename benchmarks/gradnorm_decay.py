@@ -15,7 +15,9 @@ per seed, with a 95% Student-t interval over seeds.
     python benchmarks/gradnorm_decay.py --preset full   # see benchmarks/results/ for its time
 
 Writes to ``--out`` (default benchmarks/results/gradnorm_decay_<preset>_<date>/):
-curves.csv (every curve, long format), curves.json, decay_rates.csv, summary.md, and the
+curves.csv (every curve, long format), curves.json, decay_rates.csv, diagnostics.csv
+(σ_max of each W_hh block and gate saturation, per seed, at init and after training),
+summary.md, and the
 plots decay_init.png, decay_trained.png (ln-norm against distance at the longest T, one
 line per cell) and rate_vs_T.png.
 """
@@ -41,7 +43,13 @@ import optax
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import seqlab  # noqa: E402
-from seqlab.analysis import first_non_finite, fit_decay_rate, hidden_grad_norms  # noqa: E402
+from seqlab.analysis import (  # noqa: E402
+    first_non_finite,
+    fit_decay_rate,
+    gate_saturation,
+    hidden_grad_norms,
+    recurrent_spectrum,
+)
 from seqlab.demo import adding_problem  # noqa: E402
 from seqlab.layers import RNNLayer, dense_apply, dense_init  # noqa: E402
 
@@ -143,10 +151,28 @@ def curves_for(layer, params, length: int, preset: Preset, key) -> np.ndarray:
         return np.mean(np.log(norms[:, 0]), axis=1)  # geometric mean over the batch
 
 
+def diagnose(layer, cell_name, phase, params, preset: Preset, key) -> list[dict]:
+    """Per seed: σ_max of each recurrent block, and gate saturation on adding-problem data."""
+    inputs, _ = adding_problem(key, preset.batch_size, preset.train_len)
+    cell = layer.cell
+    rows = []
+    for seed in range(preset.seeds):
+        seed_params = jax.tree_util.tree_map(lambda a, s=seed: a[s], params["layer"])[0]["forward"]
+        spectrum = recurrent_spectrum(cell, seed_params)
+        row = {"cell": cell_name, "phase": phase, "seed": seed}
+        row.update({f"sigma_max/{block}": value for block, value in spectrum.largest.items()})
+        if callable(getattr(cell, "gate_values", None)):
+            for gate, stats in gate_saturation(cell, seed_params, inputs).items():
+                row[f"saturated/{gate}"] = stats["low"] + stats["high"]
+                row[f"mean/{gate}"] = stats["mean"]
+        rows.append(row)
+    return rows
+
+
 def run(preset: Preset, out: pathlib.Path) -> dict:
     cells = ("linear", *preset.cells)
     key = jax.random.key(0)
-    records, rates = [], []
+    records, rates, diagnostics = [], [], []
     timings = {}
     for index, cell_name in enumerate(cells):
         start = time.perf_counter()
@@ -165,6 +191,9 @@ def run(preset: Preset, out: pathlib.Path) -> dict:
                 flush=True,
             )
         for phase, phase_params in phases.items():
+            diagnostics.extend(
+                diagnose(layer, cell_name, phase, phase_params, preset, jax.random.fold_in(key, 3))
+            )
             for length in preset.lengths:
                 log_norms = curves_for(
                     layer, phase_params, length, preset, jax.random.fold_in(key, length)
@@ -200,7 +229,7 @@ def run(preset: Preset, out: pathlib.Path) -> dict:
                 )
         timings[cell_name] = time.perf_counter() - start
         print(f"  {cell_name}: {timings[cell_name]:.0f} s", flush=True)
-    return {"records": records, "rates": rates, "timings": timings}
+    return {"records": records, "rates": rates, "diagnostics": diagnostics, "timings": timings}
 
 
 def write_outputs(result: dict, preset: Preset, out: pathlib.Path, header: str) -> str:
@@ -221,6 +250,11 @@ def write_outputs(result: dict, preset: Preset, out: pathlib.Path, header: str) 
                         repr(math.exp(log_norm)) if math.isfinite(log_norm) else "nan",
                     ]
                 )
+    columns = list(dict.fromkeys(k for row in result["diagnostics"] for k in row))
+    with open(out / "diagnostics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(result["diagnostics"])
     with open(out / "decay_rates.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(result["rates"][0]))
         writer.writeheader()
@@ -254,6 +288,27 @@ def write_outputs(result: dict, preset: Preset, out: pathlib.Path, header: str) 
             lines.append(
                 f"| {cell} | {phase} | " + " | ".join(entries) + f" | {row[-1]['factor']:.4f} |"
             )
+    lines += [
+        "",
+        "Recurrent matrix and gates (mean over seeds; saturated = share of sigmoid-gate "
+        f"activations below 0.05 or above 0.95 on adding-problem inputs, T={preset.train_len}):",
+        "",
+        "| cell | phase | largest σ_max over W_hh blocks | saturated gates |",
+        "|---|---|---|---|",
+    ]
+    for cell in cells:
+        for phase in ("init", "trained"):
+            rows = [d for d in result["diagnostics"] if d["cell"] == cell and d["phase"] == phase]
+            if not rows:
+                continue
+            sigma = np.mean(
+                [max(v for k, v in d.items() if k.startswith("sigma_max/")) for d in rows]
+            )
+            gates = sorted(k.split("/")[1] for k in rows[0] if k.startswith("saturated/"))
+            saturation = ", ".join(
+                f"{g} {np.mean([d['saturated/' + g] for d in rows]):.2f}" for g in gates
+            )
+            lines.append(f"| {cell} | {phase} | {sigma:.3f} | {saturation or 'n/a'} |")
     summary = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(summary)
     plot(result, preset, out)
