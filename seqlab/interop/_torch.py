@@ -48,7 +48,7 @@ def from_torch(module: Any) -> tuple[RNNLayer, Params]:
     run on a ``pack_padded_sequence`` (zeros at padded steps).
     """
     torch = _torch()
-    hidden = module.hidden_size if hasattr(module, "hidden_size") else None
+    hidden = getattr(module, "hidden_size", None)
     if isinstance(module, torch.nn.LSTM):
         cell = LSTM(hidden, proj_size=module.proj_size, use_bias=module.bias)
     elif isinstance(module, torch.nn.GRU):
@@ -106,27 +106,28 @@ def to_torch(layer: RNNLayer, params: Params) -> Any:
         all(c == cell for c in layer.cells),
         "to_torch needs the same cell in every layer (PyTorch modules have one)",
     )
-    options = dict(
-        input_size=int(params[0]["forward"]["w_ih"].shape[0]),
-        hidden_size=cell.hidden_size if hasattr(cell, "hidden_size") else None,
-        num_layers=layer.num_layers,
-        bias=getattr(cell, "use_bias", True),
-        batch_first=not layer.time_major,
-        dropout=layer.dropout,
-        bidirectional=layer.bidirectional,
-    )
     match cell:
         case LSTM():
-            module = torch.nn.LSTM(**options, proj_size=cell.proj_size)
+            module_type, extra = torch.nn.LSTM, {"proj_size": cell.proj_size}
         case GRU(variant="cudnn"):
-            module = torch.nn.GRU(**options)
+            module_type, extra = torch.nn.GRU, {}
         case RNN(activation="tanh" | "relu"):
-            module = torch.nn.RNN(**options, nonlinearity=cell.activation)
+            module_type, extra = torch.nn.RNN, {"nonlinearity": cell.activation}
         case _:
             raise ValueError(
                 "to_torch supports cells.RNN (tanh, relu), cells.LSTM and "
                 f"cells.GRU(variant='cudnn'); got {cell!r}, which PyTorch has no module for"
             )
+    options = dict(
+        input_size=int(params[0]["forward"]["w_ih"].shape[0]),
+        hidden_size=cell.hidden_size,
+        num_layers=layer.num_layers,
+        bias=cell.use_bias,
+        batch_first=not layer.time_major,
+        dropout=layer.dropout,
+        bidirectional=layer.bidirectional,
+    )
+    module = module_type(**options, **extra)
     weights = dict(module.named_parameters())
     with torch.no_grad():
         for index, layer_params in enumerate(params):
