@@ -1,22 +1,81 @@
-"""The ``seqlab`` command line: a thin face over library functions.
+"""The ``seqlab`` command line: a thin face over ``seqlab.experiments``.
 
-    seqlab demo [--out DIR]     RNN vs LSTM vs GRU vs MGU on the adding problem
+    seqlab run EXPERIMENT [key=value ...] [--out DIR]     train one config
+    seqlab sweep EXPERIMENT [key=v1,v2 ...] [--kfold K] [--out DIR]
+    seqlab resume DIR                                      continue after a crash
+    seqlab report DIR                                      report.md of a run or sweep
+    seqlab analyze DIR [--step N]                          gradient norms of a checkpoint
+    seqlab demo [--out DIR]                                the main job (about 4 minutes)
 
-Bad input prints one line and exits with status 2; nothing already saved is overwritten.
+Bad input prints one line and exits with status 2; nothing already saved is touched.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _stamp() -> str:
+    return f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _quiet_libraries() -> None:
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's info and read-only notices
+
+
+def _run(args) -> int:
+    from seqlab import experiments
+
+    config = experiments.apply_overrides(experiments.find(args.experiment), args.overrides)
+    out = args.out or f"runs/{config.task}-{_stamp()}"
+    experiments.run(config, out)
+    print(f"run directory: {out}")
+    return 0
+
+
+def _sweep(args) -> int:
+    from seqlab import experiments
+
+    config = experiments.find(args.experiment)
+    grid = experiments.parse_grid(args.axes)
+    shared = {k: v[0] for k, v in grid.items() if len(v) == 1}
+    config = experiments.apply_overrides(config, [f"{k}={v}" for k, v in shared.items()])
+    axes = {k: v for k, v in grid.items() if len(v) > 1}
+    out = args.out or f"runs/sweep-{config.task}-{_stamp()}"
+    experiments.sweep(config, axes, out, kfold=args.kfold)
+    return 0
+
+
+def _resume(args) -> int:
+    from seqlab import experiments
+
+    experiments.resume(args.directory)
+    return 0
+
+
+def _report(args) -> int:
+    from seqlab import experiments
+
+    print(f"wrote {experiments.report(args.directory)}")
+    return 0
+
+
+def _analyze(args) -> int:
+    from seqlab.experiments._analyze import analyze_run
+
+    analyze_run(args.directory, args.step)
+    return 0
+
+
+def _demo(args) -> int:
     from seqlab.demo import run_demo
 
-    out = args.out or f"runs/demo-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    run_demo(out)
+    run_demo(args.out or f"runs/demo-{_stamp()}")
     return 0
 
 
@@ -28,10 +87,41 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="seqlab", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(
+        prog="seqlab",
+        description=__doc__.splitlines()[0],
+        epilog="Multi-host: set SEQLAB_DISTRIBUTED=1 to call jax.distributed.initialize() first.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+
+    run = commands.add_parser("run", help="train one experiment into a run directory")
+    run.add_argument("experiment", help="a name in experiments/ (or a task), or a .py file")
+    run.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    run.add_argument("--out", help="run directory (default: runs/<task>-<time>)")
+    run.set_defaults(run=_run)
+
+    sweep = commands.add_parser("sweep", help="the cartesian product of key=v1,v2 axes")
+    sweep.add_argument("experiment")
+    sweep.add_argument("axes", nargs="*", help="key=v1,v2,... (a single value is shared)")
+    sweep.add_argument("--kfold", type=int, default=0, help="k-fold cross-validation")
+    sweep.add_argument("--out", help="sweep directory (default: runs/sweep-<task>-<time>)")
+    sweep.set_defaults(run=_sweep)
+
+    resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")
+    resume.add_argument("directory")
+    resume.set_defaults(run=_resume)
+
+    report = commands.add_parser("report", help="write report.md for a run or a sweep")
+    report.add_argument("directory")
+    report.set_defaults(run=_report)
+
+    analyze = commands.add_parser("analyze", help="gradient norms over time of a checkpoint")
+    analyze.add_argument("directory")
+    analyze.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    analyze.set_defaults(run=_analyze)
+
     demo = commands.add_parser(
-        "demo", help="compare RNN, LSTM, GRU and MGU on the adding problem (about 2 minutes)"
+        "demo", help="gradient-norm decay and an adding sweep over RNN, LSTM and GRU"
     )
     demo.add_argument("--out", help="output folder (default: runs/demo-<time>)")
     demo.set_defaults(run=_demo)
@@ -41,11 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_libraries()
+    if os.environ.get("SEQLAB_DISTRIBUTED") == "1":
+        import jax
+
+        jax.distributed.initialize()
     try:
         return args.run(args)
     except ValueError as error:
-        print(f"seqlab {args.command}: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())
+        print(f"seqlab {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"seqlab {args.command}: interrupted; `seqlab resume` continues", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

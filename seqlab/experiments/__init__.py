@@ -1,0 +1,67 @@
+"""The experiments layer: typed configs, tasks, training, sweeps, checkpoints, reports.
+
+    config = seqlab.experiments.find("adding")            # or an ExperimentConfig
+    config = seqlab.experiments.apply_overrides(config, ["model.cell=gru"])
+    summary = seqlab.experiments.run(config, "runs/gru")   # resume("runs/gru") after a crash
+    run = seqlab.load_run("runs/gru")                      # .config .metrics .steps .params
+
+The ``seqlab`` command line is a thin face over these functions.
+"""
+
+from seqlab.experiments import tasks as tasks
+from seqlab.experiments._analyze import analyze_params as analyze_params
+from seqlab.experiments._analyze import gradient_norms as gradient_norms
+from seqlab.experiments._checkpoint import Checkpoints as Checkpoints
+from seqlab.experiments._config import REQUIRED_KEYS as REQUIRED_KEYS
+from seqlab.experiments._config import CheckpointConfig as CheckpointConfig
+from seqlab.experiments._config import DataConfig as DataConfig
+from seqlab.experiments._config import ExperimentConfig as ExperimentConfig
+from seqlab.experiments._config import ModelConfig as ModelConfig
+from seqlab.experiments._config import TrainConfig as TrainConfig
+from seqlab.experiments._config import apply_overrides as apply_overrides
+from seqlab.experiments._config import valid_keys as valid_keys
+from seqlab.experiments._load import Run as Run
+from seqlab.experiments._load import load_run as load_run
+from seqlab.experiments._lookup import available as available
+from seqlab.experiments._lookup import find as find
+from seqlab.experiments._model import TaskModel as TaskModel
+from seqlab.experiments._model import build_model as build_model
+from seqlab.experiments._report import report as report
+from seqlab.experiments._run import default_config as default_config
+from seqlab.experiments._run import read_config as read_config
+from seqlab.experiments._run import resume as resume
+from seqlab.experiments._run import run as run
+from seqlab.experiments._sweep import parse_grid as parse_grid
+from seqlab.experiments._sweep import sweep as sweep
+from seqlab.experiments._train import Experiment as Experiment
+from seqlab.experiments._train import make_optimizer as make_optimizer
+
+__all__ = [
+    "REQUIRED_KEYS",
+    "CheckpointConfig",
+    "Checkpoints",
+    "DataConfig",
+    "Experiment",
+    "ExperimentConfig",
+    "ModelConfig",
+    "Run",
+    "TaskModel",
+    "TrainConfig",
+    "analyze_params",
+    "apply_overrides",
+    "available",
+    "build_model",
+    "default_config",
+    "find",
+    "gradient_norms",
+    "load_run",
+    "make_optimizer",
+    "parse_grid",
+    "read_config",
+    "report",
+    "resume",
+    "run",
+    "sweep",
+    "tasks",
+    "valid_keys",
+]

@@ -1,0 +1,190 @@
+"""Typed experiment configs (OmegaConf structured configs) and dotted overrides.
+
+Every experiment speaks the same language: ``model.cell``, ``model.hidden_size``,
+``model.num_layers``, ``model.bidirectional``, ``data.seq_len``, ``train.steps``,
+``train.batch_size``, ``train.lr`` and ``seed`` exist in every config. A task adds its own
+``data`` fields by subclassing ``DataConfig``. Overrides are ``key=value`` strings checked
+against the schema: an unknown key or a value of the wrong type raises a ValueError that
+lists the valid keys, before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    cell: str = "lstm"  # any name in seqlab.cells.registered()
+    hidden_size: int = 64
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0  # between stacked layers (RNNLayer.dropout)
+    embed_size: int = 32  # token inputs with data.input_encoding=embedding, and decoders
+    implementation: str | None = None  # seqlab.scan(implementation=...)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    seq_len: int = 100
+    eval_size: int = 1024  # examples in the evaluation set (generated tasks) or its cap
+    split_seed: int = 0  # the train/eval split and generated eval data do not follow `seed`
+    num_folds: int = 0  # k-fold cross-validation when >= 2: the eval set is fold `fold`
+    fold: int = 0
+    # Augmentation of training batches, for tasks that take it (the series tasks):
+    augment_jitter: float = 0.0  # std of Gaussian noise added to the inputs ("jittering")
+    augment_scale: float = 0.0  # std of a random amplitude factor N(1, s) per sequence
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
+    schedule: str = "constant"  # constant | cosine | warmup_cosine
+    warmup_steps: int = 0
+    clip_norm: float = 1.0  # global-norm clipping; 0 turns it off
+    weight_decay: float = 0.0  # decoupled (adamw)
+    l1: float = 0.0  # penalty l1 * sum|w| over weights (not biases)
+    l2: float = 0.0  # penalty l2 * sum w^2 over weights (not biases)
+    log_every: int = 50  # steps between metric records (an evaluation each time)
+    eval_batch_size: int = 512
+    early_stopping_patience: int = 0  # evaluations without improvement; 0 turns it off
+    num_seeds: int = 1  # seeds seed, seed+1, ... train together as one vmapped program
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    every: int = 100  # steps; a multiple of train.log_every
+    keep: int = 3  # the last `keep` checkpoints, plus the best by `best_metric`
+    best_metric: str = ""  # default: the task's main eval metric
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    task: str = "adding"
+    seed: int = 0
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+
+
+REQUIRED_KEYS = (
+    "model.cell",
+    "model.hidden_size",
+    "model.num_layers",
+    "model.bidirectional",
+    "data.seq_len",
+    "train.steps",
+    "train.batch_size",
+    "train.lr",
+    "seed",
+)
+
+
+def valid_keys(config: DictConfig) -> list[str]:
+    """Every dotted leaf key of ``config``."""
+
+    def walk(node, prefix):
+        for key in node:
+            value = node[key] if not OmegaConf.is_missing(node, key) else None
+            name = f"{prefix}{key}"
+            if isinstance(value, DictConfig):
+                yield from walk(value, name + ".")
+            else:
+                yield name
+
+    return list(walk(config, ""))
+
+
+def structured(config: Any) -> DictConfig:
+    """A typed DictConfig from an ExperimentConfig (or an existing DictConfig)."""
+    if isinstance(config, DictConfig):
+        return config
+    if not isinstance(config, ExperimentConfig):
+        raise ValueError(
+            f"an experiment config must be a seqlab ExperimentConfig, got {type(config).__name__}"
+        )
+    return OmegaConf.structured(config)
+
+
+def apply_overrides(config: Any, overrides: list[str]) -> DictConfig:
+    """``config`` with dotted ``key=value`` overrides merged in, type-checked by OmegaConf."""
+    config = structured(config)
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ValueError(f"an override must look like key=value, got {item!r}")
+        if item.split("=", 1)[0].strip() == "task":
+            raise ValueError(
+                "task is fixed by the experiment (its data keys depend on it): name the task "
+                f"as the experiment instead of overriding it, got {item!r}"
+            )
+    try:
+        merged = OmegaConf.merge(config, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as error:
+        reason = str(error).splitlines()[0]
+        key = getattr(error, "full_key", None) or "?"
+        raise ValueError(
+            f"bad override for {key}: {reason}; valid keys: {', '.join(valid_keys(config))}"
+        ) from None
+    validate(merged)
+    return merged
+
+
+def _is(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def _positive(name: str, value) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+def validate(config: DictConfig) -> None:
+    """Checks across keys that a type cannot express (a ValueError naming the key)."""
+    from seqlab import cells
+
+    _is("model.cell", config.model.cell, cells.registered())
+    for name in ("model.hidden_size", "model.num_layers", "model.embed_size", "data.seq_len"):
+        _positive(name, OmegaConf.select(config, name))
+    for name in ("train.steps", "train.batch_size", "train.lr", "train.log_every"):
+        _positive(name, OmegaConf.select(config, name))
+    _positive("train.num_seeds", config.train.num_seeds)
+    _positive("train.eval_batch_size", config.train.eval_batch_size)
+    _positive("checkpoint.every", config.checkpoint.every)
+    _positive("checkpoint.keep", config.checkpoint.keep)
+    _is("model.implementation", config.model.implementation, (None, "xla"))
+    _is("train.optimizer", config.train.optimizer, ("adam", "adamw", "sgd", "rmsprop"))
+    _is("train.schedule", config.train.schedule, ("constant", "cosine", "warmup_cosine"))
+    if not 0.0 <= config.model.dropout < 1.0:
+        raise ValueError(f"model.dropout must be in [0, 1), got {config.model.dropout}")
+    for name in ("train.l1", "train.l2", "train.weight_decay", "train.clip_norm"):
+        if OmegaConf.select(config, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {OmegaConf.select(config, name)}")
+    if config.checkpoint.every % config.train.log_every:
+        raise ValueError(
+            f"checkpoint.every ({config.checkpoint.every}) must be a multiple of "
+            f"train.log_every ({config.train.log_every})"
+        )
+    folds, fold = config.data.num_folds, config.data.fold
+    if folds == 1 or folds < 0:
+        raise ValueError(f"data.num_folds must be 0 (off) or >= 2, got {folds}")
+    if folds and not 0 <= fold < folds:
+        raise ValueError(f"data.fold must be in [0, {folds}), got {fold}")
+    if config.data.augment_jitter < 0 or config.data.augment_scale < 0:
+        raise ValueError("data.augment_jitter and data.augment_scale must be >= 0")
+
+
+def to_yaml(config: DictConfig) -> str:
+    return OmegaConf.to_yaml(config, resolve=True)
+
+
+def to_dict(config: DictConfig) -> dict:
+    return OmegaConf.to_container(config, resolve=True)

@@ -1,0 +1,260 @@
+"""Run an experiment into a run directory, and resume one after a crash.
+
+``run(config, out_dir)`` trains from step 0; ``resume(run_dir)`` restores the latest
+checkpoint (parameters, optimizer state, RNG keys, step, data position, early-stopping
+counters) and continues. Chunks of ``train.log_every`` steps end on multiples of
+``log_every``, and checkpoints fall on multiples of it, so a resumed run replays exactly
+the computation of an uninterrupted one. Records already in ``metrics.jsonl`` are never
+rewritten or removed.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import jax
+import numpy as np
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from seqlab.experiments import _rundir
+from seqlab.experiments import tasks as task_registry
+from seqlab.experiments._checkpoint import Checkpoints
+from seqlab.experiments._config import ExperimentConfig, structured, to_yaml, validate
+from seqlab.experiments._train import Experiment
+
+
+def default_config(task_name: str):
+    """The typed default config of a task (its DataConfig subclass in ``data``)."""
+    task = task_registry.get(task_name)
+    config = ExperimentConfig(task=task_name, data=task.data_config())
+    return structured(task.default_config(config))
+
+
+def read_config(run_dir: str | pathlib.Path):
+    """The typed config saved in ``run_dir/config.yaml`` (checked against its schema)."""
+    path = pathlib.Path(run_dir) / _rundir.CONFIG
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a run directory: {path.name} is missing")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict) or "task" not in raw:
+            raise ValueError(f"{path} does not hold an experiment config")
+        config = OmegaConf.merge(default_config(raw["task"]), raw)
+    except (yaml.YAMLError, OmegaConfBaseException) as error:
+        reason = str(error).splitlines()[0]
+        raise ValueError(f"{path} cannot be read as an experiment config: {reason}") from None
+    validate(config)
+    return config
+
+
+def read_info(run_dir: str | pathlib.Path) -> dict:
+    import json
+
+    path = pathlib.Path(run_dir) / _rundir.TASK
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read: {error}") from None
+
+
+def open_checkpoints(run_dir, experiment: Experiment, *, read_only=False) -> Checkpoints:
+    metric, mode = experiment.main_metric()
+    return Checkpoints(
+        pathlib.Path(run_dir) / "checkpoints",
+        keep=experiment.config.checkpoint.keep,
+        best_metric=metric,
+        mode=mode,
+        read_only=read_only,
+    )
+
+
+def run(config, out_dir, *, progress: bool | None = None, echo=print, data=None) -> dict:
+    """Train ``config`` (an ExperimentConfig or typed DictConfig) into a new run directory
+    ``out_dir``; returns the summary (also written to ``summary.json``)."""
+    config = structured(config)
+    validate(config)
+    out_dir = pathlib.Path(out_dir)
+    if (out_dir / _rundir.CONFIG).exists():
+        raise ValueError(
+            f"{out_dir} already holds a run; continue it with `seqlab resume {out_dir}` or "
+            "choose another --out"
+        )
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir} exists and is not empty; choose another --out")
+    experiment = Experiment.from_config(config, data=data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _rundir.write_text(out_dir / _rundir.CONFIG, to_yaml(config))
+    _rundir.write_json(out_dir / _rundir.TASK, experiment.data.info)
+    state = experiment.init_state()
+    return _train_loop(experiment, out_dir, state, 0, {}, progress=progress, echo=echo)
+
+
+def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
+    """Continue the run in ``run_dir`` from its latest checkpoint (from step 0 when it
+    has none); a finished run is left as it is and its summary returned."""
+    run_dir = pathlib.Path(run_dir)
+    config = read_config(run_dir)
+    summary_path = run_dir / _rundir.SUMMARY
+    if summary_path.exists():
+        import json
+
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        if summary.get("status") in ("finished", "stopped_early", "diverged"):
+            echo(f"{run_dir} is already {summary['status']} at step {summary['step']}")
+            return summary
+    experiment = Experiment.from_config(config)
+    checkpoints = open_checkpoints(run_dir, experiment)
+    step = checkpoints.latest_step()
+    if step is None:
+        echo(f"{run_dir} has no checkpoint yet: starting from step 0")
+        state, meta = experiment.init_state(), {}
+    else:
+        state, meta = restore_state(checkpoints, experiment, step)
+        echo(f"resuming {run_dir} from step {step}")
+    checkpoints.close()
+    return _train_loop(experiment, run_dir, state, step or 0, meta, progress=progress, echo=echo)
+
+
+def restore_state(checkpoints: Checkpoints, experiment: Experiment, step: int):
+    try:
+        state, meta = checkpoints.restore(step, experiment.abstract_state())
+    except Exception as error:  # orbax/tensorstore raise many types for a damaged file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"checkpoint {step} in {checkpoints.directory} cannot be restored ({reason[:200]})"
+        ) from None
+    return state, meta
+
+
+def _record(step, train_metrics, per_seed, ensemble, seeds, elapsed) -> dict:
+    record = {"step": step}
+    for name, values in {**train_metrics, **per_seed}.items():
+        record[name] = float(np.mean(np.asarray(values, np.float64)))
+    record.update(ensemble)
+    if len(seeds) > 1:
+        record["seeds"] = {
+            name: [float(v) for v in np.asarray(values, np.float64)]
+            for name, values in {**train_metrics, **per_seed}.items()
+        }
+    record["elapsed"] = round(elapsed, 3)
+    return record
+
+
+def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> dict:
+    from tqdm.auto import tqdm
+
+    config = experiment.config
+    total, log_every = config.train.steps, config.train.log_every
+    metric, mode = experiment.main_metric()
+    sign = 1.0 if mode == "min" else -1.0
+    stopping = dict(meta.get("early_stopping", {"best": None, "best_step": None, "bad_evals": 0}))
+    checkpoints = open_checkpoints(run_dir, experiment)
+    log = _rundir.MetricLog(run_dir)
+    status = "running"
+    start = time.perf_counter() - float(meta.get("elapsed", 0.0))
+    bar = tqdm(
+        total=total,
+        initial=step,
+        unit="step",
+        desc=run_dir.name,
+        disable=(not progress) if progress is not None else None,
+        dynamic_ncols=True,
+    )
+    record = meta.get("record")
+    try:
+        while step < total and status == "running":
+            num_steps = min(log_every - step % log_every, total - step)
+            state, train_metrics = experiment.train_chunk(state, step, num_steps)
+            step += num_steps
+            per_seed, ensemble = experiment.evaluate(state["params"])
+            elapsed = time.perf_counter() - start
+            record = _record(step, train_metrics, per_seed, ensemble, experiment.seeds, elapsed)
+            log.write(record)
+            if metric not in record:
+                raise ValueError(
+                    f"checkpoint.best_metric {metric!r} is not a metric of this task; it has "
+                    f"{', '.join(k for k in record if k.startswith('eval'))}"
+                )
+            value = record[metric]
+            if not np.isfinite(record["train/loss"]):
+                status = "diverged"
+            elif stopping["best"] is None or sign * value < sign * stopping["best"]:
+                stopping.update(best=value, best_step=step, bad_evals=0)
+            else:
+                stopping["bad_evals"] += 1
+                patience = config.train.early_stopping_patience
+                if patience and stopping["bad_evals"] >= patience:
+                    status = "stopped_early"
+            if step % config.checkpoint.every == 0 or step == total or status != "running":
+                checkpoints.save(
+                    step,
+                    state,
+                    {
+                        "step": step,
+                        "data_position": experiment.data_position(step),
+                        "early_stopping": stopping,
+                        "metrics": {k: v for k, v in record.items() if k != "seeds"},
+                        "record": record,
+                        "elapsed": elapsed,
+                        "seeds": list(experiment.seeds),
+                    },
+                    record,
+                )
+            bar.set_postfix({"loss": f"{record['train/loss']:.4g}", metric: f"{value:.4g}"})
+            bar.update(num_steps)
+    finally:
+        bar.close()
+        checkpoints.wait()
+        checkpoints.close()
+        log.close()
+    if status == "running":
+        status = "finished"
+    summary = finish(experiment, run_dir, state, step, record, stopping, status)
+    _echo_summary(summary, echo)
+    return summary
+
+
+def finish(experiment, run_dir, state, step, record, stopping, status) -> dict:
+    """Write summary.json, the plots and the final gradient-norm analysis of a run."""
+    from seqlab.experiments import _analyze, _report
+
+    metric, mode = experiment.main_metric()
+    info = experiment.data.info
+    summary = {
+        "status": status,
+        "task": experiment.config.task,
+        "step": step,
+        "seeds": list(experiment.seeds),
+        "main_metric": metric,
+        "mode": mode,
+        "best_step": stopping.get("best_step"),
+        "best": stopping.get("best"),
+        "final": {k: v for k, v in (record or {}).items() if k not in ("seeds", "step")},
+        "baselines": info.get("baselines", {}),
+        "backend": jax.default_backend(),
+        "devices": jax.device_count(),
+    }
+    if record and "seeds" in record:
+        summary["final_per_seed"] = record["seeds"]
+    extra = _analyze.samples(experiment, state["params"])
+    if extra:
+        summary["samples"] = extra
+    try:
+        _analyze.analyze_params(experiment, state["params"], step, run_dir)
+    except ValueError as error:
+        summary["analysis"] = f"skipped: {error}"
+    _rundir.write_json(run_dir / _rundir.SUMMARY, summary)
+    _report.plot_run(run_dir)
+    return summary
+
+
+def _echo_summary(summary: dict, echo) -> None:
+    final = summary["final"]
+    parts = [f"{k} {v:.4g}" for k, v in final.items() if k.startswith("eval") and "/" in k]
+    baselines = ", ".join(f"{k} {v:.4g}" for k, v in summary["baselines"].items())
+    echo(f"{summary['status']} at step {summary['step']}: " + ", ".join(parts))
+    if baselines:
+        echo(f"  baseline: {baselines}")

@@ -1,0 +1,110 @@
+"""The files of a run directory, and the metric log that survives a kill.
+
+config.yaml      the resolved config (OmegaConf)
+task.json        the task's info: what the model is built from, vocabularies, baselines
+metrics.jsonl    one JSON record per log step, flushed and fsynced as written
+tensorboard/     TensorBoard event files (tensorboardX)
+checkpoints/     orbax CheckpointManager steps
+summary.json     written when the run ends
+plots/, analysis/, report.md
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+
+CONFIG = "config.yaml"
+TASK = "task.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+
+
+def read_metrics(path: str | pathlib.Path) -> list[dict]:
+    """The records of a ``metrics.jsonl``, one per step (the first record of a step wins,
+    a resumed run never rewrites one), skipping a last line cut short by a kill."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    records, seen = [], set()
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # a partial last line: the write was interrupted
+                break
+            raise ValueError(f"{path}:{number} is not a JSON record") from None
+        if record.get("step") not in seen:
+            seen.add(record.get("step"))
+            records.append(record)
+    return records
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN or inf: keep them readable as strings
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class MetricLog:
+    """Appends records to ``metrics.jsonl`` (flush + fsync each) and TensorBoard.
+
+    Opening an existing log (a resumed run) first cuts a partial last line left by a
+    kill; records for steps already in the file are not written again.
+    """
+
+    def __init__(self, run_dir: pathlib.Path, *, tensorboard: bool = True):
+        self.path = run_dir / METRICS
+        self.steps = {r["step"] for r in read_metrics(self.path)}
+        if self.path.exists():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with open(self.path, "r+b") as file:
+                    file.truncate(data.rfind(b"\n") + 1)
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self.writer = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), flush_secs=10)
+
+    def write(self, record: dict) -> bool:
+        """Append ``record`` unless its step is already logged; True when written."""
+        if record["step"] in self.steps:
+            return False
+        self.file.write(json.dumps(_json_safe(record)) + "\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.steps.add(record["step"])
+        if self.writer is not None:
+            for name, value in record.items():
+                if name != "step" and isinstance(value, int | float):
+                    self.writer.add_scalar(name, value, record["step"])
+        return True
+
+    def close(self) -> None:
+        self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def write_json(path: pathlib.Path, payload) -> None:
+    """Write JSON atomically (temporary file, then rename): a kill never leaves half."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_json_safe(payload), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_text(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

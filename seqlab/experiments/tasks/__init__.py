@@ -1,0 +1,48 @@
+"""The task registry: every task an experiment can name in ``task=``.
+
+adding       many-to-one regression   the adding problem (generated)
+copy_memory  many-to-many / -to-one   copy-memory (generated)
+digits       many-to-one classes      scikit-learn digits, rows or pixels
+forecast     many-to-one regression   statsmodels sunspots or CO2, naive baseline
+sentiment    many-to-one classes      IMDB reviews from a local aclImdb folder
+tagging      many-to-many classes     Python source characters, or a CoNLL file
+dates        encoder-decoder          human dates to ISO format
+chars        one-to-many              character generation from a text
+"""
+
+from seqlab.experiments.tasks import _series as _series
+from seqlab.experiments.tasks import _synthetic as _synthetic
+from seqlab.experiments.tasks import _text as _text
+from seqlab.experiments.tasks._base import KINDS as KINDS
+from seqlab.experiments.tasks._base import Task as Task
+from seqlab.experiments.tasks._base import TaskData as TaskData
+from seqlab.experiments.tasks._base import get as get
+from seqlab.experiments.tasks._base import register as register
+from seqlab.experiments.tasks._base import registered as registered
+from seqlab.experiments.tasks._series import load_series as load_series
+from seqlab.experiments.tasks._synthetic import ADDING_BASELINE_MSE as ADDING_BASELINE_MSE
+from seqlab.experiments.tasks._synthetic import adding_problem as adding_problem
+from seqlab.experiments.tasks._synthetic import copy_memory as copy_memory
+from seqlab.experiments.tasks._text import human_dates as human_dates
+from seqlab.experiments.tasks._text import python_char_tags as python_char_tags
+from seqlab.experiments.tasks._text import read_aclimdb as read_aclimdb
+from seqlab.experiments.tasks._text import read_conll as read_conll
+from seqlab.experiments.tasks._text import tokenize_review as tokenize_review
+
+__all__ = [
+    "ADDING_BASELINE_MSE",
+    "KINDS",
+    "Task",
+    "TaskData",
+    "adding_problem",
+    "copy_memory",
+    "get",
+    "human_dates",
+    "load_series",
+    "python_char_tags",
+    "read_aclimdb",
+    "read_conll",
+    "register",
+    "registered",
+    "tokenize_review",
+]
