@@ -12,17 +12,21 @@ from __future__ import annotations
 import pathlib
 
 import orbax.checkpoint as ocp
-from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
 
 class Checkpoints:
     """The ``checkpoints/`` folder of a run.
 
+    Keeps the last ``keep`` steps and the step with the best ``best_metric``. The metric
+    of each step lives in its own ``meta`` item, so the choice survives restarts (orbax's
+    preservation policies hold metrics in memory only: a resumed run would keep every old
+    step).
+
     Args:
       directory: where the steps live (created unless ``read_only``).
       keep: how many of the latest checkpoints to keep.
-      best_metric: the metric (a key of the metrics passed to ``save``) whose best value's
-        checkpoint is kept as well.
+      best_metric: the metric (a key of the metrics passed to ``save``) whose best step
+        is kept as well.
       mode: "min" or "max" for ``best_metric``.
       read_only: open an existing folder for reading (``load_run``): nothing is written.
     """
@@ -37,21 +41,10 @@ class Checkpoints:
         read_only: bool = False,
     ):
         self.directory = pathlib.Path(directory).absolute()
+        self.keep = keep
         self.best_metric = best_metric
         self.mode = mode
-        policy = AnyPreservationPolicy(
-            [
-                LatestN(n=keep),
-                BestN(
-                    get_metric_fn=lambda metrics: metrics[best_metric],
-                    # BestN keeps the end of the sorted order: descending for "min".
-                    reverse=mode == "min",
-                    n=1,
-                ),
-            ]
-        )
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy,
             create=not read_only,
             read_only=read_only,
             cleanup_tmp_directories=not read_only,
@@ -60,16 +53,43 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
         )
+        self._scores: dict[int, float | None] = {}
+
+    def _score(self, step: int) -> float | None:
+        if step not in self._scores:
+            try:
+                value = self.restore_meta(step).get("metrics", {}).get(self.best_metric)
+            except Exception:  # a step half deleted by a kill during pruning: never best
+                value = None
+            self._scores[step] = value
+        value = self._scores[step]
+        if value is None or value != value:  # missing or NaN never counts as best
+            return None
+        return value if self.mode == "min" else -value
 
     def save(self, step: int, state, meta: dict, metrics: dict) -> None:
+        """Save ``step`` asynchronously, then drop steps that are neither among the last
+        ``keep`` nor the best (``metrics[best_metric]`` must be in ``meta["metrics"]``)."""
         self.manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
             ),
-            metrics={self.best_metric: float(metrics[self.best_metric])},
             force=True,
         )
+        self._scores[step] = float(metrics[self.best_metric])
+        self._prune(newest=step)
+
+    def _prune(self, newest: int) -> None:
+        steps = sorted(set(self.manager.all_steps()) | {newest})
+        keep = set(steps[-self.keep :])
+        best = self.best_step(steps)
+        if best is not None:
+            keep.add(best)
+        for step in steps:
+            if step not in keep and step != newest:
+                self.manager.delete(step)
+                self._scores.pop(step, None)
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -77,13 +97,13 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def best_step(self) -> int | None:
-        """The kept step with the best ``best_metric`` (recorded in each step's meta)."""
+    def best_step(self, steps: list[int] | None = None) -> int | None:
+        """The step with the best ``best_metric`` among ``steps`` (default: all saved)."""
         scored = []
-        for step in self.steps():
-            value = self.restore_meta(step).get("metrics", {}).get(self.best_metric)
-            if value is not None:
-                scored.append((value if self.mode == "min" else -value, step))
+        for step in self.steps() if steps is None else steps:
+            score = self._score(step)
+            if score is not None:
+                scored.append((score, step))
         return min(scored)[1] if scored else None
 
     def restore_meta(self, step: int) -> dict:

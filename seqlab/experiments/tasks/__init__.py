@@ -19,10 +19,18 @@ from seqlab.experiments.tasks._base import TaskData as TaskData
 from seqlab.experiments.tasks._base import get as get
 from seqlab.experiments.tasks._base import register as register
 from seqlab.experiments.tasks._base import registered as registered
+from seqlab.experiments.tasks._series import DigitsData as DigitsData
+from seqlab.experiments.tasks._series import ForecastData as ForecastData
 from seqlab.experiments.tasks._series import load_series as load_series
 from seqlab.experiments.tasks._synthetic import ADDING_BASELINE_MSE as ADDING_BASELINE_MSE
+from seqlab.experiments.tasks._synthetic import AddingData as AddingData
+from seqlab.experiments.tasks._synthetic import CopyMemoryData as CopyMemoryData
 from seqlab.experiments.tasks._synthetic import adding_problem as adding_problem
 from seqlab.experiments.tasks._synthetic import copy_memory as copy_memory
+from seqlab.experiments.tasks._text import CharsData as CharsData
+from seqlab.experiments.tasks._text import DatesData as DatesData
+from seqlab.experiments.tasks._text import SentimentData as SentimentData
+from seqlab.experiments.tasks._text import TaggingData as TaggingData
 from seqlab.experiments.tasks._text import human_dates as human_dates
 from seqlab.experiments.tasks._text import python_char_tags as python_char_tags
 from seqlab.experiments.tasks._text import read_aclimdb as read_aclimdb
@@ -30,6 +38,14 @@ from seqlab.experiments.tasks._text import read_conll as read_conll
 from seqlab.experiments.tasks._text import tokenize_review as tokenize_review
 
 __all__ = [
+    "AddingData",
+    "CharsData",
+    "CopyMemoryData",
+    "DatesData",
+    "DigitsData",
+    "ForecastData",
+    "SentimentData",
+    "TaggingData",
     "ADDING_BASELINE_MSE",
     "KINDS",
     "Task",
