@@ -50,7 +50,7 @@ from seqlab.analysis import (  # noqa: E402
     hidden_grad_norms,
     recurrent_spectrum,
 )
-from seqlab.demo import adding_problem  # noqa: E402
+from seqlab.experiments.tasks import adding_problem  # noqa: E402
 from seqlab.layers import RNNLayer, dense_apply, dense_init  # noqa: E402
 
 CALIBRATION_GAMMA = 0.9

@@ -55,7 +55,8 @@ class TrainConfig:
     log_every: int = 50  # steps between metric records (an evaluation each time)
     eval_batch_size: int = 512
     early_stopping_patience: int = 0  # evaluations without improvement; 0 turns it off
-    num_seeds: int = 1  # seeds seed, seed+1, ... train together as one vmapped program
+    num_seeds: int = 1  # seeds seed, seed+1, ... train together as one program
+    seed_batching: str = "auto"  # auto | vmap | loop (see seqlab.experiments._train)
 
 
 @dataclasses.dataclass
@@ -162,6 +163,7 @@ def validate(config: DictConfig) -> None:
     _positive("checkpoint.keep", config.checkpoint.keep)
     _is("model.implementation", config.model.implementation, (None, "xla"))
     _is("train.optimizer", config.train.optimizer, ("adam", "adamw", "sgd", "rmsprop"))
+    _is("train.seed_batching", config.train.seed_batching, ("auto", "vmap", "loop"))
     _is("train.schedule", config.train.schedule, ("constant", "cosine", "warmup_cosine"))
     if not 0.0 <= config.model.dropout < 1.0:
         raise ValueError(f"model.dropout must be in [0, 1), got {config.model.dropout}")

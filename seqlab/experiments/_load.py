@@ -19,7 +19,12 @@ from seqlab.experiments import _rundir
 from seqlab.experiments import tasks as task_registry
 from seqlab.experiments._model import build_model
 from seqlab.experiments._run import open_checkpoints, read_config, read_info, restore_state
-from seqlab.experiments._train import Experiment, make_optimizer
+from seqlab.experiments._train import (
+    Experiment,
+    make_optimizer,
+    map_seeds,
+    resolve_seed_batching,
+)
 
 
 class Run:
@@ -121,7 +126,8 @@ class Run:
             batch["targets"] = jnp.asarray(targets)
         elif self.model.kind in ("encoder_decoder", "one_to_many"):
             raise ValueError(f"a {self.model.kind} model needs targets for apply; use generate")
-        outputs = jax.vmap(lambda p: self.model.predict(p, batch))(params)
+        how = resolve_seed_batching(self.config.train.seed_batching)
+        outputs = map_seeds(lambda p: self.model.predict(p, batch), how, params)
         if seed is not None:
             return outputs[self.seeds.index(seed)]
         return self.model.combine_seeds(outputs) if len(self.seeds) > 1 else outputs[0]

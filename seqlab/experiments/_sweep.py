@@ -20,7 +20,7 @@ import re
 import numpy as np
 
 from seqlab.experiments import _rundir
-from seqlab.experiments._config import apply_overrides, to_dict
+from seqlab.experiments._config import apply_overrides, structured, to_dict
 from seqlab.experiments._run import resume, run
 
 SWEEP = "sweep.json"
@@ -66,6 +66,7 @@ def sweep(
 ):
     """Run every point of ``grid`` over ``config``; returns the path of results.csv."""
     out_dir = pathlib.Path(out_dir)
+    config = structured(config)
     points = expand(grid, kfold)
     configs = [apply_overrides(config, overrides) for overrides in points]  # all checked first
     names = [f"p{i:03d}_{_slug(o)}" for i, o in enumerate(points)]

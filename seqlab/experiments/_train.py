@@ -1,8 +1,9 @@
-"""Training a task: seeds vmapped into one program, steps scanned, batches sharded.
+"""Training a task: seeds in one program, steps scanned, batches sharded.
 
 ``Experiment.from_config`` loads the task's data and builds the model and the optimizer.
 The training state holds every seed at once (a leading seed axis S on each leaf): the
-seeds of a sweep point run as one ``vmap``-ed program. ``train_chunk`` runs
+seeds of a sweep point run as one jitted program: ``vmap``-ed on accelerators, one copy
+per seed on CPU (``SEED_BATCHING``; ``train.seed_batching`` overrides). ``train_chunk`` runs
 ``train.log_every`` steps in one ``lax.scan``; the batch of step s for a seed is a pure
 function of that seed's RNG key and s (a generated batch, or rows of the training set in
 the permutation of epoch s // steps_per_epoch), so a run restarted from a checkpoint at
@@ -59,6 +60,39 @@ def weight_penalty(params, l1: float, l2: float):
     return total
 
 
+# How the seeds of one program are batched, per backend. "vmap" batches them into one
+# computation (what makes 8 seeds cost little more than 1 on a GPU). "loop" writes one
+# copy of the computation per seed into the same jitted program: on XLA's CPU backend
+# (jax 0.10.2, 2 cores) the vmapped training step hangs at random (idle threads, a
+# buffer that never becomes ready; reproduced with GRU and LSTM, 2 seeds, H=64), and
+# the loop never did.
+SEED_BATCHING = {"cpu": "loop", "gpu": "vmap", "tpu": "vmap"}
+
+
+def resolve_seed_batching(choice: str) -> str:
+    if choice == "auto":
+        return SEED_BATCHING.get(jax.default_backend(), "vmap")
+    return choice
+
+
+def map_seeds(fn, how: str, *args, in_axes=0):
+    """``jax.vmap(fn, in_axes)(*args)``, or the same as a Python loop over the seed axis
+    whose results are stacked (``how="loop"``)."""
+    if how == "vmap":
+        return jax.vmap(fn, in_axes=in_axes)(*args)
+    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+    sizes = {jax.tree.leaves(a)[0].shape[0] for a, ax in zip(args, axes, strict=True) if ax == 0}
+    (size,) = sizes
+    results = []
+    for i in range(size):
+        sliced = [
+            jax.tree.map(lambda leaf, i=i: leaf[i], a) if ax == 0 else a
+            for a, ax in zip(args, axes, strict=True)
+        ]
+        results.append(fn(*sliced))
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *results)
+
+
 def _ratio(sums: dict) -> dict:
     return {name: total / jnp.maximum(count, 1e-30) for name, (total, count) in sums.items()}
 
@@ -74,6 +108,13 @@ class Experiment:
     optimizer: optax.GradientTransformation
     seeds: tuple[int, ...]
     mesh: jax.sharding.Mesh | None
+
+    @property
+    def seed_batching(self) -> str:
+        return resolve_seed_batching(self.config.train.seed_batching)
+
+    def _map_seeds(self, fn, *args, in_axes=0):
+        return map_seeds(fn, self.seed_batching, *args, in_axes=in_axes)
 
     @classmethod
     def from_config(cls, config, *, data=None) -> Experiment:
@@ -129,7 +170,7 @@ class Experiment:
     def init_state(self):
         """The state of every seed at step 0, stacked on a leading seed axis."""
         seeds = jnp.asarray(self.seeds, jnp.uint32)
-        return self._replicated(jax.jit(jax.vmap(self._init_one))(seeds))
+        return self._replicated(jax.jit(lambda s: self._map_seeds(self._init_one, s))(seeds))
 
     def abstract_state(self):
         """ShapeDtypeStructs of the state (to restore a checkpoint against)."""
@@ -200,9 +241,15 @@ class Experiment:
     @functools.partial(jax.jit, static_argnums=(0, 3))
     def _train_chunk(self, state, first_step, num_steps, train_arrays):
         steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
-        params, opt_state, loss, grad_norm = jax.vmap(
-            self._train_one_seed, in_axes=(0, 0, 0, None, None)
-        )(state["params"], state["opt_state"], state["rng"], steps, train_arrays)
+        params, opt_state, loss, grad_norm = self._map_seeds(
+            self._train_one_seed,
+            state["params"],
+            state["opt_state"],
+            state["rng"],
+            steps,
+            train_arrays,
+            in_axes=(0, 0, 0, None, None),
+        )
         state = {"params": params, "opt_state": opt_state, "rng": state["rng"]}
         return state, {"train/loss": loss, "train/grad_norm": grad_norm}
 
@@ -243,7 +290,7 @@ class Experiment:
         """Per-seed metric sums over one eval batch, plus the ensemble's when S > 1."""
         weight = batch["weight"]
         inputs = {k: v for k, v in batch.items() if k != "weight"}
-        outputs = jax.vmap(lambda p: self.model.predict(p, inputs))(params)
+        outputs = self._map_seeds(lambda p: self.model.predict(p, inputs), params)
 
         def sums(per_example):
             return {
@@ -251,7 +298,7 @@ class Experiment:
                 for name, (total, count) in per_example.items()
             }
 
-        per_seed = sums(jax.vmap(lambda o: self.model.per_example(o, inputs))(outputs))
+        per_seed = sums(self._map_seeds(lambda o: self.model.per_example(o, inputs), outputs))
         if self.model.kind == "encoder_decoder":
             max_length = inputs["targets"].shape[1]
 
@@ -260,7 +307,7 @@ class Experiment:
                 match = jnp.all(tokens == inputs["targets"], axis=1).astype(jnp.float32)
                 return match, jnp.ones_like(match)
 
-            per_seed.update(sums({"exact_match": jax.vmap(exact)(params)}))
+            per_seed.update(sums({"exact_match": self._map_seeds(exact, params)}))
         ensemble = {}
         if len(self.seeds) > 1:
             ensemble = sums(self.model.per_example(self.model.combine_seeds(outputs), inputs))
