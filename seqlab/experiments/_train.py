@@ -293,8 +293,11 @@ class Experiment:
         outputs = self._map_seeds(lambda p: self.model.predict(p, inputs), params)
 
         def sums(per_example):
+            def weighted(values):  # (..., B) against the (B,) mask of padded examples
+                return jnp.sum(values * jnp.broadcast_to(weight, values.shape), -1)
+
             return {
-                name: (jnp.sum(total * weight, -1), jnp.sum(count * weight, -1))
+                name: (weighted(total), weighted(count))
                 for name, (total, count) in per_example.items()
             }
 

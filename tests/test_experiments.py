@@ -1,0 +1,239 @@
+"""The experiments layer in process: configs, metrics, checkpoints, training, load_run."""
+
+import json
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqlab import experiments
+from seqlab.experiments import Checkpoints, apply_overrides, default_config, load_run, run
+from seqlab.experiments._model import build_model
+from seqlab.experiments._rundir import MetricLog, read_metrics
+from seqlab.experiments._train import map_seeds, weight_penalty
+
+TINY = [
+    "model.hidden_size=8",
+    "data.seq_len=12",
+    "data.eval_size=64",
+    "train.steps=40",
+    "train.batch_size=16",
+    "train.log_every=10",
+    "checkpoint.every=20",
+    "train.lr=0.01",
+]
+
+
+def tiny(task="adding", *overrides):
+    return apply_overrides(default_config(task), TINY + list(overrides))
+
+
+# --------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("task", experiments.tasks.registered())
+def test_every_task_speaks_the_required_keys(task):
+    keys = experiments.valid_keys(default_config(task))
+    assert set(experiments.REQUIRED_KEYS) <= set(keys)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.nope=1", "Key 'nope' not in"),
+        ("train.steps=many", "could not be converted to Integer"),
+        ("model.bidirectional=perhaps", "not a valid bool"),
+        ("task=digits", "task is fixed"),
+        ("train.lr", "key=value"),
+        ("model.cell=lstmm", "model.cell must be one of"),
+        ("checkpoint.every=15", "multiple of train.log_every"),
+        ("data.fold=3", "data.fold must be in"),
+    ],
+)
+def test_bad_overrides_name_the_problem(override, message):
+    with pytest.raises(ValueError, match=message) as error:
+        overrides = [override, "data.num_folds=3"] if "fold" in override else [override]
+        apply_overrides(default_config("adding"), overrides)
+    if "not in" in message or "valid bool" in message:
+        assert "valid keys: task, seed, model.cell" in str(error.value)
+
+
+def test_overrides_are_typed():
+    config = apply_overrides(
+        default_config("adding"), ["train.lr=3e-4", "model.bidirectional=true"]
+    )
+    assert config.train.lr == 3e-4 and config.model.bidirectional is True
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_map_seeds_loop_equals_vmap(rng):
+    w = jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)
+    fn = lambda w, x: jnp.tanh(x @ w)  # noqa: E731
+    looped = map_seeds(fn, "loop", w, x, in_axes=(0, None))
+    np.testing.assert_allclose(looped, map_seeds(fn, "vmap", w, x, in_axes=(0, None)), rtol=1e-6)
+    np.testing.assert_allclose(looped[1], np.tanh(np.asarray(x) @ np.asarray(w[1])), rtol=1e-5)
+
+
+def test_weight_penalty_counts_matrices_not_biases(rng):
+    params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": jnp.ones(4)}
+    w = np.asarray(params["w"], np.float64)
+    expected = 0.1 * np.abs(w).sum() + 0.01 * (w**2).sum()
+    assert np.isclose(float(weight_penalty(params, 0.1, 0.01)), expected, rtol=1e-5)
+
+
+def test_metrics_mask_padded_steps_and_ensembles_average_probabilities(rng):
+    config = tiny("tagging", "data.seq_len=6")
+    info = {"kind": "many_to_many", "objective": "xent", "input_vocab": 9,
+            "input_encoding": "embedding", "output_size": 4}  # fmt: skip
+    model = build_model(config, info)
+    logits = rng.normal(size=(2, 3, 6, 4)).astype(np.float32)  # (seeds, B, T, classes)
+    targets = rng.integers(0, 4, size=(3, 6)).astype(np.int32)
+    lengths = np.array([6, 2, 4], np.int32)
+    batch = {"targets": jnp.asarray(targets), "lengths": jnp.asarray(lengths)}
+    sums = model.per_example(jnp.asarray(logits[0]), batch)
+    log_probs = logits[0] - np.log(np.exp(logits[0]).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
+    mask = np.arange(6)[None, :] < lengths[:, None]
+    np.testing.assert_allclose(sums["loss"][0], (nll * mask).sum(1), rtol=1e-5)
+    np.testing.assert_array_equal(sums["loss"][1], lengths)
+    correct = (logits[0].argmax(-1) == targets) & mask
+    np.testing.assert_array_equal(sums["accuracy"][0], correct.sum(1))
+    ensemble = np.asarray(model.combine_seeds(jnp.asarray(logits)))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(np.exp(ensemble), probs.mean(0), rtol=1e-5)
+
+
+def test_metric_log_survives_a_cut_line_and_never_rewrites(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 10, "train/loss": 1.0}\n{"step": 20, "train/lo')
+    assert read_metrics(path) == [{"step": 10, "train/loss": 1.0}]
+    log = MetricLog(tmp_path, tensorboard=False)
+    assert log.write({"step": 10, "train/loss": 5.0}) is False
+    assert log.write({"step": 20, "train/loss": 0.5}) is True
+    log.close()
+    assert read_metrics(path) == [{"step": 10, "train/loss": 1.0}, {"step": 20, "train/loss": 0.5}]
+    path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(ValueError, match="metrics.jsonl:2"):
+        read_metrics(path)
+
+
+def test_checkpoints_keep_the_last_k_and_the_best_across_restarts(tmp_path):
+    state = {"w": jnp.arange(6.0).reshape(2, 3)}
+    losses = {10: 5.0, 20: 1.0, 30: 4.0, 40: 3.0}
+    manager = Checkpoints(tmp_path, keep=2, best_metric="eval/loss", mode="min")
+    for step in (10, 20, 30):
+        manager.save(
+            step, state, {"metrics": {"eval/loss": losses[step]}}, {"eval/loss": losses[step]}
+        )
+    manager.wait()
+    manager.close()
+    reopened = Checkpoints(tmp_path, keep=2, best_metric="eval/loss", mode="min")
+    reopened.save(40, state, {"metrics": {"eval/loss": 3.0}}, {"eval/loss": 3.0})
+    reopened.wait()
+    assert reopened.steps() == [20, 30, 40] and reopened.best_step() == 20
+    restored, meta = reopened.restore(20, jax.eval_shape(lambda: state))
+    np.testing.assert_array_equal(restored["w"], state["w"])
+    assert meta["metrics"]["eval/loss"] == 1.0
+    reopened.close()
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    with jax.numpy_dtype_promotion("standard"):
+        out = tmp_path_factory.mktemp("runs") / "adding"
+        config = tiny("adding", "train.num_seeds=2", "train.steps=200", "train.log_every=20",
+                      "checkpoint.every=40", "checkpoint.keep=2")  # fmt: skip
+        summary = run(config, out, progress=False, echo=lambda *_: None)
+    return out, summary
+
+
+def test_a_run_learns_and_writes_its_directory(trained):
+    out, summary = trained
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(20, 201, 20))
+    assert records[-1]["eval/mse"] < 0.5 * records[0]["eval/mse"]
+    assert len(records[-1]["seeds"]["eval/mse"]) == 2
+    assert summary["status"] == "finished" and summary["step"] == 200
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["final"]["eval/mse"] == records[-1]["eval/mse"]
+    assert (out / "plots" / "learning_curves.png").stat().st_size > 1000
+    analysis = json.loads((out / "analysis" / "gradnorms_step200.json").read_text())
+    assert np.all(np.asarray(analysis["mean_norm"]) > 0)
+
+
+def test_load_run_reloads_without_unpickling(trained, monkeypatch):
+    out, summary = trained
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("load_run must not unpickle")
+
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    loaded = load_run(out)
+    assert loaded.config.model.hidden_size == 8 and loaded.seeds == (0, 1)
+    assert loaded.steps[-1] == 200 and loaded.best_step in loaded.steps
+    assert len(loaded.steps) <= 3  # keep 2, plus the best
+    assert [r["step"] for r in loaded.metrics][-1] == 200
+    data = experiments.tasks.get("adding").load(loaded.config)
+    inputs, targets = data.eval["inputs"], data.eval["targets"]
+    with jax.numpy_dtype_promotion("standard"):
+        per_seed = [np.asarray(loaded.apply(inputs, seed=s)) for s in (0, 1)]
+        ensemble = np.asarray(loaded.apply(inputs))
+    for s, outputs in enumerate(per_seed):
+        mse = float(np.mean((outputs - targets) ** 2))
+        assert np.isclose(mse, summary["final_per_seed"]["eval/mse"][s], rtol=1e-4)
+    np.testing.assert_allclose(ensemble, (per_seed[0] + per_seed[1]) / 2, rtol=1e-5)
+    older = loaded.restore(loaded.steps[0])
+    assert not np.allclose(older["net"]["head"]["w"], loaded.params["net"]["head"]["w"])
+    with pytest.raises(ValueError, match="no checkpoint at step 7"):
+        loaded.restore(7)
+
+
+def test_load_run_rejects_what_is_not_a_run(tmp_path):
+    with pytest.raises(ValueError, match="no run directory"):
+        load_run(tmp_path / "missing")
+    (tmp_path / "config.yaml").write_text("task: [unclosed")
+    with pytest.raises(ValueError, match="cannot be read as an experiment config"):
+        load_run(tmp_path)
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path, standard_promotion):
+    # lr so large that the eval loss never improves after the first evaluation
+    config = tiny("adding", "train.lr=3.0", "train.clip_norm=0", "train.optimizer=sgd",
+                  "train.early_stopping_patience=2", "train.steps=200")  # fmt: skip
+    summary = run(config, tmp_path / "run", progress=False, echo=lambda *_: None)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert summary["status"] in ("stopped_early", "diverged") and summary["step"] < 200
+    if summary["status"] == "stopped_early":
+        values = [r["eval/mse"] for r in records]
+        assert summary["best_step"] == records[int(np.argmin(values))]["step"]
+        assert summary["best_step"] in load_run(tmp_path / "run").steps
+
+
+def test_penalties_and_dropout_change_training(tmp_path, standard_promotion):
+    base = run(tiny("adding"), tmp_path / "a", progress=False, echo=lambda *_: None)
+    l2 = run(tiny("adding", "train.l2=0.1"), tmp_path / "b", progress=False, echo=lambda *_: None)
+    assert base["final"]["train/loss"] != l2["final"]["train/loss"]
+    w_base = load_run(tmp_path / "a").params["net"]["head"]["w"]
+    w_l2 = load_run(tmp_path / "b").params["net"]["head"]["w"]
+    assert float(jnp.sum(w_l2**2)) < float(jnp.sum(w_base**2))
+
+
+@pytest.mark.parametrize("task", ["copy_memory", "tagging", "dates", "chars"])
+def test_each_architecture_type_trains_one_chunk(task, tmp_path, standard_promotion):
+    extra = {"dates": ["data.seq_len=32", "data.train_size=64"], "tagging": ["data.seq_len=30"],
+             "chars": ["data.seq_len=12"], "copy_memory": ["data.seq_len=5"]}[task]  # fmt: skip
+    config = tiny(task, *extra, "train.steps=10", "checkpoint.every=10")
+    summary = run(config, tmp_path / task, progress=False, echo=lambda *_: None)
+    assert summary["status"] == "finished"
+    assert np.isfinite(summary["final"]["eval/loss"])
+    if task in ("dates", "chars"):
+        assert len(summary["samples"]) == 4
