@@ -130,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value items after an option (`sweep digits --kfold 5 train.lr=1e-3`)
+        if args.command not in ("run", "sweep") or any(item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        (args.overrides if args.command == "run" else args.axes).extend(extra)
     _quiet_libraries()
     if os.environ.get("SEQLAB_DISTRIBUTED") == "1":
         import jax

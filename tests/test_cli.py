@@ -1,48 +1,237 @@
-"""The command line: the demo's outputs, one-line errors with exit status 2, no overwrites."""
+"""The command line end to end, in subprocesses: run, kill and resume, sweep, report,
+analyze, bad input (one line, exit status 2, nothing saved touched), data parallelism."""
 
+import csv
+import hashlib
 import json
-import math
+import os
+import pathlib
+import signal
+import struct
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 
 from seqlab.cli import main
-from seqlab.demo import ADDING_BASELINE_MSE, DemoConfig, adding_problem, run_demo
+
+TINY = [
+    "model.hidden_size=8",
+    "data.seq_len=12",
+    "data.eval_size=64",
+    "train.batch_size=16",
+    "train.log_every=10",
+    "checkpoint.every=20",
+    "train.lr=0.01",
+]
 
 
-def test_adding_problem_has_two_markers_and_baseline_variance():
+def seqlab(*args, check=True, env=None, timeout=300):
+    result = subprocess.run(
+        [sys.executable, "-m", "seqlab", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"seqlab {args} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+def tree_digest(directory: pathlib.Path) -> dict:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def read_tensorboard(directory: pathlib.Path) -> dict:
+    """{tag: [(step, value)]} from TFRecord event files (framing read by hand)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = seqlab("run", "adding", *TINY, "train.steps=60", "--out", out)
+    return out, result
+
+
+def test_run_writes_a_complete_run_directory(finished_run):
+    out, result = finished_run
+    assert f"run directory: {out}" in result.stdout
+    for name in ("config.yaml", "task.json", "metrics.jsonl", "summary.json"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [10, 20, 30, 40, 50, 60]
+    assert {"train/loss", "eval/loss", "eval/mse"} <= set(records[0])
+    scalars = read_tensorboard(out / "tensorboard")
+    assert [step for step, _ in scalars["eval/mse"]] == [10, 20, 30, 40, 50, 60]
+    np.testing.assert_allclose(
+        [v for _, v in scalars["eval/mse"]], [r["eval/mse"] for r in records], rtol=1e-6
+    )
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [20, 40, 60]
+    assert "model:\n  cell: lstm\n  hidden_size: 8" in (out / "config.yaml").read_text()
+
+
+def test_report_and_analyze(finished_run):
+    out, _ = finished_run
+    analyzed = seqlab("analyze", out, "--step", "40")
+    assert "step 40, layer 0: gradient norm decays by" in analyzed.stdout
+    assert (out / "analysis" / "gradnorms_step40.json").is_file()
+    seqlab("report", out)
+    report = (out / "report.md").read_text()
+    assert "Status **finished** at step 60" in report
+    assert "![learning_curves](plots/learning_curves.png)" in report
+    assert "gradnorms_step40.png" in report and (out / "plots" / "gradnorms_step40.png").is_file()
+    bad = seqlab("analyze", out, "--step", "7", check=False)
+    assert bad.returncode == 2 and "no checkpoint at step 7" in bad.stderr
+
+
+def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path):
+    args = ["run", "adding", *TINY, "train.steps=600", "train.num_seeds=2"]
+    seqlab(*args, "--out", tmp_path / "straight")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seqlab", *map(str, args), "--out", str(tmp_path / "killed")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    marker = tmp_path / "killed" / "checkpoints" / "40" / "commit_success.txt"
+    deadline = time.time() + 120
+    while not marker.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = tmp_path / "killed"
+    before = (killed / "metrics.jsonl").read_text()
+    assert not (killed / "summary.json").exists(), "the run ended before the kill"
+    seqlab("resume", killed)
+    after = (killed / "metrics.jsonl").read_text()
+    complete = before[: before.rfind("\n") + 1]
+    assert after.startswith(complete)  # nothing written before the kill was lost
+    from seqlab import load_run
+
+    straight, resumed = load_run(tmp_path / "straight"), load_run(killed)
     import jax
-    import jax.numpy as jnp
 
-    inputs, targets = adding_problem(jax.random.key(0), 4096, 30)
-    markers = inputs[..., 1]
-    assert bool(jnp.all(jnp.sum(markers, axis=1) == 2))
-    assert bool(jnp.all(jnp.sum(markers[:, :15], axis=1) == 1))
-    expected = jnp.sum(inputs[..., 0] * markers, axis=1)
-    assert float(jnp.max(jnp.abs(expected - targets))) < 1e-6
-    # predicting the mean scores Var(U + U) = 1/6
-    assert abs(float(jnp.var(targets)) - ADDING_BASELINE_MSE) < 0.01
+    for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+    assert [r["eval/mse"] for r in straight.metrics] == [r["eval/mse"] for r in resumed.metrics]
+    again = seqlab("resume", killed)
+    assert "already finished" in again.stdout
 
 
-def test_demo_writes_results(tmp_path, standard_promotion):
-    config = DemoConfig(cells=("rnn", "gru"), steps=30, seq_len=10, hidden_size=8, log_every=10)
-    payload = run_demo(tmp_path / "demo", config, echo=lambda *_: None)
-    saved = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert saved == json.loads(json.dumps(payload))
-    assert [r["cell"] for r in saved["results"]] == ["rnn", "gru"]
-    for result in saved["results"]:
-        assert [point["step"] for point in result["curve"]] == [10, 20, 30]
-        assert math.isfinite(result["eval_mse"])
-    assert "| gru |" in (tmp_path / "demo" / "summary.md").read_text()
+def test_sweep_table_plots_and_restart_skips_finished_points(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "adding", "model.cell=rnn,gru", "train.num_seeds=2", "train.steps=20",
+            *[f"{a}" for a in TINY], "--out", out]  # fmt: skip
+    first = seqlab(*args)
+    assert "[2/2] model.cell=gru" in first.stdout
+    with open(out / "results.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [r["model.cell"] for r in rows] == ["rnn", "gru"]
+    assert all(r["status"] == "finished" and float(r["eval/mse std"]) >= 0 for r in rows)
+    assert (out / "plots" / "final_metric.png").is_file()
+    assert "| rnn |" in (out / "report.md").read_text().replace("p000_cell=rnn", "")
+    summary = out / "points" / "p001_cell=gru" / "summary.json"
+    summary.unlink()  # as if the sweep died after the last checkpoint of point 2
+    second = seqlab(*args)
+    assert "[1/2] model.cell=rnn: done, skipped" in second.stdout
+    assert "already finished" not in second.stdout and summary.exists()
+    changed = seqlab(*args[:2], "model.cell=rnn,lstm", *args[3:], check=False)
+    assert changed.returncode == 2 and "holds a different sweep" in changed.stderr
 
 
-def test_demo_refuses_to_overwrite(tmp_path, capsys):
-    out = tmp_path / "old"
-    out.mkdir()
-    (out / "results.json").write_text("precious")
-    assert main(["demo", "--out", str(out)]) == 2
+def test_kfold_sweep_writes_cross_validation_table(tmp_path):
+    out = tmp_path / "cv"
+    seqlab("sweep", "digits", "--kfold", "2", "train.steps=10", "train.log_every=10",
+           "checkpoint.every=10", "model.hidden_size=8", "--out", out)  # fmt: skip
+    with open(out / "cv.csv") as file:
+        (row,) = list(csv.DictReader(file))
+    assert row["folds"] == "2" and row["metric"] == "eval/accuracy" and 0 <= float(row["mean"]) <= 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "adding", "model.hiden_size=3"], "valid keys: task, seed"),
+        (["run", "adding", "train.steps=-1"], "train.steps must be positive"),
+        (["run", "nosuch"], "unknown experiment 'nosuch'"),
+        (["run", "missing/file.py"], "no experiment file"),
+        (["sweep", "adding", "model.cell"], "key=v1,v2"),
+        (["resume", "/nonexistent/run"], "not a run directory"),
+        (["report", "/nonexistent/run"], "neither a run"),
+    ],
+)
+def test_bad_input_is_one_line_with_status_2(argv, message, capsys):
+    assert main(argv) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "already holds results.json" in error
-    assert (out / "results.json").read_text() == "precious"
+    assert error.count("\n") == 1 and message in error
+
+
+def test_a_run_directory_is_never_overwritten(finished_run, capsys):
+    out, _ = finished_run
+    before = tree_digest(out)
+    assert main(["run", "adding", "--out", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert tree_digest(out) == before
+
+
+def test_corrupted_checkpoint_is_reported_and_left_alone(tmp_path):
+    out = tmp_path / "run"
+    seqlab("run", "adding", *TINY, "train.steps=40", "--out", out)
+    (out / "summary.json").unlink()  # make it resumable
+    for path in (out / "checkpoints" / "40" / "state").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0:
+            path.write_bytes(b"\x00garbage" + path.read_bytes()[8:])
+    before = tree_digest(out)
+    result = seqlab("resume", out, check=False)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "checkpoint 40" in result.stderr
+    assert tree_digest(out) == before
+    loaded = seqlab("analyze", out, check=False)
+    assert loaded.returncode == 2 and "cannot be restored" in loaded.stderr
+
+
+def test_data_parallel_over_four_devices_matches_one_device(tmp_path):
+    args = ["run", "adding", *TINY, "train.steps=20", "train.batch_size=32"]
+    seqlab(*args, "--out", tmp_path / "one")
+    four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    seqlab(*args, "--out", tmp_path / "four", env=four)
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    many = json.loads((tmp_path / "four" / "summary.json").read_text())
+    assert one["devices"] == 1 and many["devices"] == 4
+    for name in ("train/loss", "eval/loss"):
+        np.testing.assert_allclose(many["final"][name], one["final"][name], rtol=1e-5)
+
+
+def test_demo_writes_plots_and_table(tmp_path, standard_promotion):
+    from seqlab.demo import DemoConfig, run_demo
+
+    config = DemoConfig(steps=20, seq_len=10, hidden_size=8, log_every=10)
+    payload = run_demo(tmp_path / "demo", config, echo=lambda *_: None)
+    assert [r["cell"] for r in payload["results"]] == ["rnn", "lstm", "gru"]
+    for row in payload["results"]:
+        assert 0 < row["decay_factor_init"] < 1.5 and np.isfinite(row["eval_mse_mean"])
+    assert (tmp_path / "demo" / "plots" / "gradnorm_decay.png").stat().st_size > 1000
+    assert "| lstm |" in (tmp_path / "demo" / "summary.md").read_text()
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
 
 
 @pytest.mark.parametrize("argv", [["bogus"], ["demo", "--bad"], []])
