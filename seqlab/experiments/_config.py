@@ -31,7 +31,7 @@ class ModelConfig:
 @dataclasses.dataclass
 class DataConfig:
     seq_len: int = 100
-    eval_size: int = 1024  # examples in the evaluation set (generated tasks) or its cap
+    eval_size: int = 1024  # size of the generated eval set (adding, copy_memory, dates)
     split_seed: int = 0  # the train/eval split and generated eval data do not follow `seed`
     num_folds: int = 0  # k-fold cross-validation when >= 2: the eval set is fold `fold`
     fold: int = 0

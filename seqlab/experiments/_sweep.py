@@ -104,9 +104,7 @@ def sweep(
         if (point_dir / _rundir.CONFIG).exists():
             resume(point_dir, progress=progress, echo=echo)
         else:
-            if point_dir.exists():  # created, but killed before its config was written
-                for leftover in point_dir.iterdir():
-                    raise ValueError(f"{point_dir} holds {leftover.name} but no config.yaml")
+            # run() refuses a non-empty folder without config.yaml: nothing is overwritten
             run(point_config, point_dir, progress=progress, echo=echo)
     results = write_results(out_dir)
     report_sweep(out_dir)
