@@ -105,7 +105,7 @@ def test_report_and_analyze(finished_run):
 
 
 def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path):
-    args = ["run", "adding", *TINY, "train.steps=600", "train.num_seeds=2"]
+    args = ["run", "adding", *TINY, "train.steps=400", "train.num_seeds=2"]
     seqlab(*args, "--out", tmp_path / "straight")
     process = subprocess.Popen(
         [sys.executable, "-m", "seqlab", *map(str, args), "--out", str(tmp_path / "killed")],
