@@ -1,7 +1,7 @@
 """One-to-many: a character model that generates 64 characters from a first one, and
 samples text at the end of training (summary.json, report.md).
 
-    seqlab run chars                              # stdlib docstrings: ~2 minutes on 2 cores
+    seqlab run chars                              # stdlib docstrings: 80 s on 2 cores
     seqlab run chars data.path=my_corpus.txt
 
 Baseline: the unigram character distribution's cross-entropy (printed beside the model).

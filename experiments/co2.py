@@ -1,6 +1,6 @@
 """Forecast the next 12 monthly Mauna Loa CO2 means (statsmodels, 1958-2001) from 36.
 
-    seqlab run co2                          # about 1 minute on a 2-core CPU
+    seqlab run co2                          # 15 s on a 2-core CPU
 
 Needs statsmodels (pip install 'seqlab[tasks]'). The naive forecast (repeat the last
 month) misses the seasonal cycle; the model should beat it.

@@ -1,6 +1,6 @@
 """The copy-memory task (Arjovsky et al. 2016): recall 10 symbols after a delay.
 
-    seqlab run copy_memory                          # many-to-many, delay 50: ~2 minutes
+    seqlab run copy_memory                          # many-to-many, delay 50: 1 minute
     seqlab run copy_memory data.variant=many_to_one # recall only the first symbol
 
 Baseline cross-entropy 10·log 8 / (T + 20) (blanks, then uniform guesses), 0.297 at T=50.

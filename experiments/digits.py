@@ -1,6 +1,6 @@
 """scikit-learn's 8x8 digits read row by row: many-to-one classification on real data.
 
-    seqlab run digits                          # about 30 s on a 2-core CPU
+    seqlab run digits                          # 20 s on a 2-core CPU
     seqlab run digits data.seq_len=64          # pixel by pixel (T = 64, D = 1)
     seqlab sweep digits --kfold 5              # 5-fold cross-validation
 

@@ -1,7 +1,7 @@
 """Sequence tagging, many-to-many synced: each character of Python source gets its token
 class (name, keyword, operator, number, string, comment, space), read off ``tokenize``.
 
-    seqlab run tagging                                    # about 1 minute on a 2-core CPU
+    seqlab run tagging                                    # 35 s on a 2-core CPU
     seqlab run tagging data.source=conll data.path=train.conll
 
 The default data is the Python standard library's own source (shipped with Python).

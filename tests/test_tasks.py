@@ -81,7 +81,13 @@ def test_kfold_splits_partition_the_data():
 
 @pytest.mark.parametrize("series", ["sunspots", "co2"])
 def test_forecast_windows_come_from_the_series_in_time_order(series):
-    data = load("forecast", f"data.series={series}", "data.seq_len=10", "data.horizon=3")
+    data = load(
+        "forecast",
+        f"data.series={series}",
+        "data.seq_len=10",
+        "data.horizon=3",
+        "data.relative=false",
+    )
     raw = tasks.load_series(series)
     mean, std = data.info["series_mean"], data.info["series_std"]
     close = dict(rtol=1e-5, atol=1e-5 * std)  # float32 storage of standardized values
@@ -92,10 +98,16 @@ def test_forecast_windows_come_from_the_series_in_time_order(series):
     naive = np.repeat(data.eval["inputs"][:, -1, :], 3, axis=1)
     expected = np.mean((naive - data.eval["targets"]) ** 2)
     assert math.isclose(data.info["baselines"]["eval/mse"], expected, rel_tol=1e-6)
+    relative = load("forecast", f"data.series={series}", "data.seq_len=10", "data.horizon=3")
+    assert not relative.eval["inputs"][:, -1].any()  # each window ends at 0: its own level
+    np.testing.assert_allclose(  # the same changes, so the same naive-forecast error
+        relative.eval["targets"], data.eval["targets"] - data.eval["inputs"][:, -1], atol=1e-5
+    )
+    assert math.isclose(relative.info["baselines"]["eval/mse"], expected, rel_tol=1e-4)
 
 
 def test_forecast_augmentation_scales_targets_with_inputs():
-    data = load("forecast", "data.augment_scale=0.5")
+    data = load("forecast", "data.augment_scale=0.5", "data.relative=false")
     batch = {k: jnp.asarray(v[:8]) for k, v in data.train.items()}
     out = data.augment(jax.random.key(0), batch)
     ratio_in = out["inputs"][:, :, 0] / batch["inputs"][:, :, 0]

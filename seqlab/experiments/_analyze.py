@@ -18,6 +18,7 @@ import numpy as np
 
 from seqlab.analysis import fit_decay_rate, hidden_grad_norms
 from seqlab.experiments import _rundir
+from seqlab.experiments._train import seed_params
 from seqlab.layers import dense_apply, last_valid_outputs
 
 ANALYSIS_EXAMPLES = 64
@@ -72,8 +73,7 @@ def analyze_params(experiment, params, step: int, run_dir) -> dict:
     num_seeds = len(experiment.seeds)
     curves = []  # (S, L, dirs, T): mean over examples
     for index in range(num_seeds):
-        seed_params = jax.tree.map(lambda leaf, i=index: leaf[i], params)
-        norms = gradient_norms(model, seed_params, batch)
+        norms = gradient_norms(model, seed_params(params, index), batch)
         if not model.encoder.bidirectional:
             norms = norms[:, None]
         curves.append(norms.mean(axis=-2))
@@ -115,7 +115,7 @@ def samples(experiment, params, *, count: int = 4) -> list | None:
         return None
     from seqlab.layers import Vocabulary
 
-    first = jax.tree.map(lambda leaf: leaf[0], params)
+    first = seed_params(params, 0)
     batch = {k: jnp.asarray(v[:count]) for k, v in experiment.data.eval.items()}
     length = info["target_length"]
     if model.kind == "encoder_decoder":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import pathlib
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -24,6 +23,7 @@ from seqlab.experiments._train import (
     make_optimizer,
     map_seeds,
     resolve_seed_batching,
+    seed_params,
 )
 
 
@@ -106,7 +106,8 @@ class Run:
         return self.restore(self.steps[-1])
 
     def params_of_seed(self, params, index: int = 0):
-        return jax.tree.map(lambda leaf: leaf[index], params)
+        """One seed's parameters out of seed-stacked ``params``."""
+        return seed_params(params, index)
 
     def apply(self, inputs, lengths=None, *, targets=None, step=None, seed=None):
         """Run the trained model on ``inputs`` (the task's input layout, batch first).

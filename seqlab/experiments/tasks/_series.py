@@ -5,7 +5,8 @@
 - ``forecast``: yearly sunspots (1700-2008) or monthly Mauna Loa CO2 (1958-2001) from
   statsmodels, cut into windows of ``seq_len`` values that predict the next ``horizon``;
   many-to-one regression in units of the training set's standard deviation, beside the
-  naive forecast (repeat the last value).
+  naive forecast (repeat the last value). With ``data.relative`` (default) every window
+  is taken relative to its last value, so the model predicts the change.
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ class ForecastData(DataConfig):
     seq_len: int = 24  # window length
     horizon: int = 1  # values predicted after each window
     eval_fraction: float = 0.2  # the last windows in time
+    # Inputs and targets relative to the window's last value: the model predicts the change
+    # (the naive forecast predicts 0), so a trend beyond the training range stays in range.
+    relative: bool = True
 
 
 def load_series(name: str) -> np.ndarray:
@@ -140,6 +144,8 @@ def load_forecast(config) -> TaskData:
     normalized = ((series - mean) / std).astype(np.float32)
     offsets = np.arange(window + horizon)
     windows = normalized[starts[:, None] + offsets[None, :]]
+    if data.relative:
+        windows = windows - windows[:, window - 1 : window]
     arrays = {
         "inputs": windows[:, :window, None],
         "lengths": np.full(count, window, np.int32),
@@ -159,6 +165,7 @@ def load_forecast(config) -> TaskData:
             "output_size": horizon,
             "baselines": {"eval/mse": naive_mse},
             "baseline_name": "naive forecast (repeat the last value)",
+            "relative": bool(data.relative),
             "series_mean": float(mean),
             "series_std": float(std),
             "num_train": len(train_idx),
