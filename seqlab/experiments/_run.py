@@ -153,7 +153,9 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
     stopping = dict(meta.get("early_stopping", {"best": None, "best_step": None, "bad_evals": 0}))
     checkpoints = open_checkpoints(run_dir, experiment)
     log = _rundir.MetricLog(run_dir)
-    status = "running"
+    # A run killed after its last checkpoint (stopped early, diverged) but before its
+    # summary resumes into that status instead of training on.
+    status = meta.get("status", "running")
     start = time.perf_counter() - float(meta.get("elapsed", 0.0))
     bar = tqdm(
         total=total,
@@ -201,6 +203,7 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
                         "record": record,
                         "elapsed": elapsed,
                         "seeds": list(experiment.seeds),
+                        "status": status,
                     },
                     record,
                 )
