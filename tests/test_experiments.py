@@ -216,6 +216,11 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path, standard_promotion):
         values = [r["eval/mse"] for r in records]
         assert summary["best_step"] == records[int(np.argmin(values))]["step"]
         assert summary["best_step"] in load_run(tmp_path / "run").steps
+    # killed after the last checkpoint, before the summary: resuming does not train on
+    (tmp_path / "run" / "summary.json").unlink()
+    again = experiments.resume(tmp_path / "run", progress=False, echo=lambda *_: None)
+    assert (again["status"], again["step"]) == (summary["status"], summary["step"])
+    assert read_metrics(tmp_path / "run" / "metrics.jsonl") == records
 
 
 def test_penalties_and_dropout_change_training(tmp_path, standard_promotion):
