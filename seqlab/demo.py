@@ -7,7 +7,7 @@
    step, with the adding loss, at initialization and after training, and the fitted
    per-step decay factor (``plots/gradnorm_decay.png``).
 
-On a 2-core CPU it takes about 4 minutes. The tanh RNN stays near the baseline MSE
+On a 2-core CPU it takes about 3 minutes. The tanh RNN stays near the baseline MSE
 (1/6) and its gradient vanishes fastest; LSTM and GRU solve the task (MSE < 0.01) and
 carry the gradient back over the whole sequence once trained.
 """
