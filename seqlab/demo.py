@@ -7,9 +7,11 @@
    step, with the adding loss, at initialization and after training, and the fitted
    per-step decay factor (``plots/gradnorm_decay.png``).
 
-On a 2-core CPU it takes about 3 minutes. The tanh RNN stays near the baseline MSE
-(1/6) and its gradient vanishes fastest; LSTM and GRU solve the task (MSE < 0.01) and
-carry the gradient back over the whole sequence once trained.
+On a 2-core CPU it takes about 3 minutes. In our runs the tanh RNN stays near the
+baseline MSE (1/6) and, once trained, loses its gradient fastest (about 0.68 per step);
+LSTM and GRU solve the task (MSE < 0.01) and, once trained, carry the gradient back over
+the whole sequence (about 0.995 per step). At initialization the GRU's gradient decays
+fastest of the three.
 """
 
 from __future__ import annotations
