@@ -1,7 +1,7 @@
 """``seqlab demo``: RNN vs LSTM vs GRU, gradient flow and the adding problem.
 
 1. A short adding-problem sweep over the three cells (T = 100, two seeds per cell trained
-   as one vmapped program) through the experiments layer: run directories with
+   as one program) through the experiments layer: run directories with
    checkpoints, metrics, plots and a results table (``sweep/``).
 2. The gradient-norm decay of each cell: ‖∂L/∂h_t‖ against the distance from the last
    step, with the adding loss, at initialization and after training, and the fitted

@@ -4,7 +4,9 @@ A checkpoint holds two items: ``state`` (parameters, optimizer state and the per
 RNG keys, as arrays, saved with orbax's standard handler: tensorstore files, no pickle)
 and ``meta`` (JSON: the step, the data position, the early-stopping counters and the
 metrics at that step). Saves are asynchronous and atomic: a save interrupted by a kill
-leaves a temporary folder that is ignored and cleaned up, never a half checkpoint.
+leaves a temporary folder that is ignored and cleaned up, never a half checkpoint. A kill
+while an old step is being deleted can leave that step half gone; it is never chosen as
+the best and is deleted at the next save.
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
         while step < total and status == "running":
             num_steps = min(log_every - step % log_every, total - step)
             state, train_metrics = experiment.train_chunk(state, step, num_steps)
-            jax.block_until_ready(state)
+            jax.block_until_ready(state)  # `elapsed` then times the work, not its dispatch
             step += num_steps
             per_seed, ensemble = experiment.evaluate(state["params"])
             elapsed = time.perf_counter() - start

@@ -1,7 +1,7 @@
 """Sweeps: the cartesian product of override values, each point a run directory.
 
 ``sweep(config, {"model.cell": ["rnn", "lstm"], "model.hidden_size": ["32", "64"]}, out)``
-trains every combination (each point's ``train.num_seeds`` seeds as one vmapped program,
+trains every combination (each point's ``train.num_seeds`` seeds as one program,
 data-parallel over the local devices) into ``out/points/<name>/``, then writes
 ``results.csv`` (one row per point), ``cv.csv`` for k-fold sweeps (mean and spread over
 folds), comparison plots and ``report.md``. Started again with the same arguments, a
