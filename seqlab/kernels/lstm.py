@@ -1,0 +1,281 @@
+"""Fused LSTM recurrence: a forward kernel, a reverse-time backward kernel, the reference.
+
+The recurrence starts after the hoisted input projection (``projected = x W_ih + b``)::
+
+    i, f, g, o = σ, σ, tanh, σ  of  projected_t + h_{t-1} W_hh        (gate order i, f, g, o)
+    c_t = f * c_{t-1} + i * g          h_t = o * tanh(c_t)
+
+and past ``seq_lengths[b]`` the carry of row b stays frozen. See ``_persistent.py`` for the
+grid, tiles and the step barrier. The forward kernel saves the four gate activations and
+every c_t for the backward kernel (cuDNN's reserve space holds the same); the backward
+kernel never recomputes a recurrent matmul forward, it runs one transposed matmul per step.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from seqlab.kernels import _persistent as persistent
+from seqlab.kernels._persistent import Settings, Tiles
+from seqlab.typing import Array
+
+NUM_GATES = 4
+f32 = jnp.float32
+
+
+def _forward_kernel(
+    lengths_ref, x_ref, w_ref, h0_ref, c0_ref, counter_ref, hs_ref, cs_ref, *saved,
+    layout, precision,
+):
+    program = persistent.Program(layout, counter_ref)
+    rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
+    hidden = layout.hidden_padded
+    lengths = lengths_ref[rows]
+
+    def initial(column):
+        cols = pl.ds(column, width)
+        hs_ref[0, rows, cols] = h0_ref[rows, cols].astype(f32)
+        cs_ref[0, rows, cols] = c0_ref[rows, cols].astype(f32)
+
+    program.for_own_tiles(initial)
+    program.sync(1)
+
+    def step(t, column):
+        cols = pl.ds(column, width)
+        gate_cols = [pl.ds(gate * hidden + column, width) for gate in range(NUM_GATES)]
+        terms = [(
+            lambda k0: program.load_shared(hs_ref, (t, rows, pl.ds(k0, chunk))),
+            [(lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], False, gate)
+             for gate, c in enumerate(gate_cols)],
+        )]
+        pre = persistent.accumulate(program, terms, NUM_GATES, w_ref.dtype, precision)
+        pre = [p + x_ref[t, rows, c].astype(f32) for p, c in zip(pre, gate_cols, strict=True)]
+        i, f, o = (jax.nn.sigmoid(pre[k]) for k in (0, 1, 3))
+        g = jnp.tanh(pre[2])
+        c_prev, h_prev = cs_ref[t, rows, cols], hs_ref[t, rows, cols]
+        c = f * c_prev + i * g
+        h = o * jnp.tanh(c)
+        valid = (t < lengths)[:, None]
+        cs_ref[t + 1, rows, cols] = jnp.where(valid, c, c_prev)
+        hs_ref[t + 1, rows, cols] = jnp.where(valid, h, h_prev)
+        if saved:
+            for value, c in zip((i, f, g, o), gate_cols, strict=True):
+                saved[0][t, rows, c] = value
+
+    persistent.run_steps(program, layout.num_steps, [step], reverse=False)
+
+
+def _backward_kernel(
+    lengths_ref, gates_ref, cs_ref, w_ref, dhs_ref, dcs_ref, counter_ref,
+    dpre_ref, dh_ref, dc_ref, *, layout, precision,
+):
+    """Reverse time. ``dh_ref``/``dc_ref`` carry the gradient w.r.t. the carry from step to
+    step (each program only its own columns) and end as the gradient of the initial carry."""
+    program = persistent.Program(layout, counter_ref)
+    rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
+    hidden = layout.hidden_padded
+    lengths = lengths_ref[rows]
+    zeros = jnp.zeros((layout.tiles.block_batch, width), f32)
+
+    def initial(column):
+        dh_ref[rows, pl.ds(column, width)] = zeros
+        dc_ref[rows, pl.ds(column, width)] = zeros
+
+    program.for_own_tiles(initial)
+    program.sync(1)
+
+    def gates_phase(t, column):
+        cols = pl.ds(column, width)
+        gate_cols = [pl.ds(gate * hidden + column, width) for gate in range(NUM_GATES)]
+        dh = dhs_ref[t, rows, cols] + dh_ref[rows, cols]
+        dc = dcs_ref[t, rows, cols] + dc_ref[rows, cols]
+        i, f, g, o = (gates_ref[t, rows, c] for c in gate_cols)
+        c, c_prev = cs_ref[t + 1, rows, cols], cs_ref[t, rows, cols]
+        tanh_c = jnp.tanh(c)
+        dc_total = dc + dh * o * (1 - tanh_c * tanh_c)
+        dpre = (
+            dc_total * g * i * (1 - i),
+            dc_total * c_prev * f * (1 - f),
+            dc_total * i * (1 - g * g),
+            dh * tanh_c * o * (1 - o),
+        )
+        valid = (t < lengths)[:, None]
+        for value, c_ in zip(dpre, gate_cols, strict=True):
+            dpre_ref[t, rows, c_] = jnp.where(valid, value, 0.0)
+        dc_ref[rows, cols] = jnp.where(valid, dc_total * f, dc)
+        dh_ref[rows, cols] = jnp.where(valid, 0.0, dh)  # frozen steps pass dh straight on
+
+    def recurrent_phase(t, column):
+        cols = pl.ds(column, width)
+        terms = [(
+            lambda k0, gate=gate: program.load_shared(
+                dpre_ref, (t, rows, pl.ds(gate * hidden + k0, chunk))
+            ),
+            [(lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)], True, 0)],
+        ) for gate in range(NUM_GATES)]
+        (dh_prev,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
+        dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
+
+    persistent.run_steps(
+        program, layout.num_steps, [gates_phase, recurrent_phase], reverse=True
+    )
+
+
+def _pad_inputs(layout, projected, w_hh, h0, c0, lengths):
+    pad_h, pad_b = layout.hidden_padded, layout.batch_padded
+    h = layout.hidden
+    projected = persistent.pad_gates(projected, NUM_GATES, h, pad_h)
+    projected = persistent.pad_axis(projected, 1, pad_b)
+    w_hh = persistent.pad_axis(persistent.pad_gates(w_hh, NUM_GATES, h, pad_h), 0, pad_h)
+    h0 = persistent.pad_axis(persistent.pad_axis(h0, 1, pad_h), 0, pad_b)
+    c0 = persistent.pad_axis(persistent.pad_axis(c0, 1, pad_h), 0, pad_b)
+    lengths = persistent.pad_axis(lengths, 0, pad_b)  # padded rows have length 0
+    return lengths, projected, w_hh, h0, c0
+
+
+def _layout(projected, settings: Settings):
+    num_steps, batch, gates = projected.shape
+    return persistent.make_layout(
+        num_steps, batch, gates // NUM_GATES, settings.tiles, settings.interpret
+    )
+
+
+def _forward(projected, w_hh, h0, c0, lengths, settings: Settings, save: bool):
+    layout = _layout(projected, settings)
+    padded = _pad_inputs(layout, projected, w_hh, h0, c0, lengths)
+    steps, batch, hidden = layout.num_steps, layout.batch_padded, layout.hidden_padded
+    state = jax.ShapeDtypeStruct((steps + 1, batch, hidden), f32)
+    out_shapes = [state, state]
+    if save:
+        out_shapes.append(jax.ShapeDtypeStruct((steps, batch, NUM_GATES * hidden), f32))
+    kernel = functools.partial(
+        _forward_kernel, layout=layout, precision=persistent.matmul_precision(w_hh.dtype)
+    )
+    outputs = persistent.call(kernel, layout, out_shapes, "seqlab_lstm_forward", *padded)
+    return layout, padded, outputs
+
+
+def _public(layout, hs, cs, dtype):
+    """Drop row 0 (the initial state) and the padding; cast on output only."""
+    unpad = lambda s: s[1:, : layout.batch, : layout.hidden].astype(dtype)  # noqa: E731
+    return unpad(hs), unpad(cs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _lstm(projected, w_hh, h0, c0, lengths, settings):
+    layout, _, (hs, cs) = _forward(projected, w_hh, h0, c0, lengths, settings, save=False)
+    return _public(layout, hs, cs, projected.dtype)
+
+
+def _lstm_fwd(projected, w_hh, h0, c0, lengths, settings):
+    if settings.backward == "xla":
+        outputs = _lstm(projected, w_hh, h0, c0, lengths, settings)
+        return outputs, (projected, w_hh, h0, c0, lengths)
+    layout, padded, (hs, cs, gates) = _forward(
+        projected, w_hh, h0, c0, lengths, settings, save=True
+    )
+    return _public(layout, hs, cs, projected.dtype), (padded[2], padded[0], hs, cs, gates)
+
+
+def _lstm_bwd(settings, residuals, cotangents):
+    if settings.backward == "xla":
+        projected, w_hh, h0, c0, lengths = residuals
+        _, vjp = jax.vjp(
+            lambda *a: lstm_recurrence_reference(*a, lengths), projected, w_hh, h0, c0
+        )
+        return (*vjp(cotangents), None)
+    w_hh, lengths, hs, cs, gates = residuals
+    num_steps, batch, hidden = cotangents[0].shape
+    layout = persistent.make_layout(
+        num_steps, batch, hidden, settings.tiles, settings.interpret
+    )
+    batch, hidden = layout.batch_padded, layout.hidden_padded
+
+    def pad_cotangent(d):
+        return persistent.pad_axis(persistent.pad_axis(d.astype(f32), 2, hidden), 1, batch)
+
+    dhs, dcs = (pad_cotangent(d) for d in cotangents)
+    out_shapes = [
+        jax.ShapeDtypeStruct((num_steps, batch, NUM_GATES * hidden), f32),
+        jax.ShapeDtypeStruct((batch, hidden), f32),
+        jax.ShapeDtypeStruct((batch, hidden), f32),
+    ]
+    precision = persistent.matmul_precision(w_hh.dtype)
+    kernel = functools.partial(_backward_kernel, layout=layout, precision=precision)
+    dpre, dh0, dc0 = persistent.call(
+        kernel, layout, out_shapes, "seqlab_lstm_backward", lengths, gates, cs, w_hh, dhs, dcs
+    )
+    d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)
+    h, b = layout.hidden, layout.batch
+    d_projected = persistent.unpad_gates(dpre[:, :b], NUM_GATES, h, hidden)
+    d_w_hh = persistent.unpad_gates(d_w_hh[:h], NUM_GATES, h, hidden)
+    # h0 and c0 enter as float32 (see lstm_recurrence); the rest keep their dtypes.
+    return (
+        d_projected.astype(cotangents[0].dtype),
+        d_w_hh.astype(w_hh.dtype),
+        dh0[:b, :h],
+        dc0[:b, :h],
+        None,
+    )
+
+
+_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+def lstm_recurrence(
+    projected: Array,
+    w_hh: Array,
+    h0: Array,
+    c0: Array,
+    seq_lengths: Array,
+    *,
+    tiles: Tiles | None = None,
+    backward: str = "pallas",
+    interpret: bool | None = None,
+) -> tuple[Array, Array]:
+    """The LSTM recurrence after the input projection, as one fused kernel each way.
+
+    Args:
+      projected: (T, B, 4H), ``x_t W_ih + b`` for every step (time-major), float32 or
+        bfloat16.
+      w_hh: (H, 4H) recurrent weights, gate blocks i, f, g, o (``seqlab.cells.LSTM``).
+      h0, c0: (B, H) initial carry.
+      seq_lengths: (B,) ints in [0, T]; past its length a row's carry stays frozen.
+      tiles: tile sizes (``Tiles()`` when None).
+      backward: ``"pallas"`` (fused reverse-time kernel) or ``"xla"`` (autodiff of
+        ``lstm_recurrence_reference``).
+      interpret: run in Pallas interpret mode; None means "unless on a GPU".
+
+    Returns:
+      ``(hs, cs)``: (T, B, H) each, the carry after every step (frozen past a row's
+      length, not zeroed), in ``projected``'s dtype. State and accumulation are float32.
+    """
+    settings = persistent.resolve_settings(tiles, backward, interpret)
+    seq_lengths = persistent.check_lengths_dtype(seq_lengths, projected.shape[1])
+    # The state is float32 inside; entering as float32 lets autodiff cast its gradient back.
+    return _lstm(projected, w_hh, h0.astype(f32), c0.astype(f32), seq_lengths, settings)
+
+
+def lstm_recurrence_reference(projected, w_hh, h0, c0, seq_lengths):
+    """``lstm_recurrence`` as a plain ``lax.scan`` in float32."""
+    num_steps = projected.shape[0]
+    w = w_hh.astype(f32)
+
+    def step(carry, inputs):
+        h, c = carry
+        x, t = inputs
+        i, f, g, o = jnp.split(x.astype(f32) + h @ w, NUM_GATES, axis=-1)
+        c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+        valid = (t < seq_lengths)[:, None]
+        h, c = jnp.where(valid, h_new, h), jnp.where(valid, c_new, c)
+        return (h, c), (h, c)
+
+    _, (hs, cs) = jax.lax.scan(
+        step, (h0.astype(f32), c0.astype(f32)), (projected, jnp.arange(num_steps))
+    )
+    return hs.astype(projected.dtype), cs.astype(projected.dtype)
