@@ -175,6 +175,23 @@ def unpad_gates(array: Array, num_gates: int, hidden: int, hidden_padded: int) -
     return blocks[..., :hidden].reshape(array.shape[:-1] + (num_gates * hidden,))
 
 
+def pad_sequence(array: Array, layout: Layout, num_gates: int) -> Array:
+    """(T, B, G*H) or (B, G*H) -> padded batch and gate blocks."""
+    array = pad_gates(array, num_gates, layout.hidden, layout.hidden_padded)
+    return pad_axis(array, array.ndim - 2, layout.batch_padded)
+
+
+def pad_weights(w_hh: Array, layout: Layout, num_gates: int) -> Array:
+    """(H, G*H) -> (Hp, G*Hp); the padded rows are zero, so padded units never feed back."""
+    w_hh = pad_gates(w_hh, num_gates, layout.hidden, layout.hidden_padded)
+    return pad_axis(w_hh, 0, layout.hidden_padded)
+
+
+def unpad_states(layout: Layout, state: Array, dtype) -> Array:
+    """A (T + 1, Bp, Hp) state buffer -> the carry after every step, (T, B, H), in dtype."""
+    return state[1:, : layout.batch, : layout.hidden].astype(dtype)
+
+
 def pad_axis(array: Array, axis: int, size: int) -> Array:
     """Zero-pad ``axis`` of ``array`` up to ``size``."""
     if array.shape[axis] == size:
@@ -278,19 +295,28 @@ def accumulate(
 
 
 def run_steps(
-    program: Program, num_steps: int, phases: Sequence[Callable], reverse: bool
+    program: Program,
+    num_steps: int,
+    phases: Sequence[tuple[Callable, bool]],
+    reverse: bool,
 ) -> None:
-    """Walk time: at each step run every phase over this program's tiles, each followed
-    by a barrier. ``phase(t, column)``; ``reverse`` walks from the last step to the first.
-    The barriers before the loop (after the initial state is written) count as arrival 1.
+    """Walk time: at each step run every phase over this program's tiles.
+
+    ``phases`` holds ``(phase, sync)``: ``phase(t, column)`` runs for each owned tile,
+    then, when ``sync``, a barrier (needed before anything reads what the phase wrote in
+    other programs' columns). ``reverse`` walks from the last step to the first. The
+    barrier after the initial state is written counts as arrival 1.
     """
-    per_step = len(phases)
+    per_step = sum(1 for _, sync in phases if sync)
 
     def step(index, carry):
         t = num_steps - 1 - index if reverse else index
-        for number, phase in enumerate(phases):
+        arrivals = 1 + index * per_step
+        for phase, sync in phases:
             program.for_own_tiles(lambda column, phase=phase: phase(t, column))
-            program.sync(2 + index * per_step + number)
+            if sync:
+                arrivals = arrivals + 1
+                program.sync(arrivals)
         return carry
 
     lax.fori_loop(0, num_steps, step, 0)

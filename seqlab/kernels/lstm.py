@@ -66,7 +66,7 @@ def _forward_kernel(
             for value, c in zip((i, f, g, o), gate_cols, strict=True):
                 saved[0][t, rows, c] = value
 
-    persistent.run_steps(program, layout.num_steps, [step], reverse=False)
+    persistent.run_steps(program, layout.num_steps, [(step, True)], reverse=False)
 
 
 def _backward_kernel(
@@ -120,21 +120,22 @@ def _backward_kernel(
         (dh_prev,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
         dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
 
+    # The recurrent phase needs no barrier after it: the next (earlier) step writes other
+    # rows of dpre and only this program's columns of dh and dc.
     persistent.run_steps(
-        program, layout.num_steps, [gates_phase, recurrent_phase], reverse=True
+        program, layout.num_steps, [(gates_phase, True), (recurrent_phase, False)],
+        reverse=True,
     )
 
 
 def _pad_inputs(layout, projected, w_hh, h0, c0, lengths):
-    pad_h, pad_b = layout.hidden_padded, layout.batch_padded
-    h = layout.hidden
-    projected = persistent.pad_gates(projected, NUM_GATES, h, pad_h)
-    projected = persistent.pad_axis(projected, 1, pad_b)
-    w_hh = persistent.pad_axis(persistent.pad_gates(w_hh, NUM_GATES, h, pad_h), 0, pad_h)
-    h0 = persistent.pad_axis(persistent.pad_axis(h0, 1, pad_h), 0, pad_b)
-    c0 = persistent.pad_axis(persistent.pad_axis(c0, 1, pad_h), 0, pad_b)
-    lengths = persistent.pad_axis(lengths, 0, pad_b)  # padded rows have length 0
-    return lengths, projected, w_hh, h0, c0
+    return (
+        persistent.pad_axis(lengths, 0, layout.batch_padded),  # padded rows have length 0
+        persistent.pad_sequence(projected, layout, NUM_GATES),
+        persistent.pad_weights(w_hh, layout, NUM_GATES),
+        persistent.pad_sequence(h0, layout, 1),
+        persistent.pad_sequence(c0, layout, 1),
+    )
 
 
 def _layout(projected, settings: Settings):
@@ -160,9 +161,7 @@ def _forward(projected, w_hh, h0, c0, lengths, settings: Settings, save: bool):
 
 
 def _public(layout, hs, cs, dtype):
-    """Drop row 0 (the initial state) and the padding; cast on output only."""
-    unpad = lambda s: s[1:, : layout.batch, : layout.hidden].astype(dtype)  # noqa: E731
-    return unpad(hs), unpad(cs)
+    return persistent.unpad_states(layout, hs, dtype), persistent.unpad_states(layout, cs, dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))

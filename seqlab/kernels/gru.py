@@ -1,0 +1,337 @@
+"""Fused GRU recurrence, both reset-gate placements: forward, reverse-time backward, reference.
+
+After the hoisted input projection (``projected = x W_ih + b``, gate blocks r, z, n)::
+
+    r = σ(x_r + h W_hr)          z = σ(x_z + h W_hz)
+    variant "cudnn":     n = tanh(x_n + r * (h W_hn + b_hn))
+    variant "original":  n = tanh(x_n + (r * h) W_hn)
+    h_t = (1 - z) * n + z * h_{t-1}
+
+frozen past ``seq_lengths``. The cuDNN variant needs one barrier per step each way (all
+three recurrent products use h_{t-1}); the original variant needs two, because (r * h)
+must be complete across all columns before its product with W_hn. The forward kernel
+saves r, z, n (and h W_hn + b_hn, or r * h) for the backward kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from seqlab.kernels import _persistent as persistent
+from seqlab.kernels._persistent import Settings, Tiles
+from seqlab.typing import Array
+
+NUM_GATES = 3
+VARIANTS = ("cudnn", "original")
+f32 = jnp.float32
+
+
+def _gate_columns(layout, column, gates):
+    return [pl.ds(gate * layout.hidden_padded + column, layout.tiles.block_hidden)
+            for gate in gates]
+
+
+def _forward_kernel(
+    lengths_ref, x_ref, w_ref, b_hn_ref, h0_ref, counter_ref, hs_ref, saved_ref, rh_ref, *,
+    layout, precision, variant,
+):
+    """``saved_ref`` (T, B, 4H): r, z, n, and h W_hn + b_hn (cudnn; unused for original,
+    whose r * h goes to ``rh_ref`` (T, B, H) instead)."""
+    program = persistent.Program(layout, counter_ref)
+    rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
+    lengths = lengths_ref[rows]
+
+    def initial(column):
+        cols = pl.ds(column, width)
+        hs_ref[0, rows, cols] = h0_ref[rows, cols].astype(f32)
+
+    program.for_own_tiles(initial)
+    program.sync(1)
+
+    def h_chunk(t):
+        return lambda k0: program.load_shared(hs_ref, (t, rows, pl.ds(k0, chunk)))
+
+    def finish(t, column, n, z):
+        cols = pl.ds(column, width)
+        h_prev = hs_ref[t, rows, cols]
+        h = (1 - z) * n + z * h_prev
+        valid = (t < lengths)[:, None]
+        hs_ref[t + 1, rows, cols] = jnp.where(valid, h, h_prev)
+
+    def cudnn_step(t, column):
+        gate_cols = _gate_columns(layout, column, range(3))
+        terms = [(h_chunk(t), [(lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], False, gate)
+                               for gate, c in enumerate(gate_cols)])]
+        h_r, h_z, h_n = persistent.accumulate(program, terms, 3, w_ref.dtype, precision)
+        x_r, x_z, x_n = (x_ref[t, rows, c].astype(f32) for c in gate_cols)
+        r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
+        h_n = h_n + b_hn_ref[0, pl.ds(column, width)].astype(f32)[None, :]
+        n = jnp.tanh(x_n + r * h_n)
+        for value, c in zip((r, z, n, h_n), _gate_columns(layout, column, range(4)),
+                            strict=True):
+            saved_ref[t, rows, c] = value
+        finish(t, column, n, z)
+
+    def original_gates(t, column):
+        cols = pl.ds(column, width)
+        gate_cols = _gate_columns(layout, column, range(2))
+        terms = [(h_chunk(t), [(lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], False, gate)
+                               for gate, c in enumerate(gate_cols)])]
+        h_r, h_z = persistent.accumulate(program, terms, 2, w_ref.dtype, precision)
+        r = jax.nn.sigmoid(x_ref[t, rows, gate_cols[0]].astype(f32) + h_r)
+        z = jax.nn.sigmoid(x_ref[t, rows, gate_cols[1]].astype(f32) + h_z)
+        saved_ref[t, rows, gate_cols[0]] = r
+        saved_ref[t, rows, gate_cols[1]] = z
+        rh_ref[t, rows, cols] = r * hs_ref[t, rows, cols]
+
+    def original_candidate(t, column):
+        (n_col,) = _gate_columns(layout, column, (2,))
+        terms = [(
+            lambda k0: program.load_shared(rh_ref, (t, rows, pl.ds(k0, chunk))),
+            [(lambda k0: w_ref[pl.ds(k0, chunk), n_col], False, 0)],
+        )]
+        (rh_n,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
+        n = jnp.tanh(x_ref[t, rows, n_col].astype(f32) + rh_n)
+        saved_ref[t, rows, n_col] = n
+        z = saved_ref[t, rows, _gate_columns(layout, column, (1,))[0]]
+        finish(t, column, n, z)
+
+    phases = (
+        [(cudnn_step, True)] if variant == "cudnn"
+        else [(original_gates, True), (original_candidate, True)]
+    )
+    persistent.run_steps(program, layout.num_steps, phases, reverse=False)
+
+
+def _backward_kernel(
+    lengths_ref, saved_ref, hs_ref, w_ref, dhs_ref, counter_ref, dpre_ref, dxn_ref, dh_ref, *,
+    layout, precision, variant,
+):
+    """``dpre_ref`` (T, B, 3H): gradients w.r.t. the three recurrent products' outputs
+    (h W_hr, h W_hz, and h W_hn + b_hn for cudnn or (r * h) W_hn for original);
+    ``dxn_ref`` (T, B, H): gradient w.r.t. x_n (equal to the third block for original)."""
+    program = persistent.Program(layout, counter_ref)
+    rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
+    hidden = layout.hidden_padded
+    lengths = lengths_ref[rows]
+
+    def initial(column):
+        dh_ref[rows, pl.ds(column, width)] = jnp.zeros((layout.tiles.block_batch, width), f32)
+
+    program.for_own_tiles(initial)
+    program.sync(1)
+
+    def local_phase(t, column):
+        cols = pl.ds(column, width)
+        r_col, z_col, n_col, hn_col = _gate_columns(layout, column, range(4))
+        r, z, n = saved_ref[t, rows, r_col], saved_ref[t, rows, z_col], saved_ref[t, rows, n_col]
+        dh = dhs_ref[t, rows, cols] + dh_ref[rows, cols]
+        h_prev = hs_ref[t, rows, cols]
+        valid = (t < lengths)[:, None]
+        d_n = dh * (1 - z) * (1 - n * n)  # w.r.t. the tanh's argument
+        d_z = dh * (h_prev - n) * z * (1 - z)
+        dxn_ref[t, rows, cols] = jnp.where(valid, d_n, 0.0)
+        dpre_ref[t, rows, z_col] = jnp.where(valid, d_z, 0.0)
+        if variant == "cudnn":
+            h_n = saved_ref[t, rows, hn_col]
+            dpre_ref[t, rows, r_col] = jnp.where(valid, d_n * h_n * r * (1 - r), 0.0)
+            dpre_ref[t, rows, n_col] = jnp.where(valid, d_n * r, 0.0)
+        else:
+            dpre_ref[t, rows, n_col] = jnp.where(valid, d_n, 0.0)
+        dh_ref[rows, cols] = jnp.where(valid, dh * z, dh)
+
+    def reset_phase(t, column):  # original only: through (r * h) W_hn
+        cols = pl.ds(column, width)
+        r_col = _gate_columns(layout, column, (0,))[0]
+        terms = [(
+            lambda k0: program.load_shared(dpre_ref, (t, rows, pl.ds(2 * hidden + k0, chunk))),
+            [(lambda k0: w_ref[cols, pl.ds(2 * hidden + k0, chunk)], True, 0)],
+        )]
+        (d_rh,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
+        r = saved_ref[t, rows, r_col]
+        h_prev = hs_ref[t, rows, cols]
+        dpre_ref[t, rows, r_col] = d_rh * h_prev * r * (1 - r)  # d_rh is 0 on invalid rows
+        dh_ref[rows, cols] = dh_ref[rows, cols] + d_rh * r
+
+    def recurrent_phase(t, column):
+        cols = pl.ds(column, width)
+        gates = range(3) if variant == "cudnn" else range(2)
+        terms = [(
+            lambda k0, gate=gate: program.load_shared(
+                dpre_ref, (t, rows, pl.ds(gate * hidden + k0, chunk))
+            ),
+            [(lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)], True, 0)],
+        ) for gate in gates]
+        (dh_prev,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
+        dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
+
+    if variant == "cudnn":
+        phases = [(local_phase, True), (recurrent_phase, False)]
+    else:
+        phases = [(local_phase, True), (reset_phase, True), (recurrent_phase, False)]
+    persistent.run_steps(program, layout.num_steps, phases, reverse=True)
+
+
+def _layout(projected, settings: Settings):
+    num_steps, batch, gates = projected.shape
+    return persistent.make_layout(
+        num_steps, batch, gates // NUM_GATES, settings.tiles, settings.interpret
+    )
+
+
+def _forward(projected, w_hh, b_hn, h0, lengths, variant, settings):
+    layout = _layout(projected, settings)
+    padded = (
+        persistent.pad_axis(lengths, 0, layout.batch_padded),
+        persistent.pad_sequence(projected, layout, NUM_GATES),
+        persistent.pad_weights(w_hh, layout, NUM_GATES),
+        persistent.pad_axis(b_hn, 0, layout.hidden_padded)[None, :],
+        persistent.pad_sequence(h0, layout, 1),
+    )
+    steps, batch, hidden = layout.num_steps, layout.batch_padded, layout.hidden_padded
+    out_shapes = [
+        jax.ShapeDtypeStruct((steps + 1, batch, hidden), f32),
+        jax.ShapeDtypeStruct((steps, batch, 4 * hidden), f32),
+        # r * h exists for the original variant only; cudnn gets a one-step dummy
+        jax.ShapeDtypeStruct((steps if variant == "original" else 1, batch, hidden), f32),
+    ]
+    kernel = functools.partial(
+        _forward_kernel, layout=layout, variant=variant,
+        precision=persistent.matmul_precision(w_hh.dtype),
+    )
+    hs, saved, rh = persistent.call(kernel, layout, out_shapes, "seqlab_gru_forward", *padded)
+    return layout, padded, hs, saved, rh
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _gru(projected, w_hh, b_hn, h0, lengths, variant, settings):
+    layout, _, hs, _, _ = _forward(projected, w_hh, b_hn, h0, lengths, variant, settings)
+    return persistent.unpad_states(layout, hs, projected.dtype)
+
+
+def _gru_fwd(projected, w_hh, b_hn, h0, lengths, variant, settings):
+    if settings.backward == "xla":
+        outputs = _gru(projected, w_hh, b_hn, h0, lengths, variant, settings)
+        return outputs, (projected, w_hh, b_hn, h0, lengths)
+    layout, padded, hs, saved, rh = _forward(
+        projected, w_hh, b_hn, h0, lengths, variant, settings
+    )
+    residuals = (padded[0], padded[2], hs, saved, rh, b_hn)
+    return persistent.unpad_states(layout, hs, projected.dtype), residuals
+
+
+def _gru_bwd(variant, settings, residuals, d_hs):
+    if settings.backward == "xla":
+        projected, w_hh, b_hn, h0, lengths = residuals
+        _, vjp = jax.vjp(
+            lambda *a: gru_recurrence_reference(*a, lengths, variant=variant),
+            projected, w_hh, b_hn, h0,
+        )
+        return (*vjp(d_hs), None)
+    lengths, w_hh, hs, saved, rh, b_hn = residuals
+    layout = _layout(_fake_projected(d_hs), settings)
+    batch, hidden = layout.batch_padded, layout.hidden_padded
+    out_shapes = [
+        jax.ShapeDtypeStruct((layout.num_steps, batch, NUM_GATES * hidden), f32),
+        jax.ShapeDtypeStruct((layout.num_steps, batch, hidden), f32),
+        jax.ShapeDtypeStruct((batch, hidden), f32),
+    ]
+    kernel = functools.partial(
+        _backward_kernel, layout=layout, variant=variant,
+        precision=persistent.matmul_precision(w_hh.dtype),
+    )
+    dpre, dxn, dh0 = persistent.call(
+        kernel, layout, out_shapes, "seqlab_gru_backward",
+        lengths, saved, hs, w_hh, persistent.pad_sequence(d_hs.astype(f32), layout, 1),
+    )
+    h, b = layout.hidden, layout.batch
+    if variant == "cudnn":
+        d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)
+        d_b_hn = jnp.sum(dpre[..., 2 * hidden:], axis=(0, 1))[:h]
+    else:
+        d_w_rz = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre[..., : 2 * hidden])
+        d_w_n = jnp.einsum("tbr,tbg->rg", rh, dpre[..., 2 * hidden:])
+        d_w_hh = jnp.concatenate([d_w_rz, d_w_n], axis=-1)
+        d_b_hn = jnp.zeros_like(b_hn, f32)
+    d_projected = jnp.concatenate([dpre[..., : 2 * hidden], dxn], axis=-1)
+    d_projected = persistent.unpad_gates(d_projected[:, :b], NUM_GATES, h, hidden)
+    d_w_hh = persistent.unpad_gates(d_w_hh[:h], NUM_GATES, h, hidden)
+    return (
+        d_projected.astype(d_hs.dtype),
+        d_w_hh.astype(w_hh.dtype),
+        d_b_hn.astype(b_hn.dtype),
+        dh0[:b, :h],
+        None,
+    )
+
+
+def _fake_projected(d_hs):
+    """A shape stand-in (T, B, 3H) for ``_layout`` from the cotangent (T, B, H)."""
+    steps, batch, hidden = d_hs.shape
+    return jax.ShapeDtypeStruct((steps, batch, NUM_GATES * hidden), d_hs.dtype)
+
+
+_gru.defvjp(_gru_fwd, _gru_bwd)
+
+
+def gru_recurrence(
+    projected: Array,
+    w_hh: Array,
+    b_hn: Array | None,
+    h0: Array,
+    seq_lengths: Array,
+    *,
+    variant: str = "cudnn",
+    tiles: Tiles | None = None,
+    backward: str = "pallas",
+    interpret: bool | None = None,
+) -> Array:
+    """The GRU recurrence after the input projection, one fused kernel each way.
+
+    Args:
+      projected: (T, B, 3H), ``x_t W_ih + b`` for every step (time-major), gates r, z, n.
+      w_hh: (H, 3H). b_hn: (H,), the bias inside the reset product (cudnn variant; None
+        means zeros; must be None for the original variant). h0: (B, H).
+      seq_lengths: (B,) ints in [0, T].
+      variant: ``"cudnn"`` or ``"original"`` (as ``seqlab.cells.GRU``).
+      tiles, backward, interpret: as for ``lstm_recurrence``.
+
+    Returns:
+      hs: (T, B, H), the hidden state after every step (frozen past a row's length).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+    if variant == "original" and b_hn is not None:
+        raise ValueError("the original GRU variant has no b_hn; pass None")
+    settings = persistent.resolve_settings(tiles, backward, interpret)
+    seq_lengths = persistent.check_lengths_dtype(seq_lengths, projected.shape[1])
+    if b_hn is None:
+        b_hn = jnp.zeros((w_hh.shape[0],), w_hh.dtype)
+    return _gru(projected, w_hh, b_hn, h0.astype(f32), seq_lengths, variant, settings)
+
+
+def gru_recurrence_reference(projected, w_hh, b_hn, h0, seq_lengths, *, variant="cudnn"):
+    """``gru_recurrence`` as a plain ``lax.scan`` in float32."""
+    hidden = w_hh.shape[0]
+    w = w_hh.astype(f32)
+    b_hn = (jnp.zeros((hidden,), f32) if b_hn is None else b_hn.astype(f32))[None, :]
+
+    def step(h, inputs):
+        x, t = inputs
+        x_r, x_z, x_n = jnp.split(x.astype(f32), NUM_GATES, axis=-1)
+        r = jax.nn.sigmoid(x_r + h @ w[:, :hidden])
+        z = jax.nn.sigmoid(x_z + h @ w[:, hidden : 2 * hidden])
+        if variant == "cudnn":
+            n = jnp.tanh(x_n + r * (h @ w[:, 2 * hidden :] + b_hn))
+        else:
+            n = jnp.tanh(x_n + (r * h) @ w[:, 2 * hidden :])
+        h_new = (1 - z) * n + z * h
+        h = jnp.where((t < seq_lengths)[:, None], h_new, h)
+        return h, h
+
+    _, hs = jax.lax.scan(step, h0.astype(f32), (projected, jnp.arange(projected.shape[0])))
+    return hs.astype(projected.dtype)

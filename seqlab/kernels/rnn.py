@@ -1,0 +1,208 @@
+"""Fused Elman (vanilla) RNN recurrence: forward kernel, reverse-time backward, reference.
+
+After the hoisted input projection (``projected = x W_ih + b``)::
+
+    h_t = φ(projected_t + h_{t-1} W_hh)        φ in {tanh, relu, identity}
+
+frozen past ``seq_lengths``. φ' is read off the saved output (1 - h² for tanh, h > 0 for
+relu), so the forward kernel saves nothing beyond the states it returns. See
+``_persistent.py`` for the grid, tiles and barrier.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from seqlab.kernels import _persistent as persistent
+from seqlab.kernels._persistent import Settings, Tiles
+from seqlab.typing import Array
+
+ACTIVATIONS = {
+    "tanh": (jnp.tanh, lambda h: 1 - h * h),
+    "relu": (jax.nn.relu, lambda h: (h > 0).astype(h.dtype)),
+    "identity": (lambda z: z, lambda h: jnp.ones_like(h)),
+}
+f32 = jnp.float32
+
+
+def _forward_kernel(
+    lengths_ref, x_ref, w_ref, h0_ref, counter_ref, hs_ref, *, layout, precision, activation
+):
+    program = persistent.Program(layout, counter_ref)
+    rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
+    lengths = lengths_ref[rows]
+    function = ACTIVATIONS[activation][0]
+
+    def initial(column):
+        cols = pl.ds(column, width)
+        hs_ref[0, rows, cols] = h0_ref[rows, cols].astype(f32)
+
+    program.for_own_tiles(initial)
+    program.sync(1)
+
+    def step(t, column):
+        cols = pl.ds(column, width)
+        terms = [(
+            lambda k0: program.load_shared(hs_ref, (t, rows, pl.ds(k0, chunk))),
+            [(lambda k0: w_ref[pl.ds(k0, chunk), cols], False, 0)],
+        )]
+        (pre,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
+        h = function(pre + x_ref[t, rows, cols].astype(f32))
+        valid = (t < lengths)[:, None]
+        hs_ref[t + 1, rows, cols] = jnp.where(valid, h, hs_ref[t, rows, cols])
+
+    persistent.run_steps(program, layout.num_steps, [(step, True)], reverse=False)
+
+
+def _backward_kernel(
+    lengths_ref, hs_ref, w_ref, dhs_ref, counter_ref, dpre_ref, dh_ref, *,
+    layout, precision, activation,
+):
+    program = persistent.Program(layout, counter_ref)
+    rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
+    lengths = lengths_ref[rows]
+    derivative = ACTIVATIONS[activation][1]
+
+    def initial(column):
+        dh_ref[rows, pl.ds(column, width)] = jnp.zeros((layout.tiles.block_batch, width), f32)
+
+    program.for_own_tiles(initial)
+    program.sync(1)
+
+    def local_phase(t, column):
+        cols = pl.ds(column, width)
+        dh = dhs_ref[t, rows, cols] + dh_ref[rows, cols]
+        valid = (t < lengths)[:, None]
+        dpre_ref[t, rows, cols] = jnp.where(valid, dh * derivative(hs_ref[t + 1, rows, cols]), 0.0)
+        dh_ref[rows, cols] = jnp.where(valid, 0.0, dh)
+
+    def recurrent_phase(t, column):
+        cols = pl.ds(column, width)
+        terms = [(
+            lambda k0: program.load_shared(dpre_ref, (t, rows, pl.ds(k0, chunk))),
+            [(lambda k0: w_ref[cols, pl.ds(k0, chunk)], True, 0)],
+        )]
+        (dh_prev,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
+        dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
+
+    persistent.run_steps(
+        program, layout.num_steps, [(local_phase, True), (recurrent_phase, False)],
+        reverse=True,
+    )
+
+
+def _layout(projected, settings: Settings):
+    num_steps, batch, hidden = projected.shape
+    return persistent.make_layout(num_steps, batch, hidden, settings.tiles, settings.interpret)
+
+
+def _forward(projected, w_hh, h0, lengths, activation, settings):
+    layout = _layout(projected, settings)
+    padded = (
+        persistent.pad_axis(lengths, 0, layout.batch_padded),
+        persistent.pad_sequence(projected, layout, 1),
+        persistent.pad_weights(w_hh, layout, 1),
+        persistent.pad_sequence(h0, layout, 1),
+    )
+    state = jax.ShapeDtypeStruct(
+        (layout.num_steps + 1, layout.batch_padded, layout.hidden_padded), f32
+    )
+    kernel = functools.partial(
+        _forward_kernel, layout=layout, activation=activation,
+        precision=persistent.matmul_precision(w_hh.dtype),
+    )
+    (hs,) = persistent.call(kernel, layout, [state], "seqlab_rnn_forward", *padded)
+    return layout, padded, hs
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _rnn(projected, w_hh, h0, lengths, activation, settings):
+    layout, _, hs = _forward(projected, w_hh, h0, lengths, activation, settings)
+    return persistent.unpad_states(layout, hs, projected.dtype)
+
+
+def _rnn_fwd(projected, w_hh, h0, lengths, activation, settings):
+    if settings.backward == "xla":
+        outputs = _rnn(projected, w_hh, h0, lengths, activation, settings)
+        return outputs, (projected, w_hh, h0, lengths)
+    layout, padded, hs = _forward(projected, w_hh, h0, lengths, activation, settings)
+    return persistent.unpad_states(layout, hs, projected.dtype), (padded[0], padded[2], hs)
+
+
+def _rnn_bwd(activation, settings, residuals, d_hs):
+    if settings.backward == "xla":
+        projected, w_hh, h0, lengths = residuals
+        _, vjp = jax.vjp(
+            lambda *a: rnn_recurrence_reference(*a, lengths, activation=activation),
+            projected, w_hh, h0,
+        )
+        return (*vjp(d_hs), None)
+    lengths, w_hh, hs = residuals
+    layout = _layout(d_hs, settings)
+    batch, hidden = layout.batch_padded, layout.hidden_padded
+    out_shapes = [
+        jax.ShapeDtypeStruct((layout.num_steps, batch, hidden), f32),
+        jax.ShapeDtypeStruct((batch, hidden), f32),
+    ]
+    kernel = functools.partial(
+        _backward_kernel, layout=layout, activation=activation,
+        precision=persistent.matmul_precision(w_hh.dtype),
+    )
+    dpre, dh0 = persistent.call(
+        kernel, layout, out_shapes, "seqlab_rnn_backward",
+        lengths, hs, w_hh, persistent.pad_sequence(d_hs.astype(f32), layout, 1),
+    )
+    h, b = layout.hidden, layout.batch
+    d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)[:h, :h]
+    return dpre[:, :b, :h].astype(d_hs.dtype), d_w_hh.astype(w_hh.dtype), dh0[:b, :h], None
+
+
+_rnn.defvjp(_rnn_fwd, _rnn_bwd)
+
+
+def rnn_recurrence(
+    projected: Array,
+    w_hh: Array,
+    h0: Array,
+    seq_lengths: Array,
+    *,
+    activation: str = "tanh",
+    tiles: Tiles | None = None,
+    backward: str = "pallas",
+    interpret: bool | None = None,
+) -> Array:
+    """The Elman recurrence after the input projection, one fused kernel each way.
+
+    Args:
+      projected: (T, B, H), ``x_t W_ih + b`` for every step (time-major).
+      w_hh: (H, H). h0: (B, H). seq_lengths: (B,) ints in [0, T].
+      activation: ``"tanh"``, ``"relu"`` or ``"identity"`` (as ``seqlab.cells.RNN``).
+      tiles, backward, interpret: as for ``lstm_recurrence``.
+
+    Returns:
+      hs: (T, B, H), the hidden state after every step (frozen past a row's length).
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    settings = persistent.resolve_settings(tiles, backward, interpret)
+    seq_lengths = persistent.check_lengths_dtype(seq_lengths, projected.shape[1])
+    return _rnn(projected, w_hh, h0.astype(f32), seq_lengths, activation, settings)
+
+
+def rnn_recurrence_reference(projected, w_hh, h0, seq_lengths, *, activation="tanh"):
+    """``rnn_recurrence`` as a plain ``lax.scan`` in float32."""
+    function = ACTIVATIONS[activation][0]
+    w = w_hh.astype(f32)
+
+    def step(h, inputs):
+        x, t = inputs
+        h_new = function(x.astype(f32) + h @ w)
+        h = jnp.where((t < seq_lengths)[:, None], h_new, h)
+        return h, h
+
+    _, hs = jax.lax.scan(step, h0.astype(f32), (projected, jnp.arange(projected.shape[0])))
+    return hs.astype(projected.dtype)
