@@ -1,0 +1,28 @@
+"""Fused Pallas kernels for the recurrences of the built-in cells (GPU; interpret mode on CPU).
+
+Each module holds a forward kernel, a reverse-time backward kernel tied to it with
+``jax.custom_vjp``, and a plain ``*_reference`` in float32 that the tests compare against.
+The shared grid, tiling and barrier scheme is described in ``_persistent.py``. Most users
+reach these through ``seqlab.scan(..., implementation="pallas")``; the functions here take
+the input projection already computed, time-major.
+"""
+
+from seqlab.kernels._options import Pallas as Pallas
+from seqlab.kernels._persistent import Tiles as Tiles
+from seqlab.kernels.gru import gru_recurrence as gru_recurrence
+from seqlab.kernels.gru import gru_recurrence_reference as gru_recurrence_reference
+from seqlab.kernels.lstm import lstm_recurrence as lstm_recurrence
+from seqlab.kernels.lstm import lstm_recurrence_reference as lstm_recurrence_reference
+from seqlab.kernels.rnn import rnn_recurrence as rnn_recurrence
+from seqlab.kernels.rnn import rnn_recurrence_reference as rnn_recurrence_reference
+
+__all__ = [
+    "Pallas",
+    "Tiles",
+    "gru_recurrence",
+    "gru_recurrence_reference",
+    "lstm_recurrence",
+    "lstm_recurrence_reference",
+    "rnn_recurrence",
+    "rnn_recurrence_reference",
+]

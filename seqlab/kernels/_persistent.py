@@ -34,6 +34,7 @@ masking, gate math, the reverse-time backward) is the code that runs on the GPU.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 
@@ -285,8 +286,10 @@ def accumulate(
         for lhs, products in terms:
             left = lhs(k0).astype(matmul_dtype)
             for rhs, transpose, output in products:
-                sums[output] = sums[output] + pl.dot(
-                    left, rhs(k0).astype(matmul_dtype), trans_b=transpose, precision=precision
+                contract = (((1,), (1 if transpose else 0,)), ((), ()))
+                sums[output] = sums[output] + lax.dot_general(
+                    left, rhs(k0).astype(matmul_dtype), contract,
+                    precision=precision, preferred_element_type=jnp.float32,
                 )
         return tuple(sums)
 
@@ -322,6 +325,22 @@ def run_steps(
     lax.fori_loop(0, num_steps, step, 0)
 
 
+_POISON = {"on": False}
+
+
+@contextlib.contextmanager
+def poisoned_outputs():
+    """Within this context every kernel output starts as NaN instead of uninitialized
+    memory, so a result free of NaN shows the kernels wrote every element they use (the
+    padding included: an unwritten padded unit would reach every result through the
+    matmuls). For checks only; it costs a fill and an aliased input per output."""
+    previous, _POISON["on"] = _POISON["on"], True
+    try:
+        yield
+    finally:
+        _POISON["on"] = previous
+
+
 def call(
     kernel: Callable,
     layout: Layout,
@@ -332,26 +351,32 @@ def call(
     """``pallas_call`` on the persistent grid. The kernel receives the inputs' refs, a
     barrier counter, then the outputs' refs; every operand is whole (no BlockSpecs: each
     program addresses the rows and columns it owns)."""
+    out_shapes = list(out_shapes)
     counter = jnp.zeros((layout.batch_blocks,), jnp.int32)
-    counter_index = len(inputs)
-    out_shapes = list(out_shapes) + [jax.ShapeDtypeStruct(counter.shape, counter.dtype)]
+    extra = [counter]
+    if _POISON["on"]:
+        extra += [jnp.full(shape.shape, jnp.nan, shape.dtype) for shape in out_shapes]
+    all_shapes = out_shapes + [jax.ShapeDtypeStruct(counter.shape, counter.dtype)]
+    first = len(inputs)
+    aliases = {first: len(all_shapes) - 1}  # the counter, where the atomics happen
+    aliases.update({first + 1 + index: index for index in range(len(extra) - 1)})
 
     def with_counter(*refs):
-        ins, counter_in, outs = refs[:counter_index], refs[counter_index], refs[counter_index + 1:]
-        del counter_in  # aliased to the last output, where the atomics happen
+        ins = refs[:first]
+        outs = refs[first + len(extra):]
         kernel(*ins, outs[-1], *outs[:-1])
 
     results = pl.pallas_call(
         with_counter,
-        out_shape=out_shapes,
+        out_shape=all_shapes,
         grid=layout.grid,
-        input_output_aliases={counter_index: len(out_shapes) - 1},
+        input_output_aliases=aliases,
         interpret=layout.interpret,
         name=name,
         compiler_params=None if layout.interpret else plgpu.CompilerParams(
             num_warps=layout.tiles.num_warps, num_stages=1
         ),
-    )(*inputs, counter)
+    )(*inputs, *extra)
     return list(results[:-1])
 
 

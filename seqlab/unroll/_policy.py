@@ -37,6 +37,19 @@ HOIST_INPUT_PROJECTION = {"cpu": False, "gpu": True, "cuda": True, "rocm": True,
 DEFAULT_UNROLL = {"cpu": 1, "gpu": 8, "cuda": 8, "rocm": 8, "tpu": 1}
 
 
+# When ``implementation=None`` picks the fused Pallas kernels (supported cells, dtypes and
+# settings only; see seqlab/unroll/_pallas.py):
+#
+#     backend  None picks  why
+#     gpu      xla         the kernels have not yet run on a GPU (no device was lent to the
+#                          session that wrote them); add "gpu" here once
+#                          benchmarks/gpu_scan.py shows them correct and faster than xla
+#     cpu      xla         the kernels are Triton (GPU) kernels; on a CPU they only run in
+#                          interpret mode, which is for tests
+#     tpu      xla         no TPU kernels
+AUTO_PALLAS: tuple[str, ...] = ()
+
+
 def resolve_unroll(unroll: int | bool | None) -> int | bool:
     """``unroll=None`` means the measured per-backend default above."""
     if unroll is None:

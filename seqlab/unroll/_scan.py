@@ -16,25 +16,48 @@ from seqlab._checks import (
 )
 from seqlab.cells._base import check_cell
 from seqlab.typing import Array, Carry, Params
-from seqlab.unroll._policy import resolve_unroll, should_hoist
+from seqlab.kernels import Pallas
+from seqlab.unroll._pallas import scan_pallas, unsupported_reason
+from seqlab.unroll._policy import AUTO_PALLAS, resolve_unroll, should_hoist
 from seqlab.unroll._reference import scan_xla
 
-IMPLEMENTATIONS = (None, "xla")
+IMPLEMENTATIONS = (None, "xla", "pallas")
 
 
-def resolve_implementation(implementation: str | None) -> str:
-    """Map ``implementation`` to the name of the code path that will run.
+def resolve_implementation(
+    implementation, cell=None, params=None, xs=None, carry=None, *, hoist=True, remat=False
+):
+    """Map ``implementation`` to ``("xla", None)`` or ``("pallas", Pallas options)``.
 
-    ``None`` chooses automatically; today only ``"xla"`` (``lax.scan``) exists, and later
-    kernels add their names and their rule here.
+    ``None`` chooses by the table in ``seqlab/unroll/_policy.py`` (``AUTO_PALLAS``): the
+    Pallas kernels where that table enables them for the backend and they support the
+    cell, dtypes and settings; XLA otherwise. ``"pallas"`` or a ``seqlab.kernels.Pallas``
+    asked for explicitly on something the kernels do not support raises ValueError with
+    the reason. Without a cell (the first positional argument only) just the name is
+    checked.
     """
-    match implementation:
-        case None | "xla":
-            return "xla"
-        case _:
-            raise ValueError(
-                f"implementation must be one of {list(IMPLEMENTATIONS)}, got {implementation!r}"
-            )
+    if implementation is None or implementation == "xla":
+        name, options = implementation, None
+    elif implementation == "pallas" or isinstance(implementation, Pallas):
+        name = "pallas"
+        options = implementation if isinstance(implementation, Pallas) else Pallas()
+    else:
+        raise ValueError(
+            f"implementation must be one of {list(IMPLEMENTATIONS)} or a "
+            f"seqlab.kernels.Pallas, got {implementation!r}"
+        )
+    if cell is None or name == "xla":
+        return name or "xla", options
+    reason = unsupported_reason(cell, params, xs, carry)
+    if reason is None and remat is not False:
+        reason = "remat does not apply: the kernels save only what their backward needs"
+    if reason is None and not hoist:
+        reason = "the kernels always hoist the input projection (hoist_input_projection=False)"
+    if name is None:
+        automatic = jax.default_backend() in AUTO_PALLAS and reason is None
+        return ("pallas", Pallas()) if automatic else ("xla", None)
+    require(reason is None, f"implementation='pallas' cannot run this scan: {reason}")
+    return name, options
 
 
 def _resolve_remat(remat: bool | int, num_steps: int) -> int | None:
@@ -102,8 +125,13 @@ def scan(
       unroll: passed to ``lax.scan`` (steps per loop iteration; True unrolls fully). None
         picks the measured per-backend default in ``seqlab/unroll/_policy.py`` (1 on CPU,
         8 on GPU).
-      implementation: None (choose automatically) or ``"xla"`` (``lax.scan``). Anything
-        else raises ValueError.
+      implementation: None (choose automatically, by the table in
+        ``seqlab/unroll/_policy.py``), ``"xla"`` (``lax.scan``), or ``"pallas"`` / a
+        ``seqlab.kernels.Pallas`` (fused kernels for ``cells.RNN``, ``LSTM`` without
+        projection and ``GRU``, float32 or bfloat16; on a CPU they run in Pallas
+        interpret mode, exact but slow). Pallas always hoists the input projection and
+        ignores ``unroll``; with ``remat``, ``hoist_input_projection=False``, another
+        cell or dtype it raises ValueError naming the reason. Anything else raises too.
       hoist_input_projection: compute the input projection of all steps as one matmul
         before the loop (cells with ``project_inputs`` only). None picks the measured
         per-backend default in ``seqlab/unroll/_policy.py``.
@@ -124,7 +152,7 @@ def scan(
     check_cell(cell)
     check_rank("xs", xs, 3, "(T, B, D)" if time_major else "(B, T, D)")
     check_floating("xs", xs)
-    implementation = resolve_implementation(implementation)
+    resolve_implementation(implementation)  # a bad name fails before anything is traced
     hoist = should_hoist(cell, hoist_input_projection)
     unroll = resolve_unroll(unroll)
     remat_block = _resolve_remat(remat, xs.shape[0] if time_major else xs.shape[1])
@@ -140,6 +168,10 @@ def scan(
         seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
     x_t = jax.ShapeDtypeStruct(xs_time_major.shape[1:], xs_time_major.dtype)
     _check_step_accepts(cell, params, carry, x_t)
+    implementation, options = resolve_implementation(
+        implementation, cell, params, xs_time_major, carry,
+        hoist=hoist_input_projection is not False, remat=remat,
+    )
 
     match implementation:
         case "xla":
@@ -153,6 +185,16 @@ def scan(
                 unroll=unroll,
                 hoist=hoist,
                 remat_block=remat_block,
+            )
+        case "pallas":
+            outputs, final_carry = scan_pallas(
+                cell,
+                params,
+                xs_time_major,
+                carry,
+                seq_lengths=seq_lengths,
+                reverse=reverse,
+                options=options,
             )
     if not time_major:
         outputs = jax.tree_util.tree_map(lambda y: jnp.swapaxes(y, 0, 1), outputs)

@@ -1,0 +1,93 @@
+"""``seqlab.scan`` on the fused Pallas kernels: which cells they cover, and the glue.
+
+The glue computes the input projection of all steps as one XLA matmul (autodiff covers it),
+reverses time outside the kernel when asked (within each sequence's length), runs the
+recurrence kernel, and turns the carried states it returns into the scan's outputs (zero
+past each length) and final carry.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from seqlab.cells import GRU, LSTM, RNN
+from seqlab.cells._lstm import LSTMState
+from seqlab.kernels import Pallas, gru_recurrence, lstm_recurrence, rnn_recurrence
+from seqlab.typing import Array, Carry, Params
+from seqlab.unroll._reference import reverse_within_lengths
+
+KERNEL_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+
+
+def unsupported_reason(cell, params: Params, xs: Array, carry: Carry) -> str | None:
+    """Why the Pallas kernels cannot run this scan, or None when they can."""
+    if type(cell) not in (RNN, LSTM, GRU):
+        return (
+            "the Pallas kernels cover seqlab.cells.RNN, LSTM and GRU exactly; got "
+            f"{type(cell).__name__}"
+        )
+    if isinstance(cell, LSTM) and cell.proj_size:
+        return "the Pallas LSTM kernel has no projection (proj_size > 0)"
+    if xs.shape[0] == 0:
+        return "the time axis is empty"
+    dtypes = {"xs": xs.dtype, "the parameters": params["w_hh"].dtype}
+    dtypes.update({"the carry": leaf.dtype for leaf in jax.tree_util.tree_leaves(carry)})
+    for name, dtype in dtypes.items():
+        if jnp.dtype(dtype) not in KERNEL_DTYPES:
+            return f"the Pallas kernels take float32 or bfloat16; {name} are {jnp.dtype(dtype)}"
+    return None
+
+
+def scan_pallas(
+    cell,
+    params: Params,
+    xs: Array,
+    carry: Carry,
+    *,
+    seq_lengths: Array | None,
+    reverse: bool,
+    options: Pallas,
+) -> tuple[Array, Carry]:
+    """Unroll ``cell`` over time-major ``xs`` with the fused kernels: (outputs, final carry)."""
+    num_steps, batch_size = xs.shape[:2]
+    projected = cell.project_inputs(params, xs)
+    lengths = (
+        jnp.full((batch_size,), num_steps, jnp.int32) if seq_lengths is None else seq_lengths
+    )
+    if reverse:
+        projected = (
+            jnp.flip(projected, 0)
+            if seq_lengths is None
+            else reverse_within_lengths(projected, lengths)
+        )
+    settings = {
+        "tiles": options.tiles, "backward": options.backward, "interpret": options.interpret
+    }
+    w_hh = params["w_hh"]
+    match cell:
+        case LSTM():
+            hs, cs = lstm_recurrence(projected, w_hh, carry.h, carry.c, lengths, **settings)
+            final_carry = LSTMState(hs[-1].astype(carry.h.dtype), cs[-1].astype(carry.c.dtype))
+        case GRU():
+            b_hn = params.get("b_hn") if cell.variant == "cudnn" else None
+            hs = gru_recurrence(
+                projected, w_hh, b_hn, carry, lengths, variant=cell.variant, **settings
+            )
+            final_carry = hs[-1].astype(carry.dtype)
+        case RNN():
+            hs = rnn_recurrence(
+                projected, w_hh, carry, lengths, activation=cell.activation, **settings
+            )
+            final_carry = hs[-1].astype(carry.dtype)
+    outputs = hs
+    if seq_lengths is not None:
+        valid = jnp.arange(num_steps, dtype=lengths.dtype)[:, None] < lengths[None, :]
+        outputs = jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
+    if reverse:
+        outputs = (
+            jnp.flip(outputs, 0)
+            if seq_lengths is None
+            else reverse_within_lengths(outputs, lengths)
+        )
+    return outputs, final_carry

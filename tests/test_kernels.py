@@ -1,0 +1,327 @@
+"""The fused Pallas kernels against their plain references and against ``seqlab.scan``'s XLA path.
+
+Every test runs twice: ``TestKernelsGPU`` on a GPU (skipped without one) and
+``TestKernelsInterpret`` in Pallas interpret mode, so CPU-only CI covers every kernel.
+
+Tolerances (relative: max |kernel - reference| / max |reference|, matmuls at "highest"
+precision so TF32 is off):
+
+    dtype     forward  gradients
+    float32   1e-5     1e-4
+    bfloat16  2e-2     2e-2     (reference in float32 from the same bfloat16 inputs)
+"""
+
+import dataclasses
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import seqlab
+from seqlab import cells, kernels
+from seqlab.kernels import _persistent
+from seqlab.unroll import _scan
+
+TOLERANCE = {  # dtype: (forward, gradients)
+    jnp.float32: (1e-5, 1e-4),
+    jnp.bfloat16: (2e-2, 2e-2),
+}
+# Small tiles so that test sizes span several tiles and leave ragged padding.
+SMALL = kernels.Tiles(block_batch=16, block_hidden=16, block_k=32)
+HAS_GPU = jax.default_backend() == "gpu"
+
+
+def relative_error(actual, expected) -> float:
+    actual = np.asarray(jnp.asarray(actual, jnp.float32), np.float64)
+    expected = np.asarray(jnp.asarray(expected, jnp.float32), np.float64)
+    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
+
+
+def recurrence(kind: str):
+    """(kernel, reference, gate count) for each covered cell, over (projected, w_hh, h0, c0)."""
+    match kind:
+        case "lstm":
+            return kernels.lstm_recurrence, kernels.lstm_recurrence_reference, 4
+        case "gru" | "gru_original":
+            variant = "cudnn" if kind == "gru" else "original"
+
+            def kernel(projected, w_hh, h0, c0, lengths, **options):
+                b_hn = c0[0] if variant == "cudnn" else None  # any random (H,) vector
+                return kernels.gru_recurrence(
+                    projected, w_hh, b_hn, h0, lengths, variant=variant, **options
+                )
+
+            def reference(projected, w_hh, h0, c0, lengths):
+                b_hn = c0[0] if variant == "cudnn" else None
+                return kernels.gru_recurrence_reference(
+                    projected, w_hh, b_hn, h0, lengths, variant=variant
+                )
+
+            return kernel, reference, 3
+        case "tanh" | "relu":
+
+            def kernel(projected, w_hh, h0, c0, lengths, **options):
+                del c0
+                return kernels.rnn_recurrence(
+                    projected, w_hh, h0, lengths, activation=kind, **options
+                )
+
+            def reference(projected, w_hh, h0, c0, lengths):
+                del c0
+                return kernels.rnn_recurrence_reference(
+                    projected, w_hh, h0, lengths, activation=kind
+                )
+
+            return kernel, reference, 1
+
+
+def random_problem(rng, kind, num_steps, batch, hidden, dtype):
+    _, _, gates = recurrence(kind)
+
+    def normal(*shape, scale=1.0):
+        return jnp.asarray(rng.normal(scale=scale, size=shape), jnp.float32).astype(dtype)
+
+    arrays = (
+        normal(num_steps, batch, gates * hidden),
+        normal(hidden, gates * hidden, scale=1.2 / np.sqrt(hidden)),
+        normal(batch, hidden, scale=0.5),
+        normal(batch, hidden, scale=0.5),
+    )
+    lengths = jnp.asarray(rng.integers(0, num_steps + 1, size=batch), jnp.int32)
+    lengths = lengths.at[0].set(num_steps)  # at least one full-length row
+    return arrays, lengths
+
+
+class TestKernelsGPU:
+    INTERPRET = False
+
+    @pytest.fixture(autouse=True)
+    def _device(self):
+        if not self.INTERPRET and not HAS_GPU:
+            pytest.skip("needs a GPU (TestKernelsInterpret runs the same tests on CPU)")
+        with jax.default_matmul_precision("highest"):
+            yield
+
+    def options(self, **overrides):
+        return {"tiles": SMALL, "interpret": self.INTERPRET, **overrides}
+
+    @pytest.mark.parametrize("kind", ["lstm", "gru", "gru_original", "tanh", "relu"])
+    @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+    def test_matches_reference(self, rng, kind, dtype):
+        """Forward and all gradients, ragged batch (B=5 of a 16 tile) and hidden (H=40:
+        three 16-wide tiles, padded to 64 for the 32-wide reduction chunks)."""
+        kernel, reference, _ = recurrence(kind)
+        arrays, lengths = random_problem(rng, kind, 7, 5, 40, dtype)
+        forward_tol, gradient_tol = TOLERANCE[dtype]
+
+        def run(function):
+            return jax.vjp(lambda *a: function(*a, lengths), *arrays)
+
+        outputs, kernel_vjp = run(lambda *a: kernel(*a, **self.options()))
+        expected, reference_vjp = run(reference)
+        for got, want in zip(jax.tree_util.tree_leaves(outputs),
+                             jax.tree_util.tree_leaves(expected), strict=True):
+            assert got.dtype == dtype
+            assert relative_error(got, want) <= forward_tol
+        cotangent = jax.tree_util.tree_map(
+            lambda y: jnp.asarray(rng.normal(size=y.shape), jnp.float32).astype(y.dtype),
+            expected,
+        )
+        names = ("projected", "w_hh", "h0", "c0")
+        for name, got, want in zip(names, kernel_vjp(cotangent), reference_vjp(cotangent),
+                                   strict=True):
+            if np.max(np.abs(np.asarray(want, np.float32))) == 0:
+                continue  # c0 of a cell without one
+            assert relative_error(got, want) <= gradient_tol, name
+
+    @pytest.mark.parametrize("kind", ["lstm", "gru_original", "tanh"])
+    def test_every_output_element_is_written(self, rng, kind):
+        """Outputs start as NaN (``poisoned_outputs``): any element a kernel leaves
+        unwritten and later uses turns the results or the gradients into NaN."""
+        kernel, _, _ = recurrence(kind)
+        arrays, lengths = random_problem(rng, kind, 5, 3, 24, jnp.float32)
+        with _persistent.poisoned_outputs():
+            outputs, vjp = jax.vjp(
+                lambda *a: kernel(*a, lengths, **self.options()), *arrays
+            )
+            gradients = vjp(jax.tree_util.tree_map(jnp.ones_like, outputs))
+        for leaf in jax.tree_util.tree_leaves((outputs, gradients)):
+            assert bool(jnp.all(jnp.isfinite(leaf)))
+
+    @pytest.mark.parametrize("kind", ["lstm", "gru"])
+    def test_xla_backward_fallback_agrees(self, rng, kind):
+        kernel, _, _ = recurrence(kind)
+        arrays, lengths = random_problem(rng, kind, 6, 4, 24, jnp.float32)
+
+        def gradients(backward):
+            def loss(*a):
+                leaves = jax.tree_util.tree_leaves(
+                    kernel(*a, lengths, **self.options(backward=backward))
+                )
+                return sum(jnp.sum(jnp.sin(leaf)) for leaf in leaves)
+
+            return jax.grad(loss, argnums=(0, 1, 2))(*arrays)
+
+        for fused, autodiff in zip(gradients("pallas"), gradients("xla"), strict=True):
+            assert relative_error(fused, autodiff) <= 1e-4
+
+    @hypothesis.settings(max_examples=6, deadline=None, derandomize=True)
+    @hypothesis.given(
+        cell_index=st.integers(0, 4),
+        num_steps=st.integers(1, 9),
+        batch=st.integers(1, 18),
+        hidden=st.integers(1, 35),
+        reverse=st.booleans(),
+        ragged=st.booleans(),
+        seed=st.integers(0, 2**16),
+    )
+    def test_scan_matches_xla(self, cell_index, num_steps, batch, hidden, reverse, ragged,
+                              seed):
+        """``seqlab.scan(implementation=Pallas(...))`` equals the XLA path end to end
+        (input projection, direction, lengths, outputs zero past each length, final
+        carry, gradients of parameters and inputs), batch-major."""
+        rng = np.random.default_rng(seed)
+        cell = [
+            cells.LSTM(hidden), cells.GRU(hidden), cells.GRU(hidden, variant="original"),
+            cells.RNN(hidden), cells.RNN(hidden, activation="relu"),
+        ][cell_index]
+        params = cell.init(jax.random.key(seed), 3)
+        xs = jnp.asarray(rng.normal(size=(batch, num_steps, 3)), jnp.float32)
+        lengths = (
+            jnp.asarray(rng.integers(0, num_steps + 1, size=batch), jnp.int32)
+            if ragged else None
+        )
+        implementation = kernels.Pallas(tiles=SMALL, interpret=self.INTERPRET)
+
+        def run(implementation):
+            def loss(params, xs):
+                outputs, carry = seqlab.scan(
+                    cell, params, xs, seq_lengths=lengths, reverse=reverse,
+                    implementation=implementation,
+                )
+                value = jnp.sum(outputs * jnp.cos(outputs)) + sum(
+                    jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(carry)
+                )
+                return value, (outputs, carry)
+
+            return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, xs)
+
+        (_, fused), fused_grads = run(implementation)
+        (_, plain), plain_grads = run("xla")
+        for got, want in zip(jax.tree_util.tree_leaves(fused),
+                             jax.tree_util.tree_leaves(plain), strict=True):
+            assert relative_error(got, want) <= 1e-5
+        if lengths is not None:  # outputs past a length are exactly zero, as in xla
+            past = jnp.arange(num_steps)[None, :] >= lengths[:, None]
+            assert not bool(jnp.any(jnp.where(past[..., None], fused[0], 0.0) != 0))
+        for got, want in zip(jax.tree_util.tree_leaves(fused_grads),
+                             jax.tree_util.tree_leaves(plain_grads), strict=True):
+            assert relative_error(got, want) <= 1e-4
+
+    def test_stacked_bidirectional_layer(self, rng):
+        """Two bidirectional LSTM layers over ragged lengths: pallas equals xla."""
+        layer = seqlab.layers.RNNLayer(cells.LSTM(20), num_layers=2, bidirectional=True)
+        params = layer.init(jax.random.key(1), 6)
+        xs = jnp.asarray(rng.normal(size=(4, 8, 6)), jnp.float32)
+        lengths = jnp.asarray([8, 3, 5, 1], jnp.int32)
+        pallas = dataclasses.replace(
+            layer, implementation=kernels.Pallas(tiles=SMALL, interpret=self.INTERPRET)
+        )
+
+        def loss(layer):
+            def value(params, xs):
+                outputs, _ = layer.apply(params, xs, seq_lengths=lengths)
+                return jnp.sum(jnp.tanh(outputs) * outputs)
+
+            return jax.value_and_grad(value, argnums=(0, 1))(params, xs)
+
+        (fused, fused_grads), (plain, plain_grads) = loss(pallas), loss(layer)
+        assert relative_error(fused, plain) <= 1e-5
+        for got, want in zip(jax.tree_util.tree_leaves(fused_grads),
+                             jax.tree_util.tree_leaves(plain_grads), strict=True):
+            assert relative_error(got, want) <= 1e-4
+
+    def test_jit_and_one_tile_programs(self, rng):
+        """Under jit, with H equal to one tile (each program owns exactly one tile)."""
+        cell = cells.GRU(16)
+        params = cell.init(jax.random.key(2), 4)
+        xs = jnp.asarray(rng.normal(size=(3, 5, 4)), jnp.float32)
+        implementation = kernels.Pallas(
+            tiles=kernels.Tiles(block_hidden=16, block_k=16), interpret=self.INTERPRET
+        )
+        fused = jax.jit(lambda p, x: seqlab.scan(cell, p, x, implementation=implementation))
+        got, want = fused(params, xs), seqlab.scan(cell, params, xs, implementation="xla")
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want),
+                        strict=True):
+            assert relative_error(a, b) <= 1e-5
+
+
+class TestKernelsInterpret(TestKernelsGPU):
+    INTERPRET = True
+
+
+class TestChoosing:
+    """The dispatcher: explicit requests, the automatic rule, and the grid layout."""
+
+    @pytest.mark.parametrize(
+        ("cell", "kwargs", "reason"),
+        [
+            (cells.MGU(8), {}, "cover seqlab.cells.RNN, LSTM and GRU"),
+            (cells.LSTM(8, proj_size=4), {}, "proj_size"),
+            (cells.LSTM(8), {"remat": True}, "remat"),
+            (cells.LSTM(8), {"hoist_input_projection": False}, "always hoist"),
+        ],
+    )
+    def test_unsupported_requests_raise(self, cell, kwargs, reason):
+        params = cell.init(jax.random.key(0), 3)
+        xs = jnp.ones((2, 4, 3), jnp.float32)
+        with pytest.raises(ValueError, match=reason):
+            seqlab.scan(cell, params, xs, implementation="pallas", **kwargs)
+
+    def test_unsupported_dtype_raises(self):
+        cell = cells.GRU(8)
+        params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float16), cell.init(
+            jax.random.key(0), 3))
+        xs = jnp.ones((2, 4, 3), jnp.float16)
+        with pytest.raises(ValueError, match="float32 or bfloat16; xs are float16"):
+            seqlab.scan(cell, params, xs, implementation="pallas")
+
+    def test_bad_settings_raise(self):
+        with pytest.raises(ValueError, match="power of two >= 16"):
+            kernels.Tiles(block_hidden=24)
+        with pytest.raises(ValueError, match="backward must be one of"):
+            kernels.Pallas(backward="cudnn")
+        with pytest.raises(ValueError, match="implementation must be one of"):
+            _scan.resolve_implementation("triton")
+
+    def test_automatic_rule(self, monkeypatch):
+        lstm, mgu = cells.LSTM(8), cells.MGU(8)
+        xs = jnp.ones((4, 2, 3), jnp.float32)
+
+        def choose(cell, **kwargs):
+            params = cell.init(jax.random.key(0), 3)
+            carry = cell.initial_carry(params, (2,))
+            return _scan.resolve_implementation(None, cell, params, xs, carry, **kwargs)[0]
+
+        assert choose(lstm) == "xla"  # AUTO_PALLAS is empty until a GPU has measured them
+        monkeypatch.setattr(_scan, "AUTO_PALLAS", (jax.default_backend(),))
+        assert choose(lstm) == "pallas"
+        assert choose(mgu) == "xla"
+        assert choose(lstm, remat=True) == "xla"
+        assert choose(lstm, hoist=False) == "xla"
+
+    def test_gpu_layout_splits_hidden_within_the_resident_limit(self):
+        """(B, H) = (64, 1024) on a 132-SM device: 4 batch blocks x 32 programs = 128."""
+        tiles = kernels.Tiles(max_programs=132)
+        layout = _persistent.make_layout(512, 64, 1024, tiles, interpret=False)
+        assert layout.grid == (4, 32)
+        assert layout.tiles_per_program == 1
+        assert _persistent.resident_programs_ok(layout)
+        small = _persistent.make_layout(512, 16, 1000, kernels.Tiles(max_programs=20), False)
+        assert small.hidden_padded == 1024 and small.batch_blocks == 1
+        assert small.hidden_programs == 16 and small.tiles_per_program == 2
+        interpreted = _persistent.make_layout(512, 64, 1024, tiles, interpret=True)
+        assert interpreted.grid == (4, 1)
