@@ -122,8 +122,9 @@ class TestKernelsGPU:
 
         outputs, kernel_vjp = run(lambda *a: kernel(*a, **self.options()))
         expected, reference_vjp = run(reference)
-        for got, want in zip(jax.tree_util.tree_leaves(outputs),
-                             jax.tree_util.tree_leaves(expected), strict=True):
+        for got, want in zip(
+            jax.tree_util.tree_leaves(outputs), jax.tree_util.tree_leaves(expected), strict=True
+        ):
             assert got.dtype == dtype
             assert relative_error(got, want) <= forward_tol
         cotangent = jax.tree_util.tree_map(
@@ -131,8 +132,9 @@ class TestKernelsGPU:
             expected,
         )
         names = ("projected", "w_hh", "h0", "c0")
-        for name, got, want in zip(names, kernel_vjp(cotangent), reference_vjp(cotangent),
-                                   strict=True):
+        for name, got, want in zip(
+            names, kernel_vjp(cotangent), reference_vjp(cotangent), strict=True
+        ):
             if np.max(np.abs(np.asarray(want, np.float32))) == 0:
                 continue  # c0 of a cell without one
             assert relative_error(got, want) <= gradient_tol, name
@@ -144,9 +146,7 @@ class TestKernelsGPU:
         kernel, _, _ = recurrence(kind)
         arrays, lengths = random_problem(rng, kind, 5, 3, 24, jnp.float32)
         with _persistent.poisoned_outputs():
-            outputs, vjp = jax.vjp(
-                lambda *a: kernel(*a, lengths, **self.options()), *arrays
-            )
+            outputs, vjp = jax.vjp(lambda *a: kernel(*a, lengths, **self.options()), *arrays)
             gradients = vjp(jax.tree_util.tree_map(jnp.ones_like, outputs))
         for leaf in jax.tree_util.tree_leaves((outputs, gradients)):
             assert bool(jnp.all(jnp.isfinite(leaf)))
@@ -178,28 +178,33 @@ class TestKernelsGPU:
         ragged=st.booleans(),
         seed=st.integers(0, 2**16),
     )
-    def test_scan_matches_xla(self, cell_index, num_steps, batch, hidden, reverse, ragged,
-                              seed):
+    def test_scan_matches_xla(self, cell_index, num_steps, batch, hidden, reverse, ragged, seed):
         """``seqlab.scan(implementation=Pallas(...))`` equals the XLA path end to end
         (input projection, direction, lengths, outputs zero past each length, final
         carry, gradients of parameters and inputs), batch-major."""
         rng = np.random.default_rng(seed)
         cell = [
-            cells.LSTM(hidden), cells.GRU(hidden), cells.GRU(hidden, variant="original"),
-            cells.RNN(hidden), cells.RNN(hidden, activation="relu"),
+            cells.LSTM(hidden),
+            cells.GRU(hidden),
+            cells.GRU(hidden, variant="original"),
+            cells.RNN(hidden),
+            cells.RNN(hidden, activation="relu"),
         ][cell_index]
         params = cell.init(jax.random.key(seed), 3)
         xs = jnp.asarray(rng.normal(size=(batch, num_steps, 3)), jnp.float32)
         lengths = (
-            jnp.asarray(rng.integers(0, num_steps + 1, size=batch), jnp.int32)
-            if ragged else None
+            jnp.asarray(rng.integers(0, num_steps + 1, size=batch), jnp.int32) if ragged else None
         )
         implementation = kernels.Pallas(tiles=SMALL, interpret=self.INTERPRET)
 
         def run(implementation):
             def loss(params, xs):
                 outputs, carry = seqlab.scan(
-                    cell, params, xs, seq_lengths=lengths, reverse=reverse,
+                    cell,
+                    params,
+                    xs,
+                    seq_lengths=lengths,
+                    reverse=reverse,
                     implementation=implementation,
                 )
                 value = jnp.sum(outputs * jnp.cos(outputs)) + sum(
@@ -211,14 +216,18 @@ class TestKernelsGPU:
 
         (_, fused), fused_grads = run(implementation)
         (_, plain), plain_grads = run("xla")
-        for got, want in zip(jax.tree_util.tree_leaves(fused),
-                             jax.tree_util.tree_leaves(plain), strict=True):
+        for got, want in zip(
+            jax.tree_util.tree_leaves(fused), jax.tree_util.tree_leaves(plain), strict=True
+        ):
             assert relative_error(got, want) <= 1e-5
         if lengths is not None:  # outputs past a length are exactly zero, as in xla
             past = jnp.arange(num_steps)[None, :] >= lengths[:, None]
             assert not bool(jnp.any(jnp.where(past[..., None], fused[0], 0.0) != 0))
-        for got, want in zip(jax.tree_util.tree_leaves(fused_grads),
-                             jax.tree_util.tree_leaves(plain_grads), strict=True):
+        for got, want in zip(
+            jax.tree_util.tree_leaves(fused_grads),
+            jax.tree_util.tree_leaves(plain_grads),
+            strict=True,
+        ):
             assert relative_error(got, want) <= 1e-4
 
     def test_stacked_bidirectional_layer(self, rng):
@@ -240,8 +249,11 @@ class TestKernelsGPU:
 
         (fused, fused_grads), (plain, plain_grads) = loss(pallas), loss(layer)
         assert relative_error(fused, plain) <= 1e-5
-        for got, want in zip(jax.tree_util.tree_leaves(fused_grads),
-                             jax.tree_util.tree_leaves(plain_grads), strict=True):
+        for got, want in zip(
+            jax.tree_util.tree_leaves(fused_grads),
+            jax.tree_util.tree_leaves(plain_grads),
+            strict=True,
+        ):
             assert relative_error(got, want) <= 1e-4
 
     def test_jit_and_one_tile_programs(self, rng):
@@ -254,8 +266,9 @@ class TestKernelsGPU:
         )
         fused = jax.jit(lambda p, x: seqlab.scan(cell, p, x, implementation=implementation))
         got, want = fused(params, xs), seqlab.scan(cell, params, xs, implementation="xla")
-        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want),
-                        strict=True):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True
+        ):
             assert relative_error(a, b) <= 1e-5
 
 
@@ -283,8 +296,9 @@ class TestChoosing:
 
     def test_unsupported_dtype_raises(self):
         cell = cells.GRU(8)
-        params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float16), cell.init(
-            jax.random.key(0), 3))
+        params = jax.tree_util.tree_map(
+            lambda p: p.astype(jnp.float16), cell.init(jax.random.key(0), 3)
+        )
         xs = jnp.ones((2, 4, 3), jnp.float16)
         with pytest.raises(ValueError, match="float32 or bfloat16; xs are float16"):
             seqlab.scan(cell, params, xs, implementation="pallas")

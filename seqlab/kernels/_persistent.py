@@ -75,8 +75,7 @@ class Tiles:
             value = getattr(self, name)
             require(
                 isinstance(value, int) and value >= 16 and value & (value - 1) == 0,
-                f"Tiles.{name} must be a power of two >= 16 (Triton's dot needs it), "
-                f"got {value!r}",
+                f"Tiles.{name} must be a power of two >= 16 (Triton's dot needs it), got {value!r}",
             )
         require(
             isinstance(self.num_warps, int) and self.num_warps in (1, 2, 4, 8, 16),
@@ -129,9 +128,7 @@ def device_programs() -> int:
     return int(getattr(device, "core_count", 0) or 32)
 
 
-def make_layout(
-    num_steps: int, batch: int, hidden: int, tiles: Tiles, interpret: bool
-) -> Layout:
+def make_layout(num_steps: int, batch: int, hidden: int, tiles: Tiles, interpret: bool) -> Layout:
     """Pad B and H to whole tiles and choose how many programs share the hidden axis."""
     hidden_padded = _round_up(hidden, max(tiles.block_hidden, tiles.block_k))
     batch_padded = _round_up(batch, tiles.block_batch)
@@ -141,11 +138,10 @@ def make_layout(
     else:
         budget = tiles.max_programs or device_programs()
         per_block = max(1, budget // (batch_padded // tiles.block_batch))
-        programs = max(d for d in range(1, column_tiles + 1) if column_tiles % d == 0
-                       and d <= per_block)
-    return Layout(
-        num_steps, batch, hidden, batch_padded, hidden_padded, tiles, programs, interpret
-    )
+        programs = max(
+            d for d in range(1, column_tiles + 1) if column_tiles % d == 0 and d <= per_block
+        )
+    return Layout(num_steps, batch, hidden, batch_padded, hidden_padded, tiles, programs, interpret)
 
 
 def resident_programs_ok(layout: Layout) -> bool:
@@ -214,9 +210,10 @@ class Program:
         self.counter_ref = counter_ref
         self.block = pl.program_id(0)
         self.rank = pl.program_id(1)
-        self.rows = pl.ds(pl.multiple_of(self.block * layout.tiles.block_batch,
-                                         layout.tiles.block_batch),
-                          layout.tiles.block_batch)
+        self.rows = pl.ds(
+            pl.multiple_of(self.block * layout.tiles.block_batch, layout.tiles.block_batch),
+            layout.tiles.block_batch,
+        )
         self._arrivals = 0
 
     def for_own_tiles(self, body: Callable[[Array], None]) -> None:
@@ -288,8 +285,11 @@ def accumulate(
             for rhs, transpose, output in products:
                 contract = (((1,), (1 if transpose else 0,)), ((), ()))
                 sums[output] = sums[output] + lax.dot_general(
-                    left, rhs(k0).astype(matmul_dtype), contract,
-                    precision=precision, preferred_element_type=jnp.float32,
+                    left,
+                    rhs(k0).astype(matmul_dtype),
+                    contract,
+                    precision=precision,
+                    preferred_element_type=jnp.float32,
                 )
         return tuple(sums)
 
@@ -363,7 +363,7 @@ def call(
 
     def with_counter(*refs):
         ins = refs[:first]
-        outs = refs[first + len(extra):]
+        outs = refs[first + len(extra) :]
         kernel(*ins, outs[-1], *outs[:-1])
 
     results = pl.pallas_call(
@@ -373,9 +373,9 @@ def call(
         input_output_aliases=aliases,
         interpret=layout.interpret,
         name=name,
-        compiler_params=None if layout.interpret else plgpu.CompilerParams(
-            num_warps=layout.tiles.num_warps, num_stages=1
-        ),
+        compiler_params=None
+        if layout.interpret
+        else plgpu.CompilerParams(num_warps=layout.tiles.num_warps, num_stages=1),
     )(*inputs, *extra)
     return list(results[:-1])
 

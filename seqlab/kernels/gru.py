@@ -31,13 +31,25 @@ f32 = jnp.float32
 
 
 def _gate_columns(layout, column, gates):
-    return [pl.ds(gate * layout.hidden_padded + column, layout.tiles.block_hidden)
-            for gate in gates]
+    return [
+        pl.ds(gate * layout.hidden_padded + column, layout.tiles.block_hidden) for gate in gates
+    ]
 
 
 def _forward_kernel(
-    lengths_ref, x_ref, w_ref, b_hn_ref, h0_ref, counter_ref, hs_ref, saved_ref, rh_ref, *,
-    layout, precision, variant,
+    lengths_ref,
+    x_ref,
+    w_ref,
+    b_hn_ref,
+    h0_ref,
+    counter_ref,
+    hs_ref,
+    saved_ref,
+    rh_ref,
+    *,
+    layout,
+    precision,
+    variant,
 ):
     """``saved_ref`` (T, B, 4H): r, z, n, and h W_hn + b_hn (cudnn; unused for original,
     whose r * h goes to ``rh_ref`` (T, B, H) instead)."""
@@ -64,23 +76,36 @@ def _forward_kernel(
 
     def cudnn_step(t, column):
         gate_cols = _gate_columns(layout, column, range(3))
-        terms = [(h_chunk(t), [(lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], False, gate)
-                               for gate, c in enumerate(gate_cols)])]
+        terms = [
+            (
+                h_chunk(t),
+                [
+                    (lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], False, gate)
+                    for gate, c in enumerate(gate_cols)
+                ],
+            )
+        ]
         h_r, h_z, h_n = persistent.accumulate(program, terms, 3, w_ref.dtype, precision)
         x_r, x_z, x_n = (x_ref[t, rows, c].astype(f32) for c in gate_cols)
         r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
         h_n = h_n + b_hn_ref[0, pl.ds(column, width)].astype(f32)[None, :]
         n = jnp.tanh(x_n + r * h_n)
-        for value, c in zip((r, z, n, h_n), _gate_columns(layout, column, range(4)),
-                            strict=True):
+        for value, c in zip((r, z, n, h_n), _gate_columns(layout, column, range(4)), strict=True):
             saved_ref[t, rows, c] = value
         finish(t, column, n, z)
 
     def original_gates(t, column):
         cols = pl.ds(column, width)
         gate_cols = _gate_columns(layout, column, range(2))
-        terms = [(h_chunk(t), [(lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], False, gate)
-                               for gate, c in enumerate(gate_cols)])]
+        terms = [
+            (
+                h_chunk(t),
+                [
+                    (lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], False, gate)
+                    for gate, c in enumerate(gate_cols)
+                ],
+            )
+        ]
         h_r, h_z = persistent.accumulate(program, terms, 2, w_ref.dtype, precision)
         r = jax.nn.sigmoid(x_ref[t, rows, gate_cols[0]].astype(f32) + h_r)
         z = jax.nn.sigmoid(x_ref[t, rows, gate_cols[1]].astype(f32) + h_z)
@@ -90,10 +115,12 @@ def _forward_kernel(
 
     def original_candidate(t, column):
         (n_col,) = _gate_columns(layout, column, (2,))
-        terms = [(
-            lambda k0: program.load_shared(rh_ref, (t, rows, pl.ds(k0, chunk))),
-            [(lambda k0: w_ref[pl.ds(k0, chunk), n_col], False, 0)],
-        )]
+        terms = [
+            (
+                lambda k0: program.load_shared(rh_ref, (t, rows, pl.ds(k0, chunk))),
+                [(lambda k0: w_ref[pl.ds(k0, chunk), n_col], False, 0)],
+            )
+        ]
         (rh_n,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
         n = jnp.tanh(x_ref[t, rows, n_col].astype(f32) + rh_n)
         saved_ref[t, rows, n_col] = n
@@ -101,15 +128,27 @@ def _forward_kernel(
         finish(t, column, n, z)
 
     phases = (
-        [(cudnn_step, True)] if variant == "cudnn"
+        [(cudnn_step, True)]
+        if variant == "cudnn"
         else [(original_gates, True), (original_candidate, True)]
     )
     persistent.run_steps(program, layout.num_steps, phases, reverse=False)
 
 
 def _backward_kernel(
-    lengths_ref, saved_ref, hs_ref, w_ref, dhs_ref, counter_ref, dpre_ref, dxn_ref, dh_ref, *,
-    layout, precision, variant,
+    lengths_ref,
+    saved_ref,
+    hs_ref,
+    w_ref,
+    dhs_ref,
+    counter_ref,
+    dpre_ref,
+    dxn_ref,
+    dh_ref,
+    *,
+    layout,
+    precision,
+    variant,
 ):
     """``dpre_ref`` (T, B, 3H): gradients w.r.t. the three recurrent products' outputs
     (h W_hr, h W_hz, and h W_hn + b_hn for cudnn or (r * h) W_hn for original);
@@ -147,10 +186,12 @@ def _backward_kernel(
     def reset_phase(t, column):  # original only: through (r * h) W_hn
         cols = pl.ds(column, width)
         r_col = _gate_columns(layout, column, (0,))[0]
-        terms = [(
-            lambda k0: program.load_shared(dpre_ref, (t, rows, pl.ds(2 * hidden + k0, chunk))),
-            [(lambda k0: w_ref[cols, pl.ds(2 * hidden + k0, chunk)], True, 0)],
-        )]
+        terms = [
+            (
+                lambda k0: program.load_shared(dpre_ref, (t, rows, pl.ds(2 * hidden + k0, chunk))),
+                [(lambda k0: w_ref[cols, pl.ds(2 * hidden + k0, chunk)], True, 0)],
+            )
+        ]
         (d_rh,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
         r = saved_ref[t, rows, r_col]
         h_prev = hs_ref[t, rows, cols]
@@ -160,12 +201,15 @@ def _backward_kernel(
     def recurrent_phase(t, column):
         cols = pl.ds(column, width)
         gates = range(3) if variant == "cudnn" else range(2)
-        terms = [(
-            lambda k0, gate=gate: program.load_shared(
-                dpre_ref, (t, rows, pl.ds(gate * hidden + k0, chunk))
-            ),
-            [(lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)], True, 0)],
-        ) for gate in gates]
+        terms = [
+            (
+                lambda k0, gate=gate: program.load_shared(
+                    dpre_ref, (t, rows, pl.ds(gate * hidden + k0, chunk))
+                ),
+                [(lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)], True, 0)],
+            )
+            for gate in gates
+        ]
         (dh_prev,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
         dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
 
@@ -200,7 +244,9 @@ def _forward(projected, w_hh, b_hn, h0, lengths, variant, settings):
         jax.ShapeDtypeStruct((steps if variant == "original" else 1, batch, hidden), f32),
     ]
     kernel = functools.partial(
-        _forward_kernel, layout=layout, variant=variant,
+        _forward_kernel,
+        layout=layout,
+        variant=variant,
         precision=persistent.matmul_precision(w_hh.dtype),
     )
     hs, saved, rh = persistent.call(kernel, layout, out_shapes, "seqlab_gru_forward", *padded)
@@ -217,9 +263,7 @@ def _gru_fwd(projected, w_hh, b_hn, h0, lengths, variant, settings):
     if settings.backward == "xla":
         outputs = _gru(projected, w_hh, b_hn, h0, lengths, variant, settings)
         return outputs, (projected, w_hh, b_hn, h0, lengths)
-    layout, padded, hs, saved, rh = _forward(
-        projected, w_hh, b_hn, h0, lengths, variant, settings
-    )
+    layout, padded, hs, saved, rh = _forward(projected, w_hh, b_hn, h0, lengths, variant, settings)
     residuals = (padded[0], padded[2], hs, saved, rh, b_hn)
     return persistent.unpad_states(layout, hs, projected.dtype), residuals
 
@@ -229,7 +273,10 @@ def _gru_bwd(variant, settings, residuals, d_hs):
         projected, w_hh, b_hn, h0, lengths = residuals
         _, vjp = jax.vjp(
             lambda *a: gru_recurrence_reference(*a, lengths, variant=variant),
-            projected, w_hh, b_hn, h0,
+            projected,
+            w_hh,
+            b_hn,
+            h0,
         )
         return (*vjp(d_hs), None)
     lengths, w_hh, hs, saved, rh, b_hn = residuals
@@ -241,20 +288,29 @@ def _gru_bwd(variant, settings, residuals, d_hs):
         jax.ShapeDtypeStruct((batch, hidden), f32),
     ]
     kernel = functools.partial(
-        _backward_kernel, layout=layout, variant=variant,
+        _backward_kernel,
+        layout=layout,
+        variant=variant,
         precision=persistent.matmul_precision(w_hh.dtype),
     )
     dpre, dxn, dh0 = persistent.call(
-        kernel, layout, out_shapes, "seqlab_gru_backward",
-        lengths, saved, hs, w_hh, persistent.pad_sequence(d_hs.astype(f32), layout, 1),
+        kernel,
+        layout,
+        out_shapes,
+        "seqlab_gru_backward",
+        lengths,
+        saved,
+        hs,
+        w_hh,
+        persistent.pad_sequence(d_hs.astype(f32), layout, 1),
     )
     h, b = layout.hidden, layout.batch
     if variant == "cudnn":
         d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)
-        d_b_hn = jnp.sum(dpre[..., 2 * hidden:], axis=(0, 1))[:h]
+        d_b_hn = jnp.sum(dpre[..., 2 * hidden :], axis=(0, 1))[:h]
     else:
         d_w_rz = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre[..., : 2 * hidden])
-        d_w_n = jnp.einsum("tbr,tbg->rg", rh, dpre[..., 2 * hidden:])
+        d_w_n = jnp.einsum("tbr,tbg->rg", rh, dpre[..., 2 * hidden :])
         d_w_hh = jnp.concatenate([d_w_rz, d_w_n], axis=-1)
         d_b_hn = jnp.zeros_like(b_hn, f32)
     d_projected = jnp.concatenate([dpre[..., : 2 * hidden], dxn], axis=-1)

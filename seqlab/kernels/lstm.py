@@ -28,8 +28,17 @@ f32 = jnp.float32
 
 
 def _forward_kernel(
-    lengths_ref, x_ref, w_ref, h0_ref, c0_ref, counter_ref, hs_ref, cs_ref, *saved,
-    layout, precision,
+    lengths_ref,
+    x_ref,
+    w_ref,
+    h0_ref,
+    c0_ref,
+    counter_ref,
+    hs_ref,
+    cs_ref,
+    *saved,
+    layout,
+    precision,
 ):
     program = persistent.Program(layout, counter_ref)
     rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
@@ -47,11 +56,15 @@ def _forward_kernel(
     def step(t, column):
         cols = pl.ds(column, width)
         gate_cols = [pl.ds(gate * hidden + column, width) for gate in range(NUM_GATES)]
-        terms = [(
-            lambda k0: program.load_shared(hs_ref, (t, rows, pl.ds(k0, chunk))),
-            [(lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], False, gate)
-             for gate, c in enumerate(gate_cols)],
-        )]
+        terms = [
+            (
+                lambda k0: program.load_shared(hs_ref, (t, rows, pl.ds(k0, chunk))),
+                [
+                    (lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], False, gate)
+                    for gate, c in enumerate(gate_cols)
+                ],
+            )
+        ]
         pre = persistent.accumulate(program, terms, NUM_GATES, w_ref.dtype, precision)
         pre = [p + x_ref[t, rows, c].astype(f32) for p, c in zip(pre, gate_cols, strict=True)]
         i, f, o = (jax.nn.sigmoid(pre[k]) for k in (0, 1, 3))
@@ -70,8 +83,19 @@ def _forward_kernel(
 
 
 def _backward_kernel(
-    lengths_ref, gates_ref, cs_ref, w_ref, dhs_ref, dcs_ref, counter_ref,
-    dpre_ref, dh_ref, dc_ref, *, layout, precision,
+    lengths_ref,
+    gates_ref,
+    cs_ref,
+    w_ref,
+    dhs_ref,
+    dcs_ref,
+    counter_ref,
+    dpre_ref,
+    dh_ref,
+    dc_ref,
+    *,
+    layout,
+    precision,
 ):
     """Reverse time. ``dh_ref``/``dc_ref`` carry the gradient w.r.t. the carry from step to
     step (each program only its own columns) and end as the gradient of the initial carry."""
@@ -111,19 +135,24 @@ def _backward_kernel(
 
     def recurrent_phase(t, column):
         cols = pl.ds(column, width)
-        terms = [(
-            lambda k0, gate=gate: program.load_shared(
-                dpre_ref, (t, rows, pl.ds(gate * hidden + k0, chunk))
-            ),
-            [(lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)], True, 0)],
-        ) for gate in range(NUM_GATES)]
+        terms = [
+            (
+                lambda k0, gate=gate: program.load_shared(
+                    dpre_ref, (t, rows, pl.ds(gate * hidden + k0, chunk))
+                ),
+                [(lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)], True, 0)],
+            )
+            for gate in range(NUM_GATES)
+        ]
         (dh_prev,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
         dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
 
     # The recurrent phase needs no barrier after it: the next (earlier) step writes other
     # rows of dpre and only this program's columns of dh and dc.
     persistent.run_steps(
-        program, layout.num_steps, [(gates_phase, True), (recurrent_phase, False)],
+        program,
+        layout.num_steps,
+        [(gates_phase, True), (recurrent_phase, False)],
         reverse=True,
     )
 
@@ -183,15 +212,11 @@ def _lstm_fwd(projected, w_hh, h0, c0, lengths, settings):
 def _lstm_bwd(settings, residuals, cotangents):
     if settings.backward == "xla":
         projected, w_hh, h0, c0, lengths = residuals
-        _, vjp = jax.vjp(
-            lambda *a: lstm_recurrence_reference(*a, lengths), projected, w_hh, h0, c0
-        )
+        _, vjp = jax.vjp(lambda *a: lstm_recurrence_reference(*a, lengths), projected, w_hh, h0, c0)
         return (*vjp(cotangents), None)
     w_hh, lengths, hs, cs, gates = residuals
     num_steps, batch, hidden = cotangents[0].shape
-    layout = persistent.make_layout(
-        num_steps, batch, hidden, settings.tiles, settings.interpret
-    )
+    layout = persistent.make_layout(num_steps, batch, hidden, settings.tiles, settings.interpret)
     batch, hidden = layout.batch_padded, layout.hidden_padded
 
     def pad_cotangent(d):

@@ -46,10 +46,12 @@ def _forward_kernel(
 
     def step(t, column):
         cols = pl.ds(column, width)
-        terms = [(
-            lambda k0: program.load_shared(hs_ref, (t, rows, pl.ds(k0, chunk))),
-            [(lambda k0: w_ref[pl.ds(k0, chunk), cols], False, 0)],
-        )]
+        terms = [
+            (
+                lambda k0: program.load_shared(hs_ref, (t, rows, pl.ds(k0, chunk))),
+                [(lambda k0: w_ref[pl.ds(k0, chunk), cols], False, 0)],
+            )
+        ]
         (pre,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
         h = function(pre + x_ref[t, rows, cols].astype(f32))
         valid = (t < lengths)[:, None]
@@ -59,8 +61,17 @@ def _forward_kernel(
 
 
 def _backward_kernel(
-    lengths_ref, hs_ref, w_ref, dhs_ref, counter_ref, dpre_ref, dh_ref, *,
-    layout, precision, activation,
+    lengths_ref,
+    hs_ref,
+    w_ref,
+    dhs_ref,
+    counter_ref,
+    dpre_ref,
+    dh_ref,
+    *,
+    layout,
+    precision,
+    activation,
 ):
     program = persistent.Program(layout, counter_ref)
     rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
@@ -82,15 +93,19 @@ def _backward_kernel(
 
     def recurrent_phase(t, column):
         cols = pl.ds(column, width)
-        terms = [(
-            lambda k0: program.load_shared(dpre_ref, (t, rows, pl.ds(k0, chunk))),
-            [(lambda k0: w_ref[cols, pl.ds(k0, chunk)], True, 0)],
-        )]
+        terms = [
+            (
+                lambda k0: program.load_shared(dpre_ref, (t, rows, pl.ds(k0, chunk))),
+                [(lambda k0: w_ref[cols, pl.ds(k0, chunk)], True, 0)],
+            )
+        ]
         (dh_prev,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
         dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
 
     persistent.run_steps(
-        program, layout.num_steps, [(local_phase, True), (recurrent_phase, False)],
+        program,
+        layout.num_steps,
+        [(local_phase, True), (recurrent_phase, False)],
         reverse=True,
     )
 
@@ -112,7 +127,9 @@ def _forward(projected, w_hh, h0, lengths, activation, settings):
         (layout.num_steps + 1, layout.batch_padded, layout.hidden_padded), f32
     )
     kernel = functools.partial(
-        _forward_kernel, layout=layout, activation=activation,
+        _forward_kernel,
+        layout=layout,
+        activation=activation,
         precision=persistent.matmul_precision(w_hh.dtype),
     )
     (hs,) = persistent.call(kernel, layout, [state], "seqlab_rnn_forward", *padded)
@@ -138,7 +155,9 @@ def _rnn_bwd(activation, settings, residuals, d_hs):
         projected, w_hh, h0, lengths = residuals
         _, vjp = jax.vjp(
             lambda *a: rnn_recurrence_reference(*a, lengths, activation=activation),
-            projected, w_hh, h0,
+            projected,
+            w_hh,
+            h0,
         )
         return (*vjp(d_hs), None)
     lengths, w_hh, hs = residuals
@@ -149,12 +168,20 @@ def _rnn_bwd(activation, settings, residuals, d_hs):
         jax.ShapeDtypeStruct((batch, hidden), f32),
     ]
     kernel = functools.partial(
-        _backward_kernel, layout=layout, activation=activation,
+        _backward_kernel,
+        layout=layout,
+        activation=activation,
         precision=persistent.matmul_precision(w_hh.dtype),
     )
     dpre, dh0 = persistent.call(
-        kernel, layout, out_shapes, "seqlab_rnn_backward",
-        lengths, hs, w_hh, persistent.pad_sequence(d_hs.astype(f32), layout, 1),
+        kernel,
+        layout,
+        out_shapes,
+        "seqlab_rnn_backward",
+        lengths,
+        hs,
+        w_hh,
+        persistent.pad_sequence(d_hs.astype(f32), layout, 1),
     )
     h, b = layout.hidden, layout.batch
     d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)[:h, :h]

@@ -31,11 +31,11 @@ def unsupported_reason(cell, params: Params, xs: Array, carry: Carry) -> str | N
         return "the Pallas LSTM kernel has no projection (proj_size > 0)"
     if xs.shape[0] == 0:
         return "the time axis is empty"
-    dtypes = {"xs": xs.dtype, "the parameters": params["w_hh"].dtype}
-    dtypes.update({"the carry": leaf.dtype for leaf in jax.tree_util.tree_leaves(carry)})
-    for name, dtype in dtypes.items():
+    dtypes = [("xs are", xs.dtype), ("the parameters are", params["w_hh"].dtype)]
+    dtypes += [("the carry is", leaf.dtype) for leaf in jax.tree_util.tree_leaves(carry)]
+    for name, dtype in dtypes:
         if jnp.dtype(dtype) not in KERNEL_DTYPES:
-            return f"the Pallas kernels take float32 or bfloat16; {name} are {jnp.dtype(dtype)}"
+            return f"the Pallas kernels take float32 or bfloat16; {name} {jnp.dtype(dtype)}"
     return None
 
 
@@ -52,9 +52,7 @@ def scan_pallas(
     """Unroll ``cell`` over time-major ``xs`` with the fused kernels: (outputs, final carry)."""
     num_steps, batch_size = xs.shape[:2]
     projected = cell.project_inputs(params, xs)
-    lengths = (
-        jnp.full((batch_size,), num_steps, jnp.int32) if seq_lengths is None else seq_lengths
-    )
+    lengths = jnp.full((batch_size,), num_steps, jnp.int32) if seq_lengths is None else seq_lengths
     if reverse:
         projected = (
             jnp.flip(projected, 0)
@@ -62,7 +60,9 @@ def scan_pallas(
             else reverse_within_lengths(projected, lengths)
         )
     settings = {
-        "tiles": options.tiles, "backward": options.backward, "interpret": options.interpret
+        "tiles": options.tiles,
+        "backward": options.backward,
+        "interpret": options.interpret,
     }
     w_hh = params["w_hh"]
     match cell:

@@ -15,8 +15,8 @@ from seqlab._checks import (
     require,
 )
 from seqlab.cells._base import check_cell
-from seqlab.typing import Array, Carry, Params
 from seqlab.kernels import Pallas
+from seqlab.typing import Array, Carry, Params
 from seqlab.unroll._pallas import scan_pallas, unsupported_reason
 from seqlab.unroll._policy import AUTO_PALLAS, resolve_unroll, should_hoist
 from seqlab.unroll._reference import scan_xla
@@ -169,8 +169,13 @@ def scan(
     x_t = jax.ShapeDtypeStruct(xs_time_major.shape[1:], xs_time_major.dtype)
     _check_step_accepts(cell, params, carry, x_t)
     implementation, options = resolve_implementation(
-        implementation, cell, params, xs_time_major, carry,
-        hoist=hoist_input_projection is not False, remat=remat,
+        implementation,
+        cell,
+        params,
+        xs_time_major,
+        carry,
+        hoist=hoist_input_projection is not False,
+        remat=remat,
     )
 
     match implementation:
