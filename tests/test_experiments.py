@@ -242,3 +242,19 @@ def test_each_architecture_type_trains_one_chunk(task, tmp_path, standard_promot
     assert np.isfinite(summary["final"]["eval/loss"])
     if task in ("dates", "chars"):
         assert len(summary["samples"]) == 4
+
+
+def test_a_run_on_the_pallas_kernels_matches_xla(tmp_path, standard_promotion):
+    """model.implementation=pallas (interpret mode on CPU) trains to the same losses as xla,
+    two seeds looped (auto never vmaps the kernels), and vmap is refused with a reason."""
+    overrides = ["train.steps=10", "train.log_every=5", "checkpoint.every=10",
+                 "train.num_seeds=2", "model.cell=gru"]  # fmt: skip
+    quiet = {"progress": False, "echo": lambda *_: None}
+    with jax.default_matmul_precision("highest"):
+        plain = run(tiny("adding", *overrides), tmp_path / "xla", **quiet)
+        fused = run(tiny("adding", *overrides, "model.implementation=pallas"),
+                    tmp_path / "pallas", **quiet)  # fmt: skip
+    for name in ("train/loss", "eval/loss"):
+        np.testing.assert_allclose(fused["final"][name], plain["final"][name], rtol=1e-4)
+    with pytest.raises(ValueError, match="seed_batching=vmap cannot run"):
+        tiny("adding", "model.implementation=pallas", "train.seed_batching=vmap")

@@ -69,8 +69,13 @@ def weight_penalty(params, l1: float, l2: float):
 SEED_BATCHING = {"cpu": "loop", "gpu": "vmap", "tpu": "vmap"}
 
 
-def resolve_seed_batching(choice: str) -> str:
+def resolve_seed_batching(choice: str, implementation: str | None = None) -> str:
+    """``"auto"`` -> the table above; the Pallas kernels always loop, because a vmapped
+    kernel multiplies its grid by the number of seeds and its step barrier needs every
+    program resident at once (``seqlab/kernels/_persistent.py``)."""
     if choice == "auto":
+        if implementation == "pallas":
+            return "loop"
         return SEED_BATCHING.get(jax.default_backend(), "vmap")
     return choice
 
@@ -111,7 +116,9 @@ class Experiment:
 
     @property
     def seed_batching(self) -> str:
-        return resolve_seed_batching(self.config.train.seed_batching)
+        return resolve_seed_batching(
+            self.config.train.seed_batching, self.config.model.implementation
+        )
 
     def _map_seeds(self, fn, *args, in_axes=0):
         return map_seeds(fn, self.seed_batching, *args, in_axes=in_axes)
