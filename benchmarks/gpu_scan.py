@@ -1,0 +1,520 @@
+"""The fused Pallas recurrences: checked, then timed beside cuDNN, lax.scan and Flax.
+
+One call does everything a lent GPU is for (``benchmarks/gpu_scan_notes.md`` has the plan
+and the history):
+
+1. Ceilings: the measured float32 (TF32 by default), float32-highest and bfloat16 matmul
+   rates and the device-to-device copy rate.
+2. Checks, each under a watchdog (a hung barrier would otherwise eat the whole lease):
+   every kernel (LSTM, GRU both variants, tanh and relu RNN) against its float32
+   reference, forward and gradients, at TF32-off precision (float32 <= 1e-5 forward,
+   1e-4 gradients) and in bfloat16 (<= 2e-2); ``seqlab.scan(implementation="pallas")``
+   against the XLA path over ragged lengths in both directions; poisoned outputs (NaN
+   before the launch, none after); and the same inputs twice, which must agree bit for bit
+   (a moving result is a race).
+3. Times, fwd and fwd+bwd, one layer, D = H, loss = sum of outputs: seqlab pallas
+   (float32 with the default TF32 matmuls, and bfloat16), seqlab xla (``lax.scan``),
+   ``flax.linen.RNN``, cuDNN through ``jax.experimental.rnn`` (LSTM) and torch's cuDNN
+   ``nn.LSTM``/``nn.GRU`` (TF32 default; and bfloat16). Each time is printed as a ratio to
+   torch cuDNN, with the floor for the shape (FLOPs over the measured matmul rate, bytes
+   over the copy rate) and the fraction of the floor reached.
+
+    python benchmarks/gpu_scan.py --preset ci    # CPU: checks in interpret mode, ~1.5 min
+    PYTHONPATH=. python benchmarks/gpu_scan.py --preset gpu   # the H100 anchor shapes
+
+Writes ``gpu_scan_<preset>_<backend>_<date>.{md,json}`` to ``--out``
+(default: benchmarks/results). Exit status 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import faulthandler
+import functools
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import threading
+import time
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import seqlab  # noqa: E402
+from seqlab import kernels  # noqa: E402
+from seqlab.kernels import _persistent  # noqa: E402
+
+PRESETS = {
+    "ci": dict(
+        check_shapes=[(5, 7, 40)],  # (B, T, H): ragged batch and hidden tiles
+        tiles=kernels.Tiles(block_hidden=16, block_k=32),
+        time_shapes=[(8, 16, 32)],
+        cells=["lstm", "gru"],
+        repeats=3,
+        ceiling_size=512,
+        watchdog_s=600,
+    ),
+    "gpu": dict(
+        check_shapes=[(5, 33, 200), (64, 64, 1024), (16, 128, 512)],
+        tiles=None,
+        time_shapes=[(64, 512, 1024), (16, 2048, 512), (64, 512, 256)],
+        cells=["lstm", "gru"],
+        repeats=20,
+        ceiling_size=8192,
+        watchdog_s=240,
+    ),
+}
+KINDS = ("lstm", "gru", "gru_original", "tanh", "relu")
+
+
+# --- a watchdog: a kernel whose barrier never opens hangs the process for good ----------
+
+
+class Watchdog:
+    """Exit the process (status 3, after printing where it hung) when a stage overruns."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.timer: threading.Timer | None = None
+
+    def stage(self, name: str):
+        if self.timer:
+            self.timer.cancel()
+
+        def expire():
+            print(f"\nWATCHDOG: '{name}' ran over {self.seconds:.0f} s; exiting", flush=True)
+            faulthandler.dump_traceback(all_threads=True)
+            os._exit(3)
+
+        self.timer = threading.Timer(self.seconds, expire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def stop(self):
+        if self.timer:
+            self.timer.cancel()
+
+
+# --- ceilings and floors ------------------------------------------------------------------
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    fn()  # compile, then one more warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def block(tree):
+    return jax.tree_util.tree_map(lambda leaf: leaf.block_until_ready(), tree)
+
+
+def ceilings(size: int, repeats: int) -> dict:
+    """Matmul rates (TFLOP/s) at each precision and the copy rate (GB/s, read + write)."""
+    key = jax.random.key(0)
+    result = {}
+    for label, dtype, precision in (
+        ("f32_default", jnp.float32, None),
+        ("f32_highest", jnp.float32, "highest"),
+        ("bf16", jnp.bfloat16, None),
+    ):
+        a = jax.random.normal(key, (size, size), dtype)
+        b = jax.random.normal(jax.random.key(1), (size, size), dtype)
+        matmul = functools.partial(jax.jit(jnp.dot, static_argnames="precision"), a, b,
+                                   precision=precision)  # fmt: skip
+        ms = median_ms(lambda matmul=matmul: block(matmul()), repeats)
+        result[f"matmul_{label}_tflops"] = 2 * size**3 / (ms * 1e-3) / 1e12
+    data = jax.random.normal(key, (size * size * 4,), jnp.float32)
+    copy = jax.jit(lambda x: x * 1.0000001)
+    ms = median_ms(lambda: block(copy(data)), repeats)
+    result["copy_gbs"] = 2 * data.size * 4 / (ms * 1e-3) / 1e9
+    return result
+
+
+def floor_ms(
+    cell: str, shape, backward: bool, rate_tflops: float, copy_gbs: float, bytes_per: int
+) -> float:
+    """max(FLOPs / matmul rate, bytes / copy rate): input projection plus recurrent matmul
+    (2 T B (D + H) G H FLOPs forward; the backward does twice that), and inputs read,
+    outputs written once (plus the saved gates and their gradients for fwd+bwd)."""
+    batch, steps, hidden = shape
+    gates = {"lstm": 4, "gru": 3}[cell]
+    flops = 2 * steps * batch * 2 * hidden * gates * hidden * (3 if backward else 1)
+    elements = steps * batch * hidden * (2 + (2 * gates + 2 if backward else 0))
+    return max(flops / (rate_tflops * 1e12), elements * bytes_per / (copy_gbs * 1e9)) * 1e3
+
+
+# --- checks -------------------------------------------------------------------------------
+
+
+def relative_error(actual, expected) -> float:
+    actual = np.asarray(jnp.asarray(actual, jnp.float32), np.float64)
+    expected = np.asarray(jnp.asarray(expected, jnp.float32), np.float64)
+    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
+
+
+def kernel_pair(kind, tiles, interpret):
+    """(kernel, reference, gates) over (projected, w_hh, h0, c0, lengths)."""
+    options = {"tiles": tiles, "interpret": interpret}
+    if kind == "lstm":
+        return (
+            lambda *a: kernels.lstm_recurrence(*a, **options),
+            kernels.lstm_recurrence_reference,
+            4,
+        )
+    if kind.startswith("gru"):
+        variant = "original" if kind == "gru_original" else "cudnn"
+
+        def b_hn(c0):
+            return c0[0] if variant == "cudnn" else None
+
+        return (
+            lambda p, w, h0, c0, n: kernels.gru_recurrence(
+                p, w, b_hn(c0), h0, n, variant=variant, **options
+            ),
+            lambda p, w, h0, c0, n: kernels.gru_recurrence_reference(
+                p, w, b_hn(c0), h0, n, variant=variant
+            ),
+            3,
+        )
+    return (
+        lambda p, w, h0, c0, n: kernels.rnn_recurrence(p, w, h0, n, activation=kind, **options),
+        lambda p, w, h0, c0, n: kernels.rnn_recurrence_reference(p, w, h0, n, activation=kind),
+        1,
+    )
+
+
+def problem(rng, kind, shape, dtype):
+    batch, steps, hidden = shape
+    gates = kernel_pair(kind, None, True)[2]
+
+    def normal(*s, scale=1.0):
+        return jnp.asarray(rng.normal(scale=scale, size=s), jnp.float32).astype(dtype)
+
+    arrays = (
+        normal(steps, batch, gates * hidden),
+        normal(hidden, gates * hidden, scale=1.2 / np.sqrt(hidden)),
+        normal(batch, hidden, scale=0.5),
+        normal(batch, hidden, scale=0.5),
+    )
+    lengths = jnp.asarray(rng.integers(0, steps + 1, size=batch), jnp.int32).at[0].set(steps)
+    return arrays, lengths
+
+
+def check_kernel(kind, shape, dtype, tiles, interpret, rng) -> dict:
+    kernel, reference, _ = kernel_pair(kind, tiles, interpret)
+    arrays, lengths = problem(rng, kind, shape, dtype)
+    forward_tol, gradient_tol = (1e-5, 1e-4) if dtype == jnp.float32 else (2e-2, 2e-2)
+    with jax.default_matmul_precision("highest" if dtype == jnp.float32 else None):
+        with _persistent.poisoned_outputs():
+            outputs, vjp = jax.vjp(lambda *a: kernel(*a, lengths), *arrays)
+            again = kernel(*arrays, lengths)
+        expected, reference_vjp = jax.vjp(lambda *a: reference(*a, lengths), *arrays)
+        cotangent = jax.tree_util.tree_map(
+            lambda y: jnp.asarray(rng.normal(size=y.shape), jnp.float32).astype(y.dtype),
+            expected,
+        )
+        grads, reference_grads = vjp(cotangent), reference_vjp(cotangent)
+    leaves = jax.tree_util.tree_leaves
+    forward_error = max(
+        relative_error(a, b) for a, b in zip(leaves(outputs), leaves(expected), strict=True)
+    )
+    gradient_error = max(
+        relative_error(a, b)
+        for a, b in zip(grads, reference_grads, strict=True)
+        if np.max(np.abs(np.asarray(b, np.float32))) > 0
+    )
+    finite = all(bool(jnp.all(jnp.isfinite(x))) for x in leaves((outputs, grads)))
+    repeatable = all(
+        bool(jnp.array_equal(a, b)) for a, b in zip(leaves(outputs), leaves(again), strict=True)
+    )
+    ok = forward_error <= forward_tol and gradient_error <= gradient_tol and finite and repeatable
+    return dict(forward=forward_error, gradients=gradient_error, finite=finite,
+                repeatable=repeatable, ok=ok)  # fmt: skip
+
+
+def check_scan(kind, shape, reverse, tiles, interpret, rng) -> dict:
+    batch, steps, hidden = shape
+    cell = {
+        "lstm": seqlab.cells.LSTM(hidden),
+        "gru": seqlab.cells.GRU(hidden),
+        "gru_original": seqlab.cells.GRU(hidden, variant="original"),
+        "tanh": seqlab.cells.RNN(hidden),
+        "relu": seqlab.cells.RNN(hidden, activation="relu"),
+    }[kind]
+    params = cell.init(jax.random.key(int(rng.integers(1 << 30))), 32)
+    xs = jnp.asarray(rng.normal(size=(batch, steps, 32)), jnp.float32)
+    lengths = jnp.asarray(rng.integers(0, steps + 1, size=batch), jnp.int32)
+
+    def run(implementation):
+        def loss(params, xs):
+            outputs, carry = seqlab.scan(cell, params, xs, seq_lengths=lengths, reverse=reverse,
+                                         implementation=implementation)  # fmt: skip
+            return jnp.sum(jnp.sin(outputs)) + sum(
+                jnp.sum(leaf) for leaf in jax.tree_util.tree_leaves(carry)
+            ), (outputs, carry)
+
+        return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, xs)
+
+    with jax.default_matmul_precision("highest"):
+        (_, fused), fused_grads = run(kernels.Pallas(tiles=tiles, interpret=interpret))
+        (_, plain), plain_grads = run("xla")
+    leaves = jax.tree_util.tree_leaves
+    forward_error = max(
+        relative_error(a, b) for a, b in zip(leaves(fused), leaves(plain), strict=True)
+    )
+    gradient_error = max(
+        relative_error(a, b) for a, b in zip(leaves(fused_grads), leaves(plain_grads), strict=True)
+    )
+    ok = forward_error <= 1e-5 and gradient_error <= 1e-4
+    return dict(forward=forward_error, gradients=gradient_error, ok=ok)
+
+
+def run_checks(settings, interpret, watchdog) -> list[dict]:
+    rng = np.random.default_rng(int(time.time()))  # fresh inputs every run
+    results = []
+    for shape in settings["check_shapes"]:
+        for kind in KINDS:
+            for dtype in (jnp.float32, jnp.bfloat16):
+                name = f"kernel {kind} {jnp.dtype(dtype).name} B,T,H={shape}"
+                results.append(guarded(name, watchdog, check_kernel, kind, shape, dtype,
+                                       settings["tiles"], interpret, rng))  # fmt: skip
+            for reverse in (False, True):
+                name = f"scan {kind} {'reverse' if reverse else 'forward'} B,T,H={shape}"
+                results.append(guarded(name, watchdog, check_scan, kind, shape, reverse,
+                                       settings["tiles"], interpret, rng))  # fmt: skip
+    return results
+
+
+def guarded(name, watchdog, fn, *args) -> dict:
+    watchdog.stage(name)
+    try:
+        result = fn(*args)
+    except Exception as error:  # a kernel that does not lower is a result, not a crash
+        traceback.print_exc()
+        result = dict(ok=False, error=f"{type(error).__name__}: {str(error)[:300]}")
+    result["name"] = name
+    status = "ok" if result["ok"] else "FAILED"
+    detail = result.get("error") or (
+        f"fwd {result['forward']:.1e} grad {result['gradients']:.1e}"
+        + ("" if result.get("finite", True) else " NaN left (unwritten output)")
+        + ("" if result.get("repeatable", True) else " not repeatable (race)")
+    )
+    print(f"  {status:6} {name}: {detail}", flush=True)
+    return result
+
+
+# --- timings ------------------------------------------------------------------------------
+
+
+def seqlab_fns(cell_name, shape, implementation, dtype):
+    batch, steps, hidden = shape
+    cell = seqlab.cells.make(cell_name, hidden_size=hidden)
+    params = jax.tree_util.tree_map(lambda p: p.astype(dtype), cell.init(jax.random.key(0), hidden))
+    xs = jax.random.normal(jax.random.key(1), (batch, steps, hidden), dtype)
+
+    def loss(params, xs):
+        outputs, _ = seqlab.scan(cell, params, xs, implementation=implementation)
+        return jnp.sum(outputs.astype(jnp.float32))
+
+    forward = jax.jit(loss)
+    backward = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    return (lambda: block(forward(params, xs))), (lambda: block(backward(params, xs)))
+
+
+def jax_cudnn_fns(shape):
+    """LSTM through jax.experimental.rnn (cuDNN; float32 only)."""
+    from jax.experimental import rnn
+
+    batch, steps, hidden = shape
+    weights = rnn.init_lstm_weight(jax.random.key(0), hidden, hidden, 1, False)
+    xs = jax.random.normal(jax.random.key(1), (batch, steps, hidden))
+    h0 = jnp.zeros((1, batch, hidden))
+    lengths = jnp.full((batch,), steps, jnp.int32)
+
+    def loss(weights, xs):
+        outputs, _, _ = rnn.lstm(xs, h0, h0, weights, lengths, hidden, hidden, 1, 0.0, False)
+        return jnp.sum(outputs)
+
+    forward = jax.jit(loss)
+    backward = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    return (lambda: block(forward(weights, xs))), (lambda: block(backward(weights, xs)))
+
+
+def torch_fns(cell_name, shape, bf16):
+    import torch
+
+    batch, steps, hidden = shape
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell_name](
+        hidden, hidden, batch_first=True
+    ).to(device, dtype)
+    xs = torch.randn(batch, steps, hidden, device=device, dtype=dtype, requires_grad=True)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def forward():
+        with torch.no_grad():
+            module(xs)[0].float().sum()
+        sync()
+
+    def backward():
+        module.zero_grad()
+        xs.grad = None
+        module(xs)[0].float().sum().backward()
+        sync()
+
+    return forward, backward
+
+
+@dataclasses.dataclass
+class Row:
+    cell: str
+    shape: tuple
+    name: str
+    forward_ms: float | None
+    backward_ms: float | None
+    note: str = ""
+
+
+def competitors_for(cell_name, shape, settings, on_gpu) -> dict:
+    """Name -> a function that builds (forward, fwd+bwd) timing closures."""
+    from scan_throughput import flax_fns
+
+    partial = functools.partial
+    competitors = {}
+    if on_gpu:
+        competitors["torch cuDNN (TF32 default)"] = partial(torch_fns, cell_name, shape, False)
+        competitors["torch cuDNN bf16"] = partial(torch_fns, cell_name, shape, True)
+        if cell_name == "lstm":
+            competitors["jax.experimental.rnn (cuDNN)"] = partial(jax_cudnn_fns, shape)
+    else:
+        competitors["torch (CPU)"] = partial(torch_fns, cell_name, shape, False)
+    pallas = kernels.Pallas(tiles=settings["tiles"], interpret=not on_gpu)
+    competitors["seqlab pallas f32"] = partial(seqlab_fns, cell_name, shape, pallas, jnp.float32)
+    competitors["seqlab pallas bf16"] = partial(seqlab_fns, cell_name, shape, pallas, jnp.bfloat16)
+    competitors["seqlab xla (lax.scan)"] = partial(seqlab_fns, cell_name, shape, "xla", jnp.float32)
+    competitors["flax.linen.RNN"] = partial(flax_fns, cell_name, shape, 1)
+    return competitors
+
+
+def run_timings(settings, on_gpu, watchdog) -> list[Row]:
+    rows = []
+    for shape in settings["time_shapes"]:
+        for cell_name in settings["cells"]:
+            competitors = competitors_for(cell_name, shape, settings, on_gpu)
+            for name, make in competitors.items():
+                watchdog.stage(f"time {cell_name} {shape} {name}")
+                note = "" if on_gpu or "pallas" not in name else "interpret mode: not a speed"
+                try:
+                    forward, backward = make()
+                    row = Row(cell_name, shape, name, median_ms(forward, settings["repeats"]),
+                              median_ms(backward, settings["repeats"]), note)  # fmt: skip
+                except Exception as error:
+                    traceback.print_exc()
+                    row = Row(cell_name, shape, name, None, None,
+                              f"{type(error).__name__}: {str(error)[:200]}")  # fmt: skip
+                rows.append(row)
+                print(f"  {cell_name} {shape} {name}: {row.forward_ms} / {row.backward_ms} ms"
+                      f" {row.note}", flush=True)  # fmt: skip
+    return rows
+
+
+def table(rows: list[Row], limits: dict, on_gpu: bool) -> str:
+    reference = "torch cuDNN (TF32 default)" if on_gpu else "torch (CPU)"
+    lines = [
+        "| cell | B, T, H | implementation | fwd ms | fwd+bwd ms | fwd vs ref | fwd+bwd vs ref "
+        "| floor fwd / fwd+bwd ms | of floor | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        base = next(
+            (r for r in rows if r.cell == row.cell and r.shape == row.shape
+             and r.name == reference), None)  # fmt: skip
+        bf16 = "bf16" in row.name
+        rate = limits["matmul_bf16_tflops" if bf16 else "matmul_f32_default_tflops"]
+        floors = [floor_ms(row.cell, row.shape, b, rate, limits["copy_gbs"], 2 if bf16 else 4)
+                  for b in (False, True)]  # fmt: skip
+
+        def ratio(mine, theirs):
+            return f"{theirs / mine:.2f}x" if mine and theirs else "-"
+
+        def fmt(value):
+            return f"{value:.2f}" if value is not None else "-"
+
+        fraction = f"{floors[1] / row.backward_ms:.0%}" if row.backward_ms else "-"
+        lines.append(
+            f"| {row.cell} | {', '.join(map(str, row.shape))} | {row.name} "
+            f"| {fmt(row.forward_ms)} | {fmt(row.backward_ms)} "
+            f"| {ratio(row.forward_ms, base and base.forward_ms)} "
+            f"| {ratio(row.backward_ms, base and base.backward_ms)} "
+            f"| {floors[0]:.2f} / {floors[1]:.2f} | {fraction} | {row.note} |"
+        )
+    lines.append("")
+    lines.append(f"Ratios are {reference} time over this row's time (above 1: faster).")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="ci")
+    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
+    parser.add_argument("--skip-timings", action="store_true")
+    args = parser.parse_args(argv)
+    settings = PRESETS[args.preset]
+    backend = jax.default_backend()
+    on_gpu = backend == "gpu"
+    if args.preset == "gpu" and not on_gpu:
+        print("the gpu preset needs a GPU; use --preset ci here", file=sys.stderr)
+        return 2
+    watchdog = Watchdog(settings["watchdog_s"])
+    device = jax.devices()[0]
+    print(f"jax {jax.__version__} on {device.device_kind} ({backend}), "
+          f"{getattr(device, 'core_count', '?')} cores", flush=True)  # fmt: skip
+    watchdog.stage("ceilings")
+    limits = ceilings(settings["ceiling_size"], settings["repeats"])
+    print("  ceilings:", {k: round(v, 1) for k, v in limits.items()}, flush=True)
+    print("checks:", flush=True)
+    checks = run_checks(settings, interpret=not on_gpu, watchdog=watchdog)
+    rows = [] if args.skip_timings else run_timings(settings, on_gpu, watchdog)
+    watchdog.stop()
+
+    failed = [c["name"] for c in checks if not c["ok"]]
+    date = datetime.date.today().isoformat()
+    stem = f"gpu_scan_{args.preset}_{backend}_{date}"
+    header = (
+        f"# gpu_scan, preset {args.preset}, {date}\n\n"
+        f"jax {jax.__version__}, {device.device_kind} ({backend}), {platform.processor()}\n\n"
+        f"Ceilings: {json.dumps({k: round(v, 1) for k, v in limits.items()})}\n\n"
+        f"Checks: {len(checks) - len(failed)} of {len(checks)} passed"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+        + "\n\n"
+    )
+    report = header + (table(rows, limits, on_gpu) if rows else "(timings skipped)") + "\n"
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(report)
+    (out / f"{stem}.json").write_text(json.dumps(
+        {"ceilings": limits, "checks": checks, "rows": [dataclasses.asdict(r) for r in rows],
+         "jax": jax.__version__, "device": device.device_kind, "date": date}, indent=1,
+        default=float))  # fmt: skip
+    print(report)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
