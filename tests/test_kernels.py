@@ -339,3 +339,36 @@ class TestChoosing:
         assert small.hidden_programs == 16 and small.tiles_per_program == 2
         interpreted = _persistent.make_layout(512, 64, 1024, tiles, interpret=True)
         assert interpreted.grid == (4, 1)
+
+
+class TestLowering:
+    """Without a GPU, the kernels still go through the real Triton lowering: lowering for
+    the "cuda" platform on a CPU machine builds the Triton IR of every kernel (forward and
+    backward, with the multi-program barrier and without). It catches operations Triton
+    cannot lower; it does not compile to PTX or run anything."""
+
+    @pytest.mark.parametrize("kind", ["lstm", "gru", "gru_original", "tanh", "relu"])
+    @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+    @pytest.mark.parametrize("programs", [1, 4], ids=["one-program", "barrier"])
+    def test_forward_and_backward_lower_for_cuda(self, kind, dtype, programs):
+        kernel, _, gates = recurrence(kind)
+        steps, batch, hidden = 8, 32, 128  # two batch blocks of 16; 4 column tiles of 32
+        tiles = kernels.Tiles(max_programs=2 * programs)
+        lengths = jnp.full((batch,), steps, jnp.int32)
+        arrays = (
+            jnp.ones((steps, batch, gates * hidden), dtype),
+            jnp.ones((hidden, gates * hidden), dtype),
+            jnp.ones((batch, hidden), jnp.float32),
+            jnp.ones((batch, hidden), jnp.float32),
+        )
+        layout = _persistent.make_layout(steps, batch, hidden, tiles, interpret=False)
+        assert layout.hidden_programs == programs
+
+        def loss(*a):
+            leaves = jax.tree_util.tree_leaves(kernel(*a, lengths, tiles=tiles, interpret=False))
+            return sum(jnp.sum(leaf.astype(jnp.float32)) for leaf in leaves)
+
+        gradient = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+        lowered = gradient.trace(*arrays).lower(lowering_platforms=("cuda",)).as_text()
+        assert lowered.count("__gpu$xla.gpu.triton") == 2  # the forward and backward kernels
+        assert "seqlab_" in lowered

@@ -21,10 +21,12 @@ also the residual the backward kernel needs, and the backward kernel is the same
 run from the last step to the first, with the transposed recurrent matrix.
 
 The barrier is a per-batch-block int32 counter in global memory: each program syncs its
-threads (so its stores are done), adds one with an acquire-release atomic, then spins on
-a volatile load until all programs of its block have arrived. All programs must be
-resident at once, so their number is capped at the device's multiprocessor count. Loads
-of state written by other programs bypass L1 (``.cg``).
+threads (so its stores are done), adds one with an acquire-release atomic, then polls the
+counter with atomic reads (acquires) until all programs of its block have arrived. All
+programs must be resident at once, so their number is capped at the device's
+multiprocessor count. Loads
+of state written by other programs are volatile (they bypass L1; jax 0.10.2 cannot lower
+the ``.cg`` cache modifier: its table lacks the dots it checks for).
 
 On CPU the same kernels run in Pallas interpret mode. Interpret mode runs the programs
 of a grid one after another, so there the hidden axis is a single program that loops
@@ -242,20 +244,23 @@ class Program:
         programs = self.layout.hidden_programs
         if programs == 1:
             return
-        plgpu.atomic_add(self.counter_ref, self.block, 1)
+        # Arrive with an acquire-release atomic, then poll with atomic reads (adding 0):
+        # each poll is an acquire at GPU scope, so once the count is reached this program
+        # sees every store the other programs made before they arrived.
         target = programs * arrival
+        seen = plgpu.atomic_add(self.counter_ref, self.block, 1) + 1
 
-        def waiting(_):
-            return plgpu.load(self.counter_ref.at[self.block], volatile=True) < target
+        def poll(_):
+            return plgpu.atomic_add(self.counter_ref, self.block, 0)
 
-        lax.while_loop(waiting, lambda carry: carry, 0)
-        plgpu.debug_barrier()
+        lax.while_loop(lambda count: count < target, poll, seen)
+        plgpu.debug_barrier()  # no thread reads shared state before the poll succeeded
 
     def load_shared(self, ref, index) -> Array:
         """Load state other programs wrote (bypassing L1 on the GPU)."""
         if self.layout.interpret or self.layout.hidden_programs == 1:
             return ref[index]
-        return plgpu.load(ref.at[index], cache_modifier=".cg")
+        return plgpu.load(ref.at[index], volatile=True)
 
 
 def accumulate(
