@@ -24,14 +24,16 @@ The barrier is a per-batch-block int32 counter in global memory: each program sy
 threads (so its stores are done), adds one with an acquire-release atomic, then polls the
 counter with atomic reads (acquires) until all programs of its block have arrived. All
 programs must be resident at once, so their number is capped at the device's
-multiprocessor count. Loads
-of state written by other programs are volatile (they bypass L1; jax 0.10.2 cannot lower
-the ``.cg`` cache modifier: its table lacks the dots it checks for).
+multiprocessor count. Loads of state written by other programs are volatile (they bypass
+L1; jax 0.10.2 cannot lower the ``.cg`` cache modifier: its table lacks the dots it
+checks for).
 
 On CPU the same kernels run in Pallas interpret mode. Interpret mode runs the programs
 of a grid one after another, so there the hidden axis is a single program that loops
 over all column tiles, and the barrier is a no-op; everything else (tiling, padding,
-masking, gate math, the reverse-time backward) is the code that runs on the GPU.
+masking, gate math, the reverse-time backward) is the code that runs on the GPU. The
+barrier itself is only lowered (to Triton IR, for "cuda", on a CPU machine: see
+tests/test_kernels.py::TestLowering), not run, until a GPU runs benchmarks/gpu_scan.py.
 """
 
 from __future__ import annotations
