@@ -328,12 +328,18 @@ class TestChoosing:
         assert choose(lstm, hoist=False) == "xla"
 
     def test_gpu_layout_splits_hidden_within_the_resident_limit(self):
-        """(B, H) = (64, 1024) on a 132-SM device: 4 batch blocks x 32 programs = 128."""
-        tiles = kernels.Tiles(max_programs=132)
+        """(B, H) = (64, 1024) on a 132-SM device: one 64-row batch block (the default
+        block_batch) x 32 programs; with 16-row blocks, 4 x 32 = 128 programs."""
+        layout = _persistent.make_layout(
+            512, 64, 1024, kernels.Tiles(max_programs=132), interpret=False
+        )
+        assert layout.tiles.block_batch == 64 and layout.grid == (1, 32)
+        assert layout.tiles_per_program == 1
+        tiles = kernels.Tiles(block_batch=16, max_programs=132)
         layout = _persistent.make_layout(512, 64, 1024, tiles, interpret=False)
         assert layout.grid == (4, 32)
-        assert layout.tiles_per_program == 1
         assert _persistent.resident_programs_ok(layout)
+        assert _persistent.make_layout(9, 5, 8, kernels.Tiles(), False).tiles.block_batch == 16
         small = _persistent.make_layout(512, 16, 1000, kernels.Tiles(max_programs=20), False)
         assert small.hidden_padded == 1024 and small.batch_blocks == 1
         assert small.hidden_programs == 16 and small.tiles_per_program == 2
@@ -353,7 +359,7 @@ class TestLowering:
     def test_forward_and_backward_lower_for_cuda(self, kind, dtype, programs):
         kernel, _, gates = recurrence(kind)
         steps, batch, hidden = 8, 32, 128  # two batch blocks of 16; 4 column tiles of 32
-        tiles = kernels.Tiles(max_programs=2 * programs)
+        tiles = kernels.Tiles(block_batch=16, max_programs=2 * programs)
         lengths = jnp.full((batch,), steps, jnp.int32)
         arrays = (
             jnp.ones((steps, batch, gates * hidden), dtype),

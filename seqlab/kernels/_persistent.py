@@ -57,7 +57,9 @@ class Tiles:
     """Tile sizes and launch settings of the recurrence kernels (powers of two, >= 16).
 
     Attributes:
-      block_batch: batch rows per program (the M of every per-step matmul).
+      block_batch: batch rows per program (the M of every per-step matmul). None: the
+        batch rounded up to a power of two, between 16 and 64, so that a batch of up to
+        64 is one block and each step reads the recurrent matrix once, not once per block.
       block_hidden: hidden units per column tile (the N); a program owns one or more.
       block_k: reduction chunk of the recurrent matmul (the K per ``dot``).
       num_warps: Triton warps per program.
@@ -68,7 +70,7 @@ class Tiles:
     ``benchmarks/gpu_scan_notes.md``).
     """
 
-    block_batch: int = 16
+    block_batch: int | None = None
     block_hidden: int = 32
     block_k: int = 64
     num_warps: int = 4
@@ -77,6 +79,8 @@ class Tiles:
     def __post_init__(self):
         for name in ("block_batch", "block_hidden", "block_k"):
             value = getattr(self, name)
+            if name == "block_batch" and value is None:
+                continue
             require(
                 isinstance(value, int) and value >= 16 and value & (value - 1) == 0,
                 f"Tiles.{name} must be a power of two >= 16 (Triton's dot needs it), got {value!r}",
@@ -134,6 +138,9 @@ def device_programs() -> int:
 
 def make_layout(num_steps: int, batch: int, hidden: int, tiles: Tiles, interpret: bool) -> Layout:
     """Pad B and H to whole tiles and choose how many programs share the hidden axis."""
+    if tiles.block_batch is None:
+        rows = min(64, max(16, 1 << max(0, batch - 1).bit_length()))
+        tiles = dataclasses.replace(tiles, block_batch=rows)
     hidden_padded = _round_up(hidden, max(tiles.block_hidden, tiles.block_k))
     batch_padded = _round_up(batch, tiles.block_batch)
     column_tiles = hidden_padded // tiles.block_hidden
@@ -149,8 +156,9 @@ def make_layout(num_steps: int, batch: int, hidden: int, tiles: Tiles, interpret
 
 
 def resident_programs_ok(layout: Layout) -> bool:
-    """Whether every program of the grid fits on the device at once (barrier safety)."""
-    if layout.interpret:
+    """Whether the barrier is safe: one program per batch block needs none, else every
+    program of the grid must fit on the device at once (``make_layout`` ensures it)."""
+    if layout.interpret or layout.hidden_programs == 1:
         return True
     budget = layout.tiles.max_programs or device_programs()
     return layout.batch_blocks * layout.hidden_programs <= budget
