@@ -25,7 +25,7 @@ class ModelConfig:
     bidirectional: bool = False
     dropout: float = 0.0  # between stacked layers (RNNLayer.dropout)
     embed_size: int = 32  # token inputs with data.input_encoding=embedding, and decoders
-    implementation: str | None = None  # seqlab.scan(implementation=...)
+    implementation: str | None = None  # None, "xla" or "pallas": seqlab.scan(implementation=)
 
 
 @dataclasses.dataclass

@@ -55,7 +55,8 @@ class RNNLayer:
       dropout: rate of dropout on the outputs of every layer but the last, applied only
         when ``apply(..., train=True)`` (PyTorch's ``dropout`` argument).
       time_major: inputs and outputs are (T, B, ...) rather than (B, T, ...).
-      unroll, implementation, hoist_input_projection, remat: passed to ``seqlab.scan``.
+      unroll, implementation, hoist_input_projection, remat: passed to ``seqlab.scan``
+        (``implementation="pallas"`` runs every layer and direction on the fused kernels).
 
     Parameters: a tuple over layers of ``{"forward": cell params, "backward": cell params}``
     (no "backward" unless bidirectional). States (the ``carry`` argument and the returned
@@ -71,7 +72,7 @@ class RNNLayer:
     dropout: float = 0.0
     time_major: bool = False
     unroll: int | bool | None = None
-    implementation: str | None = None
+    implementation: Any = None  # None, "xla", "pallas" or a seqlab.kernels.Pallas
     hoist_input_projection: bool | None = None
     remat: bool | int = False
 
