@@ -6,12 +6,16 @@ and the history):
 1. Ceilings: the measured float32 (TF32 by default), float32-highest and bfloat16 matmul
    rates and the device-to-device copy rate.
 2. Checks, each under a watchdog (a hung barrier would otherwise eat the whole lease):
-   every kernel (LSTM, GRU both variants, tanh and relu RNN) against its float32
-   reference, forward and gradients, at TF32-off precision (float32 <= 1e-5 forward,
-   1e-4 gradients) and in bfloat16 (<= 2e-2); ``seqlab.scan(implementation="pallas")``
-   against the XLA path over ragged lengths in both directions; poisoned outputs (NaN
-   before the launch, none after); and the same inputs twice, which must agree bit for bit
-   (a moving result is a race).
+   every kernel (LSTM, GRU both variants, tanh and relu RNN) against its reference
+   (float32 state and accumulation, operands in the weights' dtype), forward and
+   gradients, at TF32-off precision (float32 <= 1e-5 forward, 1e-4 gradients) and in
+   bfloat16 (<= 2e-2, also against float32 math throughout except for ReLU, whose kink
+   makes that comparison ill-posed: see tests/test_kernels.py);
+   ``seqlab.scan(implementation="pallas")`` against the XLA path over ragged lengths in
+   both directions; poisoned outputs (NaN before the launch, none after); the same inputs
+   twice, which must agree bit for bit (a moving result is a race); and gradients vmapped
+   over seeds, which must equal each seed alone with the copies side by side and in
+   groups (every program resident).
 3. Times, fwd and fwd+bwd, one layer, D = H, loss = sum of outputs: seqlab pallas
    (float32 with the default TF32 matmuls, and bfloat16), seqlab xla (``lax.scan``),
    ``flax.linen.RNN``, cuDNN through ``jax.experimental.rnn`` (LSTM) and torch's cuDNN
@@ -229,13 +233,23 @@ def check_kernel(kind, shape, dtype, tiles, interpret, rng) -> dict:
             expected,
         )
         grads, reference_grads = vjp(cotangent), reference_vjp(cotangent)
+        if dtype == jnp.bfloat16 and kind != "relu":  # also against float32 math throughout
+            wide = [array.astype(jnp.float32) for array in arrays]
+            exact, exact_vjp = jax.vjp(lambda *a: reference(*a, lengths), *wide)
+            exact_grads = exact_vjp(jax.tree_util.tree_map(lambda c: c.astype(jnp.float32),
+                                                           cotangent))  # fmt: skip
+        else:
+            exact, exact_grads = expected, reference_grads
     leaves = jax.tree_util.tree_leaves
     forward_error = max(
-        relative_error(a, b) for a, b in zip(leaves(outputs), leaves(expected), strict=True)
+        relative_error(a, b)
+        for want in (expected, exact)
+        for a, b in zip(leaves(outputs), leaves(want), strict=True)
     )
     gradient_error = max(
         relative_error(a, b)
-        for a, b in zip(grads, reference_grads, strict=True)
+        for want in (reference_grads, exact_grads)
+        for a, b in zip(grads, want, strict=True)
         if np.max(np.abs(np.asarray(b, np.float32))) > 0
     )
     finite = all(bool(jnp.all(jnp.isfinite(x))) for x in leaves((outputs, grads)))
@@ -284,6 +298,39 @@ def check_scan(kind, shape, reverse, tiles, interpret, rng) -> dict:
     return dict(forward=forward_error, gradients=gradient_error, ok=ok)
 
 
+def check_vmap(kind, shape, tiles, interpret, rng, seeds=5) -> dict:
+    """Gradients vmapped over seeds (each with its own weights) equal each seed alone, with
+    the default resident budget (copies side by side) and with a budget of two copies' worth
+    of programs (groups of two and a remainder: ``_persistent.resident_vmap``)."""
+    batch, steps, hidden = shape
+    tiles = tiles or kernels.Tiles()
+    layout = _persistent.make_layout(steps, batch, hidden, tiles, interpret)
+    two_copies = dataclasses.replace(
+        tiles, max_programs=2 * layout.batch_blocks * layout.hidden_programs
+    )
+    problems = [problem(rng, kind, shape, jnp.float32) for _ in range(seeds)]
+    lengths = problems[0][1]
+    stacked = [jnp.stack(leaves) for leaves in zip(*[p[0] for p in problems], strict=True)]
+    worst_value = worst_gradient = 0.0
+    with jax.default_matmul_precision("highest"):
+        for budget_tiles in (tiles, two_copies):
+            kernel = kernel_pair(kind, budget_tiles, interpret)[0]
+
+            def loss(*arrays, kernel=kernel):
+                leaves = jax.tree_util.tree_leaves(kernel(*arrays, lengths))
+                return sum(jnp.sum(1 + jnp.sin(leaf)) for leaf in leaves)  # far from 0
+
+            value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+            values, grads = jax.jit(jax.vmap(value_and_grad))(*stacked)
+            for seed, (arrays, _) in enumerate(problems):
+                value, alone = value_and_grad(*arrays)
+                worst_value = max(worst_value, relative_error(values[seed], value))
+                for got, want in zip(grads, alone, strict=True):
+                    worst_gradient = max(worst_gradient, relative_error(got[seed], want))
+    ok = worst_value <= 1e-5 and worst_gradient <= 1e-5
+    return dict(forward=worst_value, gradients=worst_gradient, ok=ok)
+
+
 def run_checks(settings, interpret, watchdog) -> list[dict]:
     rng = np.random.default_rng(int(time.time()))  # fresh inputs every run
     results = []
@@ -297,6 +344,10 @@ def run_checks(settings, interpret, watchdog) -> list[dict]:
                 name = f"scan {kind} {'reverse' if reverse else 'forward'} B,T,H={shape}"
                 results.append(guarded(name, watchdog, check_scan, kind, shape, reverse,
                                        settings["tiles"], interpret, rng))  # fmt: skip
+    for kind in ("lstm", "gru_original"):  # one and two barriers per step
+        shape = settings["check_shapes"][0]
+        results.append(guarded(f"vmap over 5 seeds {kind} B,T,H={shape}", watchdog, check_vmap,
+                               kind, shape, settings["tiles"], interpret, rng))  # fmt: skip
     return results
 
 

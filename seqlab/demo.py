@@ -69,8 +69,10 @@ def _decay(result) -> tuple[float, np.ndarray]:
     return result["decay_fit_forward"][0]["factor"], np.asarray(result["mean_norm"])[0, 0]
 
 
-def run_demo(out_dir, config: DemoConfig = DemoConfig(), echo=print) -> dict:
-    """Run the demo into ``out_dir`` (which must not hold a demo already)."""
+def run_demo(out_dir, config: DemoConfig | None = None, echo=print) -> dict:
+    """Run the demo into ``out_dir`` (which must not hold a demo already); ``config``
+    defaults to ``DemoConfig()``."""
+    config = config or DemoConfig()
     out_dir = pathlib.Path(out_dir)
     if (out_dir / "summary.json").exists() or (out_dir / "sweep").exists():
         raise ValueError(f"{out_dir} already holds a demo; choose another --out")

@@ -162,12 +162,6 @@ def validate(config: DictConfig) -> None:
     _positive("checkpoint.every", config.checkpoint.every)
     _positive("checkpoint.keep", config.checkpoint.keep)
     _is("model.implementation", config.model.implementation, (None, "xla", "pallas"))
-    if config.model.implementation == "pallas" and config.train.seed_batching == "vmap":
-        raise ValueError(
-            "train.seed_batching=vmap cannot run model.implementation=pallas (a vmapped "
-            "kernel's grid grows with the seeds past what its step barrier allows); use "
-            "loop or auto"
-        )
     _is("train.optimizer", config.train.optimizer, ("adam", "adamw", "sgd", "rmsprop"))
     _is("train.seed_batching", config.train.seed_batching, ("auto", "vmap", "loop"))
     _is("train.schedule", config.train.schedule, ("constant", "cosine", "warmup_cosine"))

@@ -69,13 +69,11 @@ def weight_penalty(params, l1: float, l2: float):
 SEED_BATCHING = {"cpu": "loop", "gpu": "vmap", "tpu": "vmap"}
 
 
-def resolve_seed_batching(choice: str, implementation: str | None = None) -> str:
-    """``"auto"`` -> the table above; the Pallas kernels always loop, because a vmapped
-    kernel multiplies its grid by the number of seeds and its step barrier needs every
-    program resident at once (``seqlab/kernels/_persistent.py``)."""
+def resolve_seed_batching(choice: str) -> str:
+    """``"auto"`` -> the table above. The Pallas kernels follow it too: vmapped, they run as
+    many seeds side by side as stay resident and map over the rest
+    (``seqlab.kernels._persistent.resident_vmap``)."""
     if choice == "auto":
-        if implementation == "pallas":
-            return "loop"
         return SEED_BATCHING.get(jax.default_backend(), "vmap")
     return choice
 
@@ -116,9 +114,7 @@ class Experiment:
 
     @property
     def seed_batching(self) -> str:
-        return resolve_seed_batching(
-            self.config.train.seed_batching, self.config.model.implementation
-        )
+        return resolve_seed_batching(self.config.train.seed_batching)
 
     def _map_seeds(self, fn, *args, in_axes=0):
         return map_seeds(fn, self.seed_batching, *args, in_axes=in_axes)

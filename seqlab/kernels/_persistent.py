@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+from jax import custom_batching, lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
@@ -365,7 +366,15 @@ def call(
 ) -> list[Array]:
     """``pallas_call`` on the persistent grid. The kernel receives the inputs' refs, a
     barrier counter, then the outputs' refs; every operand is whole (no BlockSpecs: each
-    program addresses the rows and columns it owns)."""
+    program addresses the rows and columns it owns).
+
+    Safe under ``jax.vmap``: batched copies of the kernel share one grid only as far as
+    all their programs stay resident (``resident_vmap``)."""
+    run = functools.partial(_pallas_call, kernel, layout, tuple(out_shapes), name)
+    return list(resident_vmap(run, layout)(*inputs))
+
+
+def _pallas_call(kernel, layout, out_shapes, name, *inputs) -> tuple[Array, ...]:
     out_shapes = list(out_shapes)
     counter = jnp.zeros((layout.batch_blocks,), jnp.int32)
     extra = [counter]
@@ -392,7 +401,63 @@ def call(
         if layout.interpret
         else plgpu.CompilerParams(num_warps=layout.tiles.num_warps, num_stages=1),
     )(*inputs, *extra)
-    return list(results[:-1])
+    return tuple(results[:-1])
+
+
+def resident_budget(layout: Layout) -> int:
+    """Programs that may be resident at once: ``Tiles.max_programs`` or the SM count."""
+    return layout.tiles.max_programs or device_programs()
+
+
+def resident_vmap(run: Callable, layout: Layout, copies: int = 1) -> Callable:
+    """``run`` (a kernel call whose grid already holds ``copies`` batched copies of
+    ``layout``'s grid) with a vmap rule that keeps every grid within the resident budget.
+
+    Pallas batches a kernel by adding a grid axis, so under ``jax.vmap`` over n seeds the
+    grid holds n times the programs, and a step barrier could wait forever on programs
+    that cannot start until others finish. Here a vmapped kernel runs as many copies side
+    by side as fit in ``resident_budget`` (at least one) and ``lax.map``s over such groups,
+    the remainder last. Nested vmaps compose: each level knows how many copies the grid
+    holds already. A grid with one program per batch block has no barrier to wait on and is
+    batched whole on the GPU; interpret mode applies the budget anyway, so CPU tests cover
+    the grouping."""
+    per_copy = layout.batch_blocks * layout.hidden_programs
+    limited = layout.interpret or layout.hidden_programs > 1
+    guarded = custom_batching.custom_vmap(run)
+
+    @guarded.def_vmap
+    def rule(axis_size, in_batched, *args):
+        fits = max(1, resident_budget(layout) // (per_copy * copies)) if limited else axis_size
+        group = min(fits, axis_size)
+        axes = [0 if batched else None for batched in in_batched]
+
+        def side_by_side(count, *batched_args):
+            merged = iter(batched_args)
+            full = [next(merged) if b else a for a, b in zip(args, in_batched, strict=True)]
+            native = jax.vmap(run, in_axes=axes, axis_size=count)
+            return resident_vmap(native, layout, copies * count)(*full)
+
+        batched_args = [a for a, b in zip(args, in_batched, strict=True) if b]
+        groups, remainder = divmod(axis_size, group)
+        pieces = []
+        if groups == 1 and remainder == 0:
+            pieces.append(side_by_side(group, *batched_args))
+        elif groups:
+            grouped = [
+                a[: groups * group].reshape((groups, group) + a.shape[1:]) for a in batched_args
+            ]
+            stacked = lax.map(lambda xs: side_by_side(group, *xs), grouped)
+            pieces.append([y.reshape((groups * group,) + y.shape[2:]) for y in stacked])
+        if remainder:
+            rest = [a[groups * group :] for a in batched_args]
+            pieces.append(side_by_side(remainder, *rest))
+        outputs = tuple(
+            jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+            for parts in zip(*pieces, strict=True)
+        )
+        return outputs, tuple(True for _ in outputs)
+
+    return guarded
 
 
 def matmul_precision(dtype) -> lax.Precision:
@@ -403,6 +468,13 @@ def matmul_precision(dtype) -> lax.Precision:
     if jnp.dtype(dtype) == jnp.float32 and setting in ("highest", "float32", "HIGHEST"):
         return lax.Precision.HIGHEST
     return lax.Precision.DEFAULT
+
+
+def reference_matmul(lhs: Array, weights: Array) -> Array:
+    """``lhs @ weights`` as the kernels compute it, for the plain references: operands in
+    the weights' dtype (bfloat16 weights round the float32 state, as cuDNN and XLA do),
+    accumulation in float32."""
+    return jnp.dot(lhs.astype(weights.dtype), weights, preferred_element_type=jnp.float32)
 
 
 BACKWARDS = ("pallas", "xla")

@@ -371,20 +371,21 @@ def gru_recurrence(
 
 
 def gru_recurrence_reference(projected, w_hh, b_hn, h0, seq_lengths, *, variant="cudnn"):
-    """``gru_recurrence`` as a plain ``lax.scan`` in float32."""
+    """``gru_recurrence`` as a plain ``lax.scan``: float32 state and accumulation, matmul
+    operands in ``w_hh``'s dtype (``_persistent.reference_matmul``)."""
     hidden = w_hh.shape[0]
-    w = w_hh.astype(f32)
     b_hn = (jnp.zeros((hidden,), f32) if b_hn is None else b_hn.astype(f32))[None, :]
+    matmul = persistent.reference_matmul
 
     def step(h, inputs):
         x, t = inputs
         x_r, x_z, x_n = jnp.split(x.astype(f32), NUM_GATES, axis=-1)
-        r = jax.nn.sigmoid(x_r + h @ w[:, :hidden])
-        z = jax.nn.sigmoid(x_z + h @ w[:, hidden : 2 * hidden])
+        r = jax.nn.sigmoid(x_r + matmul(h, w_hh[:, :hidden]))
+        z = jax.nn.sigmoid(x_z + matmul(h, w_hh[:, hidden : 2 * hidden]))
         if variant == "cudnn":
-            n = jnp.tanh(x_n + r * (h @ w[:, 2 * hidden :] + b_hn))
+            n = jnp.tanh(x_n + r * (matmul(h, w_hh[:, 2 * hidden :]) + b_hn))
         else:
-            n = jnp.tanh(x_n + (r * h) @ w[:, 2 * hidden :])
+            n = jnp.tanh(x_n + matmul(r * h, w_hh[:, 2 * hidden :]))
         h_new = (1 - z) * n + z * h
         h = jnp.where((t < seq_lengths)[:, None], h_new, h)
         return h, h

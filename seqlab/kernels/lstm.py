@@ -285,14 +285,15 @@ def lstm_recurrence(
 
 
 def lstm_recurrence_reference(projected, w_hh, h0, c0, seq_lengths):
-    """``lstm_recurrence`` as a plain ``lax.scan`` in float32."""
+    """``lstm_recurrence`` as a plain ``lax.scan``: float32 state and accumulation, matmul
+    operands in ``w_hh``'s dtype (``_persistent.reference_matmul``)."""
     num_steps = projected.shape[0]
-    w = w_hh.astype(f32)
 
     def step(carry, inputs):
         h, c = carry
         x, t = inputs
-        i, f, g, o = jnp.split(x.astype(f32) + h @ w, NUM_GATES, axis=-1)
+        pre = x.astype(f32) + persistent.reference_matmul(h, w_hh)
+        i, f, g, o = jnp.split(pre, NUM_GATES, axis=-1)
         c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
         valid = (t < seq_lengths)[:, None]

@@ -221,13 +221,14 @@ def rnn_recurrence(
 
 
 def rnn_recurrence_reference(projected, w_hh, h0, seq_lengths, *, activation="tanh"):
-    """``rnn_recurrence`` as a plain ``lax.scan`` in float32."""
+    """``rnn_recurrence`` as a plain ``lax.scan``: float32 state and accumulation, matmul
+    operands in ``w_hh``'s dtype (``_persistent.reference_matmul``)."""
     function = ACTIVATIONS[activation][0]
-    w = w_hh.astype(f32)
+    matmul = persistent.reference_matmul
 
     def step(h, inputs):
         x, t = inputs
-        h_new = function(x.astype(f32) + h @ w)
+        h_new = function(x.astype(f32) + matmul(h, w_hh))
         h = jnp.where((t < seq_lengths)[:, None], h_new, h)
         return h, h
 
