@@ -28,6 +28,10 @@ multiprocessor count. Loads of state written by other programs are volatile (the
 L1; jax 0.10.2 cannot lower the ``.cg`` cache modifier: its table lacks the dots it
 checks for).
 
+Under ``jax.vmap`` (seeds, say) Pallas would add a grid axis and multiply the programs
+past what can be resident; ``resident_vmap`` runs as many copies side by side as fit and
+maps over the rest.
+
 On CPU the same kernels run in Pallas interpret mode. Interpret mode runs the programs
 of a grid one after another, so there the hidden axis is a single program that loops
 over all column tiles, and the barrier is a no-op; everything else (tiling, padding,
