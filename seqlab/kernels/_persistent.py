@@ -444,9 +444,9 @@ def resident_vmap(run: Callable, layout: Layout, copies: int = 1) -> Callable:
         batched_args = [a for a, b in zip(args, in_batched, strict=True) if b]
         groups, remainder = divmod(axis_size, group)
         pieces = []
-        if groups == 1 and remainder == 0:
-            pieces.append(side_by_side(group, *batched_args))
-        elif groups:
+        if groups == 1:
+            pieces.append(side_by_side(group, *[a[:group] for a in batched_args]))
+        else:
             grouped = [
                 a[: groups * group].reshape((groups, group) + a.shape[1:]) for a in batched_args
             ]
