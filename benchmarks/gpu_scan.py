@@ -549,7 +549,8 @@ def main(argv=None) -> int:
     stem = f"gpu_scan_{args.preset}_{backend}_{date}"
     header = (
         f"# gpu_scan, preset {args.preset}, {date}\n\n"
-        f"jax {jax.__version__}, {device.device_kind} ({backend}), {platform.processor()}\n\n"
+        f"jax {jax.__version__}, {device.device_kind} ({backend}), "
+        f"host {platform.machine()} with {os.cpu_count()} CPU cores\n\n"
         f"Ceilings: {json.dumps({k: round(v, 1) for k, v in limits.items()})}\n\n"
         f"Checks: {len(checks) - len(failed)} of {len(checks)} passed"
         + (f"; FAILED: {', '.join(failed)}" if failed else "")
