@@ -305,6 +305,43 @@ class TestKernelsGPU:
                 for g, want in zip(got, alone(projected[batch, seed], *weights), strict=True):
                     assert relative_error(g[batch, seed], want) <= 1e-5
 
+    @pytest.mark.parametrize("inner", [cells.LSTM(20), cells.GRU(20)], ids=["lstm", "gru"])
+    def test_trainable_initial_state(self, rng, inner):
+        """A learned initial state (random, not the zeros it starts at) reaches the kernels
+        as the carry, and its gradient comes back through them, reversed and ragged."""
+        cell = cells.TrainableInitialState(inner)
+        params = cell.init(jax.random.key(3), 5)
+        params["initial_state"] = jax.tree_util.tree_map(
+            lambda leaf: jnp.asarray(rng.normal(size=leaf.shape), jnp.float32),
+            params["initial_state"],
+        )
+        xs = jnp.asarray(rng.normal(size=(3, 6, 5)), jnp.float32)
+        lengths = jnp.asarray([6, 2, 4], jnp.int32)
+
+        def run(implementation):
+            def loss(params, xs):
+                outputs, carry = seqlab.scan(
+                    cell, params, xs, seq_lengths=lengths, reverse=True,
+                    implementation=implementation,
+                )  # fmt: skip
+                return jnp.sum(jnp.sin(outputs)) + sum(
+                    jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(carry)
+                )
+
+            return jax.value_and_grad(loss, argnums=(0, 1))(params, xs)
+
+        (fused, fused_grads) = run(kernels.Pallas(tiles=SMALL, interpret=self.INTERPRET))
+        (plain, plain_grads) = run("xla")
+        assert relative_error(fused, plain) <= 1e-5
+        learned = jax.tree_util.tree_leaves(plain_grads[0]["initial_state"])
+        assert all(float(jnp.max(jnp.abs(leaf))) > 0 for leaf in learned)  # it does matter
+        for got, want in zip(
+            jax.tree_util.tree_leaves(fused_grads),
+            jax.tree_util.tree_leaves(plain_grads),
+            strict=True,
+        ):
+            assert relative_error(got, want) <= 1e-4
+
     def test_stacked_bidirectional_layer(self, rng):
         """Two bidirectional LSTM layers over ragged lengths: pallas equals xla."""
         layer = seqlab.layers.RNNLayer(cells.LSTM(20), num_layers=2, bidirectional=True)

@@ -128,7 +128,8 @@ def scan(
       implementation: None (choose automatically, by the table in
         ``seqlab/unroll/_policy.py``), ``"xla"`` (``lax.scan``), or ``"pallas"`` / a
         ``seqlab.kernels.Pallas`` (fused kernels for ``cells.RNN``, ``LSTM`` without
-        projection and ``GRU``, float32 or bfloat16; on a CPU they run in Pallas
+        projection and ``GRU``, also inside ``cells.TrainableInitialState``, float32 or
+        bfloat16; on a CPU they run in Pallas
         interpret mode, exact but slow). Pallas always hoists the input projection and
         ignores ``unroll``; with ``remat``, ``hoist_input_projection=False``, another
         cell or dtype it raises ValueError naming the reason. Anything else raises too.
