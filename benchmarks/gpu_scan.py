@@ -5,7 +5,8 @@ and the history):
 
 1. Ceilings: the measured float32 (TF32 by default), float32-highest and bfloat16 matmul
    rates and the device-to-device copy rate.
-2. Checks, each under a watchdog (a hung barrier would otherwise eat the whole lease):
+2. Checks, each under a watchdog (a hung barrier would otherwise eat the whole lease; on
+   expiry it writes the report of what came before, marked incomplete, and exits 3):
    every kernel (LSTM, GRU both variants, tanh and relu RNN) against its reference
    (float32 state and accumulation, operands in the weights' dtype), forward and
    gradients, at TF32-off precision (float32 <= 1e-5 forward, 1e-4 gradients) and in
@@ -27,7 +28,7 @@ and the history):
     PYTHONPATH=. python benchmarks/gpu_scan.py --preset gpu   # the H100 anchor shapes
 
 Writes ``gpu_scan_<preset>_<backend>_<date>.{md,json}`` to ``--out``
-(default: benchmarks/results). Exit status 1 when any check fails.
+(default: benchmarks/results). Exit status 1 when any check fails, 3 when the watchdog stops a hang.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -85,10 +87,15 @@ KINDS = ("lstm", "gru", "gru_original", "tanh", "relu")
 
 
 class Watchdog:
-    """Exit the process (status 3, after printing where it hung) when a stage overruns."""
+    """Exit the process (status 3, after printing where it hung) when a stage overruns.
 
-    def __init__(self, seconds: float):
+    ``on_expire(stage)`` runs first, so what the earlier stages measured is written out
+    rather than lost with the process (a hung kernel cannot be interrupted any other way).
+    """
+
+    def __init__(self, seconds: float, on_expire: Callable[[str], None] | None = None):
         self.seconds = seconds
+        self.on_expire = on_expire
         self.timer: threading.Timer | None = None
 
     def stage(self, name: str):
@@ -98,6 +105,11 @@ class Watchdog:
         def expire():
             print(f"\nWATCHDOG: '{name}' ran over {self.seconds:.0f} s; exiting", flush=True)
             faulthandler.dump_traceback(all_threads=True)
+            if self.on_expire:
+                try:
+                    self.on_expire(name)
+                except Exception:  # exiting matters more than the partial report
+                    traceback.print_exc()
             os._exit(3)
 
         self.timer = threading.Timer(self.seconds, expire)
@@ -331,9 +343,9 @@ def check_vmap(kind, shape, tiles, interpret, rng, seeds=5) -> dict:
     return dict(forward=worst_value, gradients=worst_gradient, ok=ok)
 
 
-def run_checks(settings, interpret, watchdog) -> list[dict]:
+def run_checks(settings, interpret, watchdog, results: list[dict]) -> None:
+    """Append each check's result to ``results`` as it completes."""
     rng = np.random.default_rng(int(time.time()))  # fresh inputs every run
-    results = []
     for shape in settings["check_shapes"]:
         for kind in KINDS:
             for dtype in (jnp.float32, jnp.bfloat16):
@@ -348,7 +360,6 @@ def run_checks(settings, interpret, watchdog) -> list[dict]:
         shape = settings["check_shapes"][0]
         results.append(guarded(f"vmap over 5 seeds {kind} B,T,H={shape}", watchdog, check_vmap,
                                kind, shape, settings["tiles"], interpret, rng))  # fmt: skip
-    return results
 
 
 def guarded(name, watchdog, fn, *args) -> dict:
@@ -463,8 +474,8 @@ def competitors_for(cell_name, shape, settings, on_gpu) -> dict:
     return competitors
 
 
-def run_timings(settings, on_gpu, watchdog) -> list[Row]:
-    rows = []
+def run_timings(settings, on_gpu, watchdog, rows: list[Row]) -> None:
+    """Append each competitor's row to ``rows`` as it completes."""
     for shape in settings["time_shapes"]:
         for cell_name in settings["cells"]:
             competitors = competitors_for(cell_name, shape, settings, on_gpu)
@@ -482,7 +493,6 @@ def run_timings(settings, on_gpu, watchdog) -> list[Row]:
                 rows.append(row)
                 print(f"  {cell_name} {shape} {name}: {row.forward_ms} / {row.backward_ms} ms"
                       f" {row.note}", flush=True)  # fmt: skip
-    return rows
 
 
 def table(rows: list[Row], limits: dict, on_gpu: bool) -> str:
@@ -520,6 +530,38 @@ def table(rows: list[Row], limits: dict, on_gpu: bool) -> str:
     return "\n".join(lines)
 
 
+def write_report(out, preset, limits, checks, rows, on_gpu, hung=None) -> str:
+    """Write ``gpu_scan_<preset>_<backend>_<date>.{md,json}`` to ``out``; return the text.
+
+    ``hung`` names the stage the watchdog stopped (the report then holds what came before)."""
+    backend = jax.default_backend()
+    device = jax.devices()[0]
+    failed = [c["name"] for c in checks if not c["ok"]]
+    date = datetime.date.today().isoformat()
+    stem = f"gpu_scan_{preset}_{backend}_{date}"
+    header = (
+        f"# gpu_scan, preset {preset}, {date}\n\n"
+        f"jax {jax.__version__}, {device.device_kind} ({backend}), "
+        f"host {platform.machine()} with {os.cpu_count()} CPU cores\n\n"
+        + (f"**Incomplete: the watchdog stopped the run in '{hung}'** (a hang; "
+           "everything below came before it)\n\n" if hung else "")
+        + f"Ceilings: {json.dumps({k: round(v, 1) for k, v in limits.items()})}\n\n"
+        f"Checks: {len(checks) - len(failed)} of {len(checks)} passed"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+        + "\n\n"
+    )  # fmt: skip
+    body = table(rows, limits, on_gpu) if rows and limits else "(no timings)"
+    report = header + body + "\n"
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(report)
+    (out / f"{stem}.json").write_text(json.dumps(
+        {"ceilings": limits, "checks": checks, "rows": [dataclasses.asdict(r) for r in rows],
+         "hung": hung, "jax": jax.__version__, "device": device.device_kind, "date": date},
+        indent=1, default=float))  # fmt: skip
+    return report
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="ci")
@@ -532,40 +574,26 @@ def main(argv=None) -> int:
     if args.preset == "gpu" and not on_gpu:
         print("the gpu preset needs a GPU; use --preset ci here", file=sys.stderr)
         return 2
-    watchdog = Watchdog(settings["watchdog_s"])
+    limits, checks, rows = {}, [], []  # filled as the stages complete
+
+    def save_partial(stage):
+        write_report(args.out, args.preset, limits, checks, rows, on_gpu, hung=stage)
+        print(f"partial results written to {args.out}", flush=True)
+
+    watchdog = Watchdog(settings["watchdog_s"], on_expire=save_partial)
     device = jax.devices()[0]
     print(f"jax {jax.__version__} on {device.device_kind} ({backend}), "
           f"{getattr(device, 'core_count', '?')} cores", flush=True)  # fmt: skip
     watchdog.stage("ceilings")
-    limits = ceilings(settings["ceiling_size"], settings["repeats"])
+    limits.update(ceilings(settings["ceiling_size"], settings["repeats"]))
     print("  ceilings:", {k: round(v, 1) for k, v in limits.items()}, flush=True)
     print("checks:", flush=True)
-    checks = run_checks(settings, interpret=not on_gpu, watchdog=watchdog)
-    rows = [] if args.skip_timings else run_timings(settings, on_gpu, watchdog)
+    run_checks(settings, interpret=not on_gpu, watchdog=watchdog, results=checks)
+    if not args.skip_timings:
+        run_timings(settings, on_gpu, watchdog, rows)
     watchdog.stop()
-
-    failed = [c["name"] for c in checks if not c["ok"]]
-    date = datetime.date.today().isoformat()
-    stem = f"gpu_scan_{args.preset}_{backend}_{date}"
-    header = (
-        f"# gpu_scan, preset {args.preset}, {date}\n\n"
-        f"jax {jax.__version__}, {device.device_kind} ({backend}), "
-        f"host {platform.machine()} with {os.cpu_count()} CPU cores\n\n"
-        f"Ceilings: {json.dumps({k: round(v, 1) for k, v in limits.items()})}\n\n"
-        f"Checks: {len(checks) - len(failed)} of {len(checks)} passed"
-        + (f"; FAILED: {', '.join(failed)}" if failed else "")
-        + "\n\n"
-    )
-    report = header + (table(rows, limits, on_gpu) if rows else "(timings skipped)") + "\n"
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.md").write_text(report)
-    (out / f"{stem}.json").write_text(json.dumps(
-        {"ceilings": limits, "checks": checks, "rows": [dataclasses.asdict(r) for r in rows],
-         "jax": jax.__version__, "device": device.device_kind, "date": date}, indent=1,
-        default=float))  # fmt: skip
-    print(report)
-    return 1 if failed else 0
+    print(write_report(args.out, args.preset, limits, checks, rows, on_gpu))
+    return 1 if any(not c["ok"] for c in checks) else 0
 
 
 if __name__ == "__main__":
