@@ -47,6 +47,15 @@ def relative_error(actual, expected) -> float:
     return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
 
 
+def assert_trees_close(got, want, tolerance: float) -> None:
+    """Every leaf of ``got`` within ``tolerance`` (relative) of the same leaf of ``want``."""
+    got, want = jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)
+    assert len(got) == len(want) > 0
+    for index, (a, b) in enumerate(zip(got, want, strict=True)):
+        error = relative_error(a, b)
+        assert error <= tolerance, f"leaf {index}: relative error {error:.2e} > {tolerance}"
+
+
 def recurrence(kind: str):
     """(kernel, reference, gate count) for each covered cell, over (projected, w_hh, h0, c0)."""
     match kind:
@@ -162,10 +171,7 @@ class TestKernelsGPU:
         if dtype == jnp.bfloat16 and kind != "relu":  # against float32 math throughout
             wide = [array.astype(jnp.float32) for array in arrays]
             exact, exact_vjp = jax.vjp(lambda *a: reference(*a, lengths), *wide)
-            for got, want in zip(
-                jax.tree_util.tree_leaves(outputs), jax.tree_util.tree_leaves(exact), strict=True
-            ):
-                assert relative_error(got, want) <= forward_tol
+            assert_trees_close(outputs, exact, forward_tol)
             wide_cotangent = jax.tree_util.tree_map(lambda c: c.astype(jnp.float32), cotangent)
             for name, got, want in zip(
                 names, kernel_vjp(cotangent), exact_vjp(wide_cotangent), strict=True
@@ -250,19 +256,11 @@ class TestKernelsGPU:
 
         (_, fused), fused_grads = run(implementation)
         (_, plain), plain_grads = run("xla")
-        for got, want in zip(
-            jax.tree_util.tree_leaves(fused), jax.tree_util.tree_leaves(plain), strict=True
-        ):
-            assert relative_error(got, want) <= 1e-5
+        assert_trees_close(fused, plain, 1e-5)
         if lengths is not None:  # outputs past a length are exactly zero, as in xla
             past = jnp.arange(num_steps)[None, :] >= lengths[:, None]
             assert not bool(jnp.any(jnp.where(past[..., None], fused[0], 0.0) != 0))
-        for got, want in zip(
-            jax.tree_util.tree_leaves(fused_grads),
-            jax.tree_util.tree_leaves(plain_grads),
-            strict=True,
-        ):
-            assert relative_error(got, want) <= 1e-4
+        assert_trees_close(fused_grads, plain_grads, 1e-4)
 
     @pytest.mark.parametrize(
         "max_programs", [2, 4, None], ids=["one-at-a-time", "groups-of-two", "all-at-once"]
@@ -335,12 +333,7 @@ class TestKernelsGPU:
         assert relative_error(fused, plain) <= 1e-5
         learned = jax.tree_util.tree_leaves(plain_grads[0]["initial_state"])
         assert all(float(jnp.max(jnp.abs(leaf))) > 0 for leaf in learned)  # it does matter
-        for got, want in zip(
-            jax.tree_util.tree_leaves(fused_grads),
-            jax.tree_util.tree_leaves(plain_grads),
-            strict=True,
-        ):
-            assert relative_error(got, want) <= 1e-4
+        assert_trees_close(fused_grads, plain_grads, 1e-4)
 
     def test_stacked_bidirectional_layer(self, rng):
         """Two bidirectional LSTM layers over ragged lengths: pallas equals xla."""
@@ -361,12 +354,7 @@ class TestKernelsGPU:
 
         (fused, fused_grads), (plain, plain_grads) = loss(pallas), loss(layer)
         assert relative_error(fused, plain) <= 1e-5
-        for got, want in zip(
-            jax.tree_util.tree_leaves(fused_grads),
-            jax.tree_util.tree_leaves(plain_grads),
-            strict=True,
-        ):
-            assert relative_error(got, want) <= 1e-4
+        assert_trees_close(fused_grads, plain_grads, 1e-4)
 
     def test_jit_and_one_tile_programs(self, rng):
         """Under jit, with H equal to one tile (each program owns exactly one tile)."""
@@ -378,10 +366,7 @@ class TestKernelsGPU:
         )
         fused = jax.jit(lambda p, x: seqlab.scan(cell, p, x, implementation=implementation))
         got, want = fused(params, xs), seqlab.scan(cell, params, xs, implementation="xla")
-        for a, b in zip(
-            jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True
-        ):
-            assert relative_error(a, b) <= 1e-5
+        assert_trees_close(got, want, 1e-5)
 
 
 class TestKernelsInterpret(TestKernelsGPU):
