@@ -444,6 +444,16 @@ class TestChoosing:
         assert interpreted.grid == (4, 1)
 
 
+def triton_calls(lowered_text: str) -> int:
+    """Pallas Triton kernels in lowered StableHLO: jaxlib up to 0.10.2 hands XLA the Triton
+    IR (``__gpu$xla.gpu.triton``); later jaxlibs compile it while lowering and call the
+    result (``triton_kernel_call_ffi``)."""
+    return sum(
+        lowered_text.count(f"stablehlo.custom_call @{target}(")
+        for target in ("__gpu$xla.gpu.triton", "triton_kernel_call_ffi")
+    )
+
+
 class TestLowering:
     """Without a GPU, the kernels still go through the real Triton lowering: lowering for
     the "cuda" platform on a CPU machine builds the Triton IR of every kernel (forward and
@@ -473,7 +483,7 @@ class TestLowering:
 
         gradient = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
         lowered = gradient.trace(*arrays).lower(lowering_platforms=("cuda",)).as_text()
-        assert lowered.count("__gpu$xla.gpu.triton") == 2  # the forward and backward kernels
+        assert triton_calls(lowered) == 2  # the forward and backward kernels
         assert "seqlab_" in lowered
 
     def test_vmapped_grids_stay_resident_on_the_gpu(self):
@@ -501,4 +511,4 @@ class TestLowering:
         grids = pallas_grids(jax.make_jaxpr(gradient)(*arrays).jaxpr)
         assert sorted(grids) == sorted([(2, 2, 4)] * 2 + [(2, 4)] * 2)  # fwd and bwd each
         lowered = gradient.trace(*arrays).lower(lowering_platforms=("cuda",)).as_text()
-        assert lowered.count("__gpu$xla.gpu.triton") == 4
+        assert triton_calls(lowered) == 4
