@@ -20,15 +20,19 @@ and the history):
 3. Times, fwd and fwd+bwd, one layer, D = H, loss = sum of outputs: seqlab pallas
    (float32 with the default TF32 matmuls, and bfloat16), seqlab xla (``lax.scan``),
    ``flax.linen.RNN``, cuDNN through ``jax.experimental.rnn`` (LSTM) and torch's cuDNN
-   ``nn.LSTM``/``nn.GRU`` (TF32 default; and bfloat16). Each time is printed as a ratio to
-   torch cuDNN, with the floor for the shape (FLOPs over the measured matmul rate, bytes
-   over the copy rate) and the fraction of the floor reached.
+   ``nn.LSTM``/``nn.GRU`` (TF32 default; and bfloat16); pallas also with the preset's
+   ``variants`` of the tiles. Each time is printed as a ratio to torch cuDNN, with the
+   floor for the shape (FLOPs over the measured matmul rate, bytes over the copy rate) and
+   the fraction of the floor reached.
 
     python benchmarks/gpu_scan.py --preset ci    # CPU: checks in interpret mode, ~1.5 min
-    PYTHONPATH=. python benchmarks/gpu_scan.py --preset gpu   # the H100 anchor shapes
+    PYTHONPATH=. python benchmarks/gpu_scan.py --preset gpu --out "$OUT"   # H100 anchors
 
-Writes ``gpu_scan_<preset>_<backend>_<date>.{md,json}`` to ``--out``
-(default: benchmarks/results). Exit status 1 when any check fails, 3 when the watchdog stops a hang.
+``--skip-checks`` / ``--skip-timings`` split a run that would not fit one call. Writes
+``gpu_scan_<preset>_<backend>[_checks|_timings]_<date>.{md,json}`` to ``--out`` (default:
+benchmarks/results) as each stage starts, so a run killed from outside leaves what it had,
+marked incomplete.
+Exit status 1 when any check fails, 3 when the watchdog stops a hang.
 """
 
 from __future__ import annotations
@@ -69,15 +73,22 @@ PRESETS = {
         repeats=3,
         ceiling_size=512,
         watchdog_s=600,
+        variants={"8 warps": kernels.Tiles(block_hidden=16, block_k=32, num_warps=8)},
     ),
     "gpu": dict(
         check_shapes=[(5, 33, 200), (64, 64, 1024), (16, 128, 512)],
         tiles=None,
         time_shapes=[(64, 512, 1024), (16, 2048, 512), (64, 512, 256)],
         cells=["lstm", "gru"],
-        repeats=20,
+        repeats=10,  # medians of 10: the timings must fit one 600 s device call
         ceiling_size=8192,
         watchdog_s=240,
+        # Other tiles timed beside the defaults (kernel_resources.py: 8 warps halve the
+        # registers; block_hidden 64 spills with 4 warps but not with 8).
+        variants={
+            "8 warps": kernels.Tiles(num_warps=8),
+            "bh 64, 8 warps": kernels.Tiles(block_hidden=64, num_warps=8),
+        },
     ),
 }
 KINDS = ("lstm", "gru", "gru_original", "tanh", "relu")
@@ -91,16 +102,26 @@ class Watchdog:
 
     ``on_expire(stage)`` runs first, so what the earlier stages measured is written out
     rather than lost with the process (a hung kernel cannot be interrupted any other way).
+    ``on_stage(stage)`` runs as each stage starts (to save progress in case something
+    outside, such as a time limit, kills the process).
     """
 
-    def __init__(self, seconds: float, on_expire: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        seconds: float,
+        on_expire: Callable[[str], None] | None = None,
+        on_stage: Callable[[str], None] | None = None,
+    ):
         self.seconds = seconds
         self.on_expire = on_expire
+        self.on_stage = on_stage
         self.timer: threading.Timer | None = None
 
     def stage(self, name: str):
         if self.timer:
             self.timer.cancel()
+        if self.on_stage:
+            self.on_stage(name)
 
         def expire():
             print(f"\nWATCHDOG: '{name}' ran over {self.seconds:.0f} s; exiting", flush=True)
@@ -466,9 +487,12 @@ def competitors_for(cell_name, shape, settings, on_gpu) -> dict:
             competitors["jax.experimental.rnn (cuDNN)"] = partial(jax_cudnn_fns, shape)
     else:
         competitors["torch (CPU)"] = partial(torch_fns, cell_name, shape, False)
-    pallas = kernels.Pallas(tiles=settings["tiles"], interpret=not on_gpu)
-    competitors["seqlab pallas f32"] = partial(seqlab_fns, cell_name, shape, pallas, jnp.float32)
-    competitors["seqlab pallas bf16"] = partial(seqlab_fns, cell_name, shape, pallas, jnp.bfloat16)
+    tiles = {"": settings["tiles"]} | {f", {k}": v for k, v in settings["variants"].items()}
+    for label, variant in tiles.items():
+        pallas = kernels.Pallas(tiles=variant, interpret=not on_gpu)
+        for dtype in (jnp.float32, jnp.bfloat16):
+            name = f"seqlab pallas {'f32' if dtype == jnp.float32 else 'bf16'}{label}"
+            competitors[name] = partial(seqlab_fns, cell_name, shape, pallas, dtype)
     competitors["seqlab xla (lax.scan)"] = partial(seqlab_fns, cell_name, shape, "xla", jnp.float32)
     competitors["flax.linen.RNN"] = partial(flax_fns, cell_name, shape, 1)
     return competitors
@@ -530,42 +554,72 @@ def table(rows: list[Row], limits: dict, on_gpu: bool) -> str:
     return "\n".join(lines)
 
 
-def write_report(out, preset, limits, checks, rows, on_gpu, hung=None) -> str:
-    """Write ``gpu_scan_<preset>_<backend>_<date>.{md,json}`` to ``out``; return the text.
+@dataclasses.dataclass
+class Report:
+    """What the run has measured so far, and where it goes: ``gpu_scan_<preset>_<backend>_
+    <date>.{md,json}`` in ``out``. Saved as each stage starts, so a run stopped from outside
+    (a time limit) leaves what it had; the watchdog saves it before ending a hang."""
 
-    ``hung`` names the stage the watchdog stopped (the report then holds what came before)."""
-    backend = jax.default_backend()
-    device = jax.devices()[0]
-    failed = [c["name"] for c in checks if not c["ok"]]
-    date = datetime.date.today().isoformat()
-    stem = f"gpu_scan_{preset}_{backend}_{date}"
-    header = (
-        f"# gpu_scan, preset {preset}, {date}\n\n"
-        f"jax {jax.__version__}, {device.device_kind} ({backend}), "
-        f"host {platform.machine()} with {os.cpu_count()} CPU cores\n\n"
-        + (f"**Incomplete: the watchdog stopped the run in '{hung}'** (a hang; "
-           "everything below came before it)\n\n" if hung else "")
-        + f"Ceilings: {json.dumps({k: round(v, 1) for k, v in limits.items()})}\n\n"
-        f"Checks: {len(checks) - len(failed)} of {len(checks)} passed"
-        + (f"; FAILED: {', '.join(failed)}" if failed else "")
-        + "\n\n"
-    )  # fmt: skip
-    body = table(rows, limits, on_gpu) if rows and limits else "(no timings)"
-    report = header + body + "\n"
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.md").write_text(report)
-    (out / f"{stem}.json").write_text(json.dumps(
-        {"ceilings": limits, "checks": checks, "rows": [dataclasses.asdict(r) for r in rows],
-         "hung": hung, "jax": jax.__version__, "device": device.device_kind, "date": date},
-        indent=1, default=float))  # fmt: skip
-    return report
+    out: str
+    preset: str
+    on_gpu: bool
+    part: str = ""  # "checks" or "timings" when the run does only one of them
+    limits: dict = dataclasses.field(default_factory=dict)
+    checks: list[dict] = dataclasses.field(default_factory=list)
+    rows: list[Row] = dataclasses.field(default_factory=list)
+
+    def progress(self, stage: str) -> None:
+        self.save(f"the run had not finished '{stage}' when this was written")
+
+    def hung(self, stage: str) -> None:
+        self.save(f"the watchdog stopped the run in '{stage}' (a hang)")
+        print(f"partial results written to {self.out}", flush=True)
+
+    def save(self, incomplete: str | None = None) -> str:
+        """Write both files; return the Markdown. ``incomplete`` says why the run has not
+        finished (the report then holds what came before)."""
+        backend = jax.default_backend()
+        device = jax.devices()[0]
+        failed = [c["name"] for c in self.checks if not c["ok"]]
+        date = datetime.date.today().isoformat()
+        header = (
+            f"# gpu_scan, preset {self.preset}, {date}\n\n"
+            f"jax {jax.__version__}, {device.device_kind} ({backend}), "
+            f"host {platform.machine()} with {os.cpu_count()} CPU cores\n\n"
+            + (f"**Incomplete: {incomplete}** (everything below came before it)\n\n"
+               if incomplete else "")
+            + f"Ceilings: {json.dumps({k: round(v, 1) for k, v in self.limits.items()})}\n\n"
+            f"Checks: {len(self.checks) - len(failed)} of {len(self.checks)} passed"
+            + (f"; FAILED: {', '.join(failed)}" if failed else "")
+            + "\n\n"
+        )  # fmt: skip
+        timings = self.rows and self.limits
+        report = header + (
+            table(self.rows, self.limits, self.on_gpu) if timings else "(no timings)"
+        )
+        out = pathlib.Path(self.out)
+        out.mkdir(parents=True, exist_ok=True)
+        part = f"_{self.part}" if self.part else ""
+        stem = f"gpu_scan_{self.preset}_{backend}{part}_{date}"
+        (out / f"{stem}.md").write_text(report + "\n")
+        saved = dict(
+            ceilings=self.limits,
+            checks=self.checks,
+            rows=[dataclasses.asdict(r) for r in self.rows],
+            incomplete=incomplete,
+            jax=jax.__version__,
+            device=device.device_kind,
+            date=date,
+        )
+        (out / f"{stem}.json").write_text(json.dumps(saved, indent=1, default=float))
+        return report
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="ci")
     parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
+    parser.add_argument("--skip-checks", action="store_true")
     parser.add_argument("--skip-timings", action="store_true")
     args = parser.parse_args(argv)
     settings = PRESETS[args.preset]
@@ -574,26 +628,26 @@ def main(argv=None) -> int:
     if args.preset == "gpu" and not on_gpu:
         print("the gpu preset needs a GPU; use --preset ci here", file=sys.stderr)
         return 2
-    limits, checks, rows = {}, [], []  # filled as the stages complete
-
-    def save_partial(stage):
-        write_report(args.out, args.preset, limits, checks, rows, on_gpu, hung=stage)
-        print(f"partial results written to {args.out}", flush=True)
-
-    watchdog = Watchdog(settings["watchdog_s"], on_expire=save_partial)
+    if args.skip_checks and args.skip_timings:
+        print("--skip-checks and --skip-timings leave nothing to run", file=sys.stderr)
+        return 2
+    part = "timings" if args.skip_checks else "checks" if args.skip_timings else ""
+    report = Report(args.out, args.preset, on_gpu, part)  # filled as the stages complete
+    watchdog = Watchdog(settings["watchdog_s"], on_expire=report.hung, on_stage=report.progress)
     device = jax.devices()[0]
     print(f"jax {jax.__version__} on {device.device_kind} ({backend}), "
           f"{getattr(device, 'core_count', '?')} cores", flush=True)  # fmt: skip
     watchdog.stage("ceilings")
-    limits.update(ceilings(settings["ceiling_size"], settings["repeats"]))
-    print("  ceilings:", {k: round(v, 1) for k, v in limits.items()}, flush=True)
-    print("checks:", flush=True)
-    run_checks(settings, interpret=not on_gpu, watchdog=watchdog, results=checks)
+    report.limits.update(ceilings(settings["ceiling_size"], settings["repeats"]))
+    print("  ceilings:", {k: round(v, 1) for k, v in report.limits.items()}, flush=True)
+    if not args.skip_checks:
+        print("checks:", flush=True)
+        run_checks(settings, interpret=not on_gpu, watchdog=watchdog, results=report.checks)
     if not args.skip_timings:
-        run_timings(settings, on_gpu, watchdog, rows)
+        run_timings(settings, on_gpu, watchdog, report.rows)
     watchdog.stop()
-    print(write_report(args.out, args.preset, limits, checks, rows, on_gpu))
-    return 1 if any(not c["ok"] for c in checks) else 0
+    print(report.save())
+    return 1 if any(not c["ok"] for c in report.checks) else 0
 
 
 if __name__ == "__main__":
