@@ -31,8 +31,7 @@ and the history):
 ``--skip-checks`` / ``--skip-timings`` split a run that would not fit one call. Writes
 ``gpu_scan_<preset>_<backend>[_checks|_timings]_<date>.{md,json}`` to ``--out`` (default:
 benchmarks/results) as each stage starts, so a run killed from outside leaves what it had,
-marked incomplete.
-Exit status 1 when any check fails, 3 when the watchdog stops a hang.
+marked incomplete. Exit status 1 when any check fails, 3 when the watchdog stops a hang.
 """
 
 from __future__ import annotations
@@ -83,8 +82,8 @@ PRESETS = {
         repeats=10,  # medians of 10: the timings must fit one 600 s device call
         ceiling_size=8192,
         watchdog_s=240,
-        # Other tiles timed beside the defaults (kernel_resources.py: 8 warps halve the
-        # registers; block_hidden 64 spills with 4 warps but not with 8).
+        # Other tiles timed beside the defaults (kernel_resources.py: 8 warps take a third
+        # to a half fewer registers; block_hidden 64 spills with 4 warps but not with 8).
         variants={
             "8 warps": kernels.Tiles(num_warps=8),
             "bh 64, 8 warps": kernels.Tiles(block_hidden=64, num_warps=8),
@@ -556,9 +555,10 @@ def table(rows: list[Row], limits: dict, on_gpu: bool) -> str:
 
 @dataclasses.dataclass
 class Report:
-    """What the run has measured so far, and where it goes: ``gpu_scan_<preset>_<backend>_
-    <date>.{md,json}`` in ``out``. Saved as each stage starts, so a run stopped from outside
-    (a time limit) leaves what it had; the watchdog saves it before ending a hang."""
+    """What the run has measured so far, and where it goes: ``gpu_scan_<preset>_<backend>
+    [_<part>]_<date>.{md,json}`` in ``out``. Saved as each stage starts, so a run stopped
+    from outside (a time limit) leaves what it had; the watchdog saves it before ending a
+    hang."""
 
     out: str
     preset: str
