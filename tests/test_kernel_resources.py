@@ -100,3 +100,36 @@ def test_the_barrier_check_reports_what_is_missing():
     assert kernel_resources.barrier_problems(dict(relaxed, other_atomics=0), programs=1) == [
         "one program per block needs no barrier, yet atomics or volatile loads"
     ]
+
+
+def test_vmapped_seed_groups_compile_with_their_barrier():
+    """Five vmapped seeds on a 16-program budget run as groups of two copies side by side
+    (a three-axis grid) and a remainder of one: every one of those kernels compiles and
+    keeps the barrier (each copy's programs meet on their own counter)."""
+    steps, batch, hidden, seeds = 4, 32, 128, 5
+    tiles = kernels.Tiles(block_batch=16, max_programs=16)
+    lengths = jax.numpy.full((batch,), steps, jax.numpy.int32)
+
+    def loss(projected, w_hh, h0, c0):
+        hs, cs = kernels.lstm_recurrence(
+            projected, w_hh, h0, c0, lengths, tiles=tiles, interpret=False
+        )
+        return jax.numpy.sum(hs) + jax.numpy.sum(cs)
+
+    ones = jax.numpy.ones
+    arrays = (
+        ones((seeds, steps, batch, 4 * hidden)),
+        ones((seeds, hidden, 4 * hidden)),
+        ones((seeds, batch, hidden)),
+        ones((seeds, batch, hidden)),
+    )
+    found = kernel_resources.triton_kernels(jax.vmap(jax.grad(loss, argnums=(0, 1, 2))), *arrays)
+    assert sorted(kernel.grid for kernel in found) == sorted(
+        [(2, 4, 2)] * 2 + [(2, 4, 1)] * 2
+    )  # launch grids: 2 batch blocks, 4 programs each, 2 copies; then 1 copy alone
+    _, results = kernel_resources.compile_for_sm90(found)
+    for result in results:
+        assert result["ok"], result.get("error")
+        assert result["local"] == 0 and result["stack"] == 0
+        summary = kernel_resources.ptx_summary(result["ptx"])
+        assert kernel_resources.barrier_problems(summary, programs=4) == []
