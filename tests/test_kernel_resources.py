@@ -105,7 +105,8 @@ def test_the_barrier_check_reports_what_is_missing():
 def test_vmapped_seed_groups_compile_with_their_barrier():
     """Five vmapped seeds on a 16-program budget run as groups of two copies side by side
     (a three-axis grid) and a remainder of one: every one of those kernels compiles and
-    keeps the barrier (each copy's programs meet on their own counter)."""
+    keeps the barrier. (Each copy gets its own counter because Pallas broadcasts an aliased
+    input along the vmapped axis; that is jax's code, not asserted here.)"""
     steps, batch, hidden, seeds = 4, 32, 128, 5
     tiles = kernels.Tiles(block_batch=16, max_programs=16)
     lengths = jax.numpy.full((batch,), steps, jax.numpy.int32)
