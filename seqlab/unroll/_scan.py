@@ -129,10 +129,10 @@ def scan(
         ``seqlab/unroll/_policy.py``), ``"xla"`` (``lax.scan``), or ``"pallas"`` / a
         ``seqlab.kernels.Pallas`` (fused kernels for ``cells.RNN``, ``LSTM`` without
         projection and ``GRU``, also inside ``cells.TrainableInitialState``, float32 or
-        bfloat16; on a CPU they run in Pallas
-        interpret mode, exact but slow). Pallas always hoists the input projection and
-        ignores ``unroll``; with ``remat``, ``hoist_input_projection=False``, another
-        cell or dtype it raises ValueError naming the reason. Anything else raises too.
+        bfloat16; on a CPU they run in Pallas interpret mode, exact but slow). Pallas
+        always hoists the input projection and ignores ``unroll``; with ``remat``,
+        ``hoist_input_projection=False``, another cell or dtype it raises ValueError
+        naming the reason. Anything else raises too.
       hoist_input_projection: compute the input projection of all steps as one matmul
         before the loop (cells with ``project_inputs`` only). None picks the measured
         per-backend default in ``seqlab/unroll/_policy.py``.
