@@ -22,7 +22,8 @@ Writes ``kernel_resources_<preset>_<date>.{md,json}`` to ``--out`` (default
 benchmarks/results). Exit status 1 when, in the ``ci`` preset (the default tiles), a kernel
 fails to compile, spills, or its PTX lacks the barrier it needs (the ``tiles`` survey only
 reports them); 2 when ``triton`` is not installed or this jax does not hand XLA the Triton
-IR (jaxlib after 0.10.2 compiles it while lowering).
+IR. jax 0.10, 0.11 and 0.12 all do (``seqlab.kernels.lower_for_gpu`` names the H100 as the
+target where jax asks for one, 0.11 on).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def triton_kernels(function, *args) -> list[TritonKernel]:
     from jax._src.lib.mlir import ir
     from jax._src.lib.triton import dialect as triton_dialect
 
-    lowered = jax.jit(function).trace(*args).lower(lowering_platforms=("cuda",))
+    lowered = kernels.lower_for_gpu(function, *args)
     module = lowered.compiler_ir("stablehlo")
     context = mlir.make_ir_context()
     triton_dialect.register_dialect(context)
@@ -157,14 +158,15 @@ def kernel_gradient_kernels(kind: str, batch: int, hidden: int, dtype, tiles) ->
         raise RuntimeError(
             f"expected a forward and a backward Triton kernel in the lowered gradient, found "
             f"{len(found)}: this jax ({jax.__version__}) does not hand XLA the Triton IR "
-            "(jaxlib after 0.10.2 compiles it while lowering), so there is nothing to read"
+            "(jax 0.10 to 0.12 do), so there is nothing to read"
         )
     return found
 
 
 def triton_ir_available() -> bool:
-    """Whether this jax lowers the kernels to Triton IR that this tool can read (jaxlib up
-    to 0.10.2 does; later versions compile it to PTX while lowering)."""
+    """Whether this jax lowers the kernels to Triton IR that this tool can read (jax 0.10,
+    0.11 and 0.12 do; jax 0.10.2's source has a branch for later jaxlibs that would compile
+    it to PTX while lowering instead, and no released jaxlib up to 0.12 takes it)."""
     try:
         kernel_gradient_kernels("tanh", 16, 32, "float32", kernels.Tiles())
     except Exception:  # the RuntimeError above, or a lowering that compiles and fails
@@ -363,8 +365,9 @@ def main(argv=None) -> int:
         return 2
     if not triton_ir_available():
         print(
-            f"kernel_resources reads the Triton IR that jaxlib <= 0.10.2 hands to XLA; "
-            f"jax {jax.__version__} compiles it while lowering instead",
+            f"kernel_resources reads the Triton IR that jax hands to XLA in the lowered "
+            f"custom call; jax {jax.__version__} does not (it compiles while lowering, or "
+            "the lowering failed)",
             file=sys.stderr,
         )
         return 2

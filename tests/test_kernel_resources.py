@@ -2,11 +2,12 @@
 
 The Triton IR XLA would compile is taken from the kernels lowered for CUDA and compiled to
 PTX and a cubin for sm_90 by PyPI's ``triton`` (skipped where it is not installed; CI
-installs it; jaxlib after 0.10.2 compiles the IR itself while lowering, and then these
-tests skip). They hold every kernel to: it compiles, it does not spill, its
-matmuls run on tensor cores (TF32 for float32 at JAX's default precision, none at
-"highest", bf16 for bfloat16), and its PTX carries the step barrier exactly when a batch
-block has more than one program: acquire-release atomics at GPU scope, volatile loads.
+installs it; jax 0.10, 0.11 and 0.12 all hand XLA the IR, and a jax that compiled it while
+lowering instead would skip them, saying so). They hold every kernel to: it compiles, it
+does not spill, its matmuls run on tensor cores (TF32 for float32 at JAX's default
+precision, none at "highest", bf16 for bfloat16), and its PTX carries the step barrier
+exactly when a batch block has more than one program: acquire-release atomics at GPU scope,
+volatile loads.
 PyPI's Triton is not XLA's own, so this is a cross-check, not the GPU run.
 """
 
@@ -25,7 +26,8 @@ from seqlab import kernels  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not kernel_resources.triton_ir_available(),
-    reason=f"jax {jax.__version__} compiles Pallas kernels while lowering: no Triton IR to read",
+    reason=f"jax {jax.__version__} does not hand XLA the Triton IR of Pallas kernels when "
+    "lowering for CUDA: nothing to compile with PyPI's triton",
 )
 H100 = kernels.Tiles(max_programs=kernel_resources.H100_SMS)
 

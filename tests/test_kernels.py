@@ -445,20 +445,18 @@ class TestChoosing:
 
 
 def triton_calls(lowered_text: str) -> int:
-    """Pallas Triton kernels in lowered StableHLO: jaxlib up to 0.10.2 hands XLA the Triton
-    IR (``__gpu$xla.gpu.triton``); later jaxlibs compile it while lowering and call the
-    result (``triton_kernel_call_ffi``)."""
-    return sum(
-        lowered_text.count(f"stablehlo.custom_call @{target}(")
-        for target in ("__gpu$xla.gpu.triton", "triton_kernel_call_ffi")
-    )
+    """Pallas Triton kernels in lowered StableHLO: custom calls that hand XLA the Triton IR
+    (jax 0.10, 0.11 and 0.12 all lower them so)."""
+    return lowered_text.count("stablehlo.custom_call @__gpu$xla.gpu.triton(")
 
 
 class TestLowering:
     """Without a GPU, the kernels still go through the real Triton lowering: lowering for
     the "cuda" platform on a CPU machine builds the Triton IR of every kernel (forward and
     backward, with the multi-program barrier and without). It catches operations Triton
-    cannot lower; it does not compile to PTX or run anything."""
+    cannot lower; it does not compile to PTX or run anything. ``kernels.lower_for_gpu``
+    names the target device where jax asks for one (0.11 on) and not where it cannot
+    (0.10, which assumes sm_90), so these run on every supported jax."""
 
     @pytest.mark.parametrize("kind", ["lstm", "gru", "gru_original", "tanh", "relu"])
     @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
@@ -481,8 +479,8 @@ class TestLowering:
             leaves = jax.tree_util.tree_leaves(kernel(*a, lengths, tiles=tiles, interpret=False))
             return sum(jnp.sum(leaf.astype(jnp.float32)) for leaf in leaves)
 
-        gradient = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
-        lowered = gradient.trace(*arrays).lower(lowering_platforms=("cuda",)).as_text()
+        gradient = jax.grad(loss, argnums=(0, 1, 2))
+        lowered = kernels.lower_for_gpu(gradient, *arrays).as_text()
         assert triton_calls(lowered) == 2  # the forward and backward kernels
         assert "seqlab_" in lowered
 
@@ -507,8 +505,21 @@ class TestLowering:
             hs, cs = kernel(*a, lengths, tiles=tiles, interpret=False)
             return jnp.sum(hs) + jnp.sum(cs)
 
-        gradient = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1, 2))))
+        gradient = jax.vmap(jax.grad(loss, argnums=(0, 1, 2)))
         grids = pallas_grids(jax.make_jaxpr(gradient)(*arrays).jaxpr)
         assert sorted(grids) == sorted([(2, 2, 4)] * 2 + [(2, 4)] * 2)  # fwd and bwd each
-        lowered = gradient.trace(*arrays).lower(lowering_platforms=("cuda",)).as_text()
+        lowered = kernels.lower_for_gpu(gradient, *arrays).as_text()
         assert triton_calls(lowered) == 4
+
+    def test_the_target_device_is_named_where_jax_can_take_it(self, monkeypatch):
+        """Without a GPU, jax 0.11 on lowers Pallas Triton calls only for a named abstract
+        device; jax 0.10 cannot take one and assumes sm_90, so another target is refused
+        there rather than silently lowered for the wrong card."""
+        from seqlab.kernels import _lowering
+
+        with pytest.raises(ValueError, match="NVIDIA device kind.*got 'H100'"):
+            kernels.gpu_target("H100")
+        monkeypatch.setattr(_lowering, "abstract_device_route", lambda: False)
+        with pytest.raises(ValueError, match="for sm_90 only.*cannot target 'NVIDIA A100"):
+            kernels.gpu_target("NVIDIA A100-SXM4-80GB")
+        kernels.gpu_target("NVIDIA H200")  # sm_90 too: accepted on every jax

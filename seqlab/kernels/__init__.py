@@ -4,9 +4,12 @@ Each module holds a forward kernel, a reverse-time backward kernel tied to it wi
 ``jax.custom_vjp``, and a plain ``*_reference`` in float32 that the tests compare against.
 The shared grid, tiling and barrier scheme is described in ``_persistent.py``. Most users
 reach these through ``seqlab.scan(..., implementation="pallas")``; the functions here take
-the input projection already computed, time-major.
+the input projection already computed, time-major. ``lower_for_gpu`` lowers any function
+of them for CUDA on a machine without a GPU (ahead-of-time checks of the Triton lowering).
 """
 
+from seqlab.kernels._lowering import gpu_target as gpu_target
+from seqlab.kernels._lowering import lower_for_gpu as lower_for_gpu
 from seqlab.kernels._options import Pallas as Pallas
 from seqlab.kernels._persistent import Tiles as Tiles
 from seqlab.kernels.gru import gru_recurrence as gru_recurrence
@@ -20,8 +23,10 @@ __all__ = [
     "Pallas",
     "Tiles",
     "gru_recurrence",
+    "gpu_target",
     "gru_recurrence_reference",
     "lstm_recurrence",
+    "lower_for_gpu",
     "lstm_recurrence_reference",
     "rnn_recurrence",
     "rnn_recurrence_reference",
