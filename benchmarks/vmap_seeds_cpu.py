@@ -12,6 +12,10 @@ the chunks, so the same run says whether vmap is faster than the per-seed loop.
 
     python benchmarks/vmap_seeds_cpu.py --trials 20            # vmap trials, then loop
     python benchmarks/vmap_seeds_cpu.py --trials 5 --batching loop
+    python benchmarks/vmap_seeds_cpu.py --trials 20 --program minimal   # jax + optax only
+
+``--program minimal`` runs ``repro_vmap_cpu_hang.py`` instead (the same computation written
+with jax and optax alone, for a JAX maintainer; vmap only, untimed per chunk).
 
 Writes ``vmap_seeds_cpu_jax<version>_<date>.{md,json}`` to ``--out`` (default
 benchmarks/results). Exit status 1 when any trial hung. Not part of CI: a hang costs the
@@ -32,6 +36,10 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+PROGRAMS = {
+    "seqlab": "seqlab.experiments.Experiment.train_chunk",
+    "minimal": "repro_vmap_cpu_hang.py (jax and optax only)",
+}
 
 
 def trial(cell: str, batching: str, steps: int, chunk: int, seeds: int) -> dict:
@@ -69,13 +77,18 @@ def trial(cell: str, batching: str, steps: int, chunk: int, seeds: int) -> dict:
 
 def run_trial(cell, batching, args) -> dict:
     """One trial in a fresh process, killed after ``args.limit`` seconds."""
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        json.dumps(dict(cell=cell, batching=batching, steps=args.steps, chunk=args.chunk,
-                        seeds=args.seeds)),
-    ]  # fmt: skip
+    if args.program == "minimal":
+        minimal = pathlib.Path(__file__).with_name("repro_vmap_cpu_hang.py")
+        command = [sys.executable, str(minimal), "--cell", cell,
+                   "--chunks", str(args.steps // 100)]  # fmt: skip
+    else:
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            json.dumps(dict(cell=cell, batching=batching, steps=args.steps, chunk=args.chunk,
+                            seeds=args.seeds)),
+        ]  # fmt: skip
     start = time.perf_counter()
     try:
         done = subprocess.run(
@@ -87,6 +100,8 @@ def run_trial(cell, batching, args) -> dict:
     if done.returncode != 0:
         return dict(cell=cell, batching=batching, outcome="error", seconds=seconds,
                     error=done.stderr[-2000:])  # fmt: skip
+    if args.program == "minimal":
+        return dict(cell=cell, batching=batching, outcome="ok", seconds=seconds)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return dict(cell=cell, batching=batching, outcome="ok", seconds=seconds, **result)
 
@@ -100,6 +115,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--limit", type=float, default=180.0, help="seconds before a hang")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--program", choices=["seqlab", "minimal"], default="seqlab")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -109,6 +125,8 @@ def main(argv=None) -> int:
     import jax
 
     batchings = ["vmap", "loop"] if args.batching == "both" else [args.batching]
+    if args.program == "minimal":
+        batchings = ["vmap"]
     rows = []
     for index in range(args.trials):
         for batching in batchings:
@@ -122,12 +140,14 @@ def main(argv=None) -> int:
     lines = [
         f"# vmapped seeds on XLA:CPU, jax {jax.__version__}, {date}",
         "",
+        f"Program: {PROGRAMS[args.program]}.",
+        "",
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. "
         f"Adding task, T = 100, H = 64, batch 64, {args.seeds} seeds, GRU and LSTM "
         f"alternating; each trial a fresh process training {args.steps} steps in chunks of "
         f"{args.chunk}, a hang = still running after {args.limit:.0f} s.",
         "",
-        "| batching | cell | trials | hangs | errors | median compile s | median chunk s |",
+        "| batching | cell | trials | hangs | errors | median first chunk s | median chunk s |",
         "|---|---|---|---|---|---|---|",
     ]
     summary = {}
@@ -139,9 +159,10 @@ def main(argv=None) -> int:
             ok = [r for r in mine if r["outcome"] == "ok"]
             hangs = sum(r["outcome"] == "hang" for r in mine)
             errors = sum(r["outcome"] == "error" for r in mine)
-            compile_s = statistics.median([r["compile_seconds"] for r in ok]) if ok else None
+            timed = [r for r in ok if "chunk_seconds" in r]
+            compile_s = statistics.median([r["compile_seconds"] for r in timed]) if timed else None
             chunk_s = (
-                statistics.median([s for r in ok for s in r["chunk_seconds"]]) if ok else None
+                statistics.median([s for r in timed for s in r["chunk_seconds"]]) if timed else None
             )
             summary[f"{batching}/{cell}"] = dict(
                 trials=len(mine), hangs=hangs, errors=errors, compile=compile_s, chunk=chunk_s
@@ -155,7 +176,8 @@ def main(argv=None) -> int:
     print(text)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"vmap_seeds_cpu_jax{jax.__version__}_{date}"
+    program = "" if args.program == "seqlab" else "_minimal"
+    stem = out / f"vmap_seeds_cpu{program}_jax{jax.__version__}_{date}"
     stem.with_suffix(".md").write_text(text)
     payload = dict(jax=jax.__version__, date=date, settings=vars(args), summary=summary,
                    trials=rows)  # fmt: skip

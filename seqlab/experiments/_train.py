@@ -65,7 +65,13 @@ def weight_penalty(params, l1: float, l2: float):
 # copy of the computation per seed into the same jitted program: on XLA's CPU backend
 # (jax 0.10.2, 2 cores) the vmapped training step hangs at random (idle threads, a
 # buffer that never becomes ready; reproduced with GRU and LSTM, 2 seeds, H=64), and
-# the loop never did.
+# the loop never did. Measured again on 2026-11-25 (benchmarks/vmap_seeds_cpu.py, fresh
+# process per trial, 200 steps): jax 0.10.2 hung in 1 of 17 trials; 0.11.2 in 0 of 8 and
+# 0.12.0.1 in 0 of 32. At 1 in 17, 32 clean trials would still happen 14% of the time,
+# so that does not show the hang gone, and CPU stays on "loop" for every jax version.
+# What vmap would buy there (jax 0.12.0.1, LSTM, 200 steps): 8 seeds 19.0 s against
+# 27.6 s looped (1.45x), 2 seeds 6.95 against 6.50 s (none); train.seed_batching=vmap
+# asks for it.
 SEED_BATCHING = {"cpu": "loop", "gpu": "vmap", "tpu": "vmap"}
 
 
