@@ -177,11 +177,11 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     program = "" if args.program == "seqlab" else "_minimal"
-    stem = out / f"vmap_seeds_cpu{program}_jax{jax.__version__}_{date}"
-    stem.with_suffix(".md").write_text(text)
+    stem = f"vmap_seeds_cpu{program}_jax{jax.__version__}_{date}"
+    (out / f"{stem}.md").write_text(text)
     payload = dict(jax=jax.__version__, date=date, settings=vars(args), summary=summary,
                    trials=rows)  # fmt: skip
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
     return 1 if any(r["outcome"] == "hang" for r in rows) else 0
 
 

@@ -71,7 +71,7 @@ def weight_penalty(params, l1: float, l2: float):
 # so that does not show the hang gone, and CPU stays on "loop" for every jax version.
 # What vmap would buy there (jax 0.12.0.1, LSTM, 200 steps): 8 seeds 19.0 s against
 # 27.6 s looped (1.45x), 2 seeds 6.95 against 6.50 s (none); train.seed_batching=vmap
-# asks for it.
+# asks for it (benchmarks/results/vmap_seeds_cpu_2026-11-25/summary.md).
 SEED_BATCHING = {"cpu": "loop", "gpu": "vmap", "tpu": "vmap"}
 
 
