@@ -51,8 +51,8 @@ from gpu_scan import KINDS, kernel_pair  # noqa: E402
 
 from seqlab import kernels  # noqa: E402
 from seqlab.kernels import _persistent  # noqa: E402
+from seqlab.kernels._lowering import H100_SMS  # noqa: E402  (one program per SM resident)
 
-H100_SMS = 132  # programs resident at once on an H100 SXM (one per SM)
 SM90_REGISTERS_PER_THREAD = 255
 
 PRESETS = {

@@ -22,8 +22,8 @@ from seqlab.kernels.rnn import rnn_recurrence_reference as rnn_recurrence_refere
 __all__ = [
     "Pallas",
     "Tiles",
-    "gru_recurrence",
     "gpu_target",
+    "gru_recurrence",
     "gru_recurrence_reference",
     "lstm_recurrence",
     "lower_for_gpu",

@@ -26,7 +26,7 @@ import jax
 
 from seqlab._checks import require
 
-#: The device kind of an H100 SXM as jax reports it; jax 0.12 maps it to sm_90.
+#: The device kind of an H100 SXM as jax reports it; jax 0.11 on maps it to sm_90.
 H100 = "NVIDIA H100 80GB HBM3"
 H100_SMS = 132  # streaming multiprocessors of an H100 SXM
 
