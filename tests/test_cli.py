@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import signal
 import struct
 import subprocess
@@ -66,10 +67,14 @@ def read_tensorboard(directory: pathlib.Path) -> dict:
     return scalars
 
 
+FINISHED = ["run", "adding", *TINY, "train.steps=60"]
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
+    """One finished run for the tests that read it; tests that damage a run copy it."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    result = seqlab("run", "adding", *TINY, "train.steps=60", "--out", out)
+    result = seqlab(*FINISHED, "--out", out)
     return out, result
 
 
@@ -193,28 +198,27 @@ def test_a_run_directory_is_never_overwritten(finished_run, capsys):
     assert tree_digest(out) == before
 
 
-def test_corrupted_checkpoint_is_reported_and_left_alone(tmp_path):
+def test_corrupted_checkpoint_is_reported_and_left_alone(finished_run, tmp_path):
     out = tmp_path / "run"
-    seqlab("run", "adding", *TINY, "train.steps=40", "--out", out)
+    shutil.copytree(finished_run[0], out)
     (out / "summary.json").unlink()  # make it resumable
-    for path in (out / "checkpoints" / "40" / "state").rglob("*"):
+    for path in (out / "checkpoints").glob("*/state/**/*"):
         if path.is_file() and path.stat().st_size > 0:
             path.write_bytes(b"\x00garbage" + path.read_bytes()[8:])
     before = tree_digest(out)
     result = seqlab("resume", out, check=False)
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "checkpoint 40" in result.stderr
+    assert result.stderr.count("\n") == 1 and "checkpoint 60" in result.stderr
     assert tree_digest(out) == before
     loaded = seqlab("analyze", out, check=False)
     assert loaded.returncode == 2 and "cannot be restored" in loaded.stderr
 
 
-def test_data_parallel_over_four_devices_matches_one_device(tmp_path):
-    args = ["run", "adding", *TINY, "train.steps=20", "train.batch_size=32"]
-    seqlab(*args, "--out", tmp_path / "one")
+def test_data_parallel_over_four_devices_matches_one_device(finished_run, tmp_path):
+    """The finished run (one device, batch 16) again on four CPU devices, 4 rows each."""
     four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    seqlab(*args, "--out", tmp_path / "four", env=four)
-    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    seqlab(*FINISHED, "--out", tmp_path / "four", env=four)
+    one = json.loads((finished_run[0] / "summary.json").read_text())
     many = json.loads((tmp_path / "four" / "summary.json").read_text())
     assert one["devices"] == 1 and many["devices"] == 4
     for name in ("train/loss", "eval/loss"):

@@ -20,8 +20,6 @@ against float32 math, while the kernel equals its rounded reference to 1e-2).
 
 import dataclasses
 
-import hypothesis
-import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -208,28 +206,32 @@ class TestKernelsGPU:
         for fused, autodiff in zip(gradients("pallas"), gradients("xla"), strict=True):
             assert relative_error(fused, autodiff) <= 1e-4
 
-    @hypothesis.settings(max_examples=6, deadline=None, derandomize=True)
-    @hypothesis.given(
-        cell_index=st.integers(0, 4),
-        num_steps=st.integers(1, 9),
-        batch=st.integers(1, 18),
-        hidden=st.integers(1, 35),
-        reverse=st.booleans(),
-        ragged=st.booleans(),
-        seed=st.integers(0, 2**16),
+    # One case per cell (a hypothesis search drew the minimal shape first and covered only
+    # three cells in six examples): odd sizes that are not tile multiples, T = 1 and B = 1
+    # among them, both directions, ragged and full lengths.
+    @pytest.mark.parametrize(
+        "kind, num_steps, batch, hidden, reverse, ragged",
+        [
+            ("lstm", 7, 5, 19, True, True),
+            ("gru", 9, 13, 33, False, True),
+            ("gru_original", 3, 1, 6, True, False),
+            ("tanh", 1, 18, 35, False, True),
+            ("relu", 6, 9, 24, True, True),
+        ],
     )
-    def test_scan_matches_xla(self, cell_index, num_steps, batch, hidden, reverse, ragged, seed):
+    def test_scan_matches_xla(self, kind, num_steps, batch, hidden, reverse, ragged):
         """``seqlab.scan(implementation=Pallas(...))`` equals the XLA path end to end
         (input projection, direction, lengths, outputs zero past each length, final
         carry, gradients of parameters and inputs), batch-major."""
+        seed = num_steps * 1000 + hidden
         rng = np.random.default_rng(seed)
-        cell = [
-            cells.LSTM(hidden),
-            cells.GRU(hidden),
-            cells.GRU(hidden, variant="original"),
-            cells.RNN(hidden),
-            cells.RNN(hidden, activation="relu"),
-        ][cell_index]
+        cell = {
+            "lstm": cells.LSTM(hidden),
+            "gru": cells.GRU(hidden),
+            "gru_original": cells.GRU(hidden, variant="original"),
+            "tanh": cells.RNN(hidden),
+            "relu": cells.RNN(hidden, activation="relu"),
+        }[kind]
         params = cell.init(jax.random.key(seed), 3)
         xs = jnp.asarray(rng.normal(size=(batch, num_steps, 3)), jnp.float32)
         lengths = (
