@@ -4,9 +4,11 @@ The adding task at H=64, T=100, batch 64 (the issue's shape), LSTM, Adam. Times 
 training chunks of ``seqlab.experiments.Experiment`` after compilation:
 
 - ``one``: 1 seed;
-- ``together``: 8 seeds in one jitted program, batched as the backend's policy says
-  (``SEED_BATCHING``: one copy per seed on CPU, vmap on GPU);
+- ``together``: 8 seeds in one jitted program, batched as the policy says
+  (``resolve_seed_batching``: vmap on GPU; on CPU one copy per seed on jax 0.10 and 0.11,
+  vmap from jax 0.12);
 - ``vmap`` (accelerators only): 8 seeds forced through vmap;
+- ``loop`` (CPU, where the policy vmaps): 8 seeds as one copy each, what vmap replaced;
 - ``sequential``: 8 x ``one`` (running the seeds one after another).
 
 Targets: on a GPU, ``together`` at most 1.5x ``one``; on CPU, ``together`` no slower than
@@ -76,12 +78,14 @@ def main() -> int:
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     backend = jax.default_backend()
-    policy = resolve_seed_batching("auto")
+    policy = resolve_seed_batching("auto", SEEDS)
     one = seconds_per_chunk(1, "auto", **preset)
     together = seconds_per_chunk(SEEDS, "auto", **preset)
     rows = {"one": one, "together": together, "sequential": SEEDS * one}
     if backend != "cpu":
         rows["vmap"] = seconds_per_chunk(SEEDS, "vmap", **preset)
+    elif policy == "vmap":  # what the policy chose over: one copy per seed
+        rows["loop"] = seconds_per_chunk(SEEDS, "loop", **preset)
     if backend == "cpu":
         passed = together <= 1.1 * rows["sequential"]
         target = f"{SEEDS} seeds together <= 1.1 x {SEEDS} one after another"

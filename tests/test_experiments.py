@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from seqlab import experiments
-from seqlab.experiments import Checkpoints, apply_overrides, default_config, load_run, run
+from seqlab.experiments import Checkpoints, _train, apply_overrides, default_config, load_run, run
 from seqlab.experiments._model import build_model
 from seqlab.experiments._rundir import MetricLog, read_metrics
-from seqlab.experiments._train import map_seeds, weight_penalty
+from seqlab.experiments._train import map_seeds, resolve_seed_batching, weight_penalty
 
 TINY = [
     "model.hidden_size=8",
@@ -77,6 +77,26 @@ def test_map_seeds_loop_equals_vmap(rng):
     looped = map_seeds(fn, "loop", w, x, in_axes=(0, None))
     np.testing.assert_allclose(looped, map_seeds(fn, "vmap", w, x, in_axes=(0, None)), rtol=1e-6)
     np.testing.assert_allclose(looped[1], np.tanh(np.asarray(x) @ np.asarray(w[1])), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("backend", "version", "num_seeds", "expected"),
+    [
+        ("gpu", (0, 10, 2), 2, "vmap"),
+        ("cpu", (0, 10, 2), 8, "loop"),  # vmapped seeds hang XLA:CPU at random on 0.10.2
+        ("cpu", (0, 11, 2), 8, "loop"),  # not measured enough to trust
+        ("cpu", (0, 12, 0, 1), 2, "loop"),  # vmap is no faster at 2 seeds
+        ("cpu", (0, 12, 0, 1), 8, "vmap"),
+        ("cpu", (0, 13, 0), 4, "vmap"),
+    ],
+)
+def test_seed_batching_policy(monkeypatch, backend, version, num_seeds, expected):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    monkeypatch.setattr(jax, "__version_info__", version)
+    assert _train.CPU_VMAP_MIN_SEEDS == 4 and _train.CPU_VMAP_FROM_JAX == (0, 12)
+    assert resolve_seed_batching("auto", num_seeds) == expected
+    assert resolve_seed_batching("loop", num_seeds) == "loop"  # an explicit choice stands
+    assert resolve_seed_batching("vmap", num_seeds) == "vmap"
 
 
 def test_weight_penalty_counts_matrices_not_biases(rng):

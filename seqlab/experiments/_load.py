@@ -127,7 +127,7 @@ class Run:
             batch["targets"] = jnp.asarray(targets)
         elif self.model.kind in ("encoder_decoder", "one_to_many"):
             raise ValueError(f"a {self.model.kind} model needs targets for apply; use generate")
-        how = resolve_seed_batching(self.config.train.seed_batching)
+        how = resolve_seed_batching(self.config.train.seed_batching, len(self.seeds))
         outputs = map_seeds(lambda p: self.model.predict(p, batch), how, params)
         if seed is not None:
             return outputs[self.seeds.index(seed)]

@@ -3,7 +3,8 @@
 ``Experiment.from_config`` loads the task's data and builds the model and the optimizer.
 The training state holds every seed at once (a leading seed axis S on each leaf): the
 seeds of a sweep point run as one jitted program: ``vmap``-ed on accelerators, one copy
-per seed on CPU (``SEED_BATCHING``; ``train.seed_batching`` overrides). ``train_chunk`` runs
+per seed on CPU unless the jax version and the number of seeds make vmap safe and faster
+(``resolve_seed_batching``; ``train.seed_batching`` overrides). ``train_chunk`` runs
 ``train.log_every`` steps in one ``lax.scan``; the batch of step s for a seed is a pure
 function of that seed's RNG key and s (a generated batch, or rows of the training set in
 the permutation of epoch s // steps_per_epoch), so a run restarted from a checkpoint at
@@ -60,28 +61,35 @@ def weight_penalty(params, l1: float, l2: float):
     return total
 
 
-# How the seeds of one program are batched, per backend. "vmap" batches them into one
-# computation (what makes 8 seeds cost little more than 1 on a GPU). "loop" writes one
-# copy of the computation per seed into the same jitted program: on XLA's CPU backend
-# (jax 0.10.2, 2 cores) the vmapped training step hangs at random (idle threads, a
-# buffer that never becomes ready; reproduced with GRU and LSTM, 2 seeds, H=64), and
-# the loop never did. Measured again on 2026-11-25 (benchmarks/vmap_seeds_cpu.py, fresh
-# process per trial, 200 steps): jax 0.10.2 hung in 1 of 17 trials; 0.11.2 in 0 of 8 and
-# 0.12.0.1 in 0 of 32. At 1 in 17, 32 clean trials would still happen 14% of the time,
-# so that does not show the hang gone, and CPU stays on "loop" for every jax version.
-# What vmap would buy there (jax 0.12.0.1, LSTM, 200 steps): 8 seeds 19.0 s against
-# 27.6 s looped (1.45x), 2 seeds 6.95 against 6.50 s (none); train.seed_batching=vmap
-# asks for it (benchmarks/results/vmap_seeds_cpu_2026-11-25/summary.md).
-SEED_BATCHING = {"cpu": "loop", "gpu": "vmap", "tpu": "vmap"}
+# How the seeds of one program are batched. "vmap" batches them into one computation (what
+# makes 8 seeds cost little more than 1 on a GPU). "loop" writes one copy of the
+# computation per seed into the same jitted program. Accelerators vmap. On XLA's CPU
+# backend jax 0.10.2 hangs at random on the vmapped training step (idle threads, a buffer
+# that never becomes ready), and the loop never did, so CPU loops unless the jax version is
+# one where the hang was not seen and there are enough seeds for vmap to pay. Measured on
+# 2026-11-25, 2-core CPU (benchmarks/vmap_seeds_cpu.py, a fresh process per trial, 2 seeds,
+# 200 or 600 steps; benchmarks/results/vmap_seeds_cpu_2026-11-25/summary.md): jax 0.10.2
+# hung in 7 of 37 trials (5 of the last 6, run alone); 0.11.2 in 0 of 16; 0.12.0.1 in 0 of
+# 68, and 0 of 8 with 8 seeds. 0.11 stays on the loop: 16 trials are too few to trust.
+# Vmap against the loop on jax 0.12.0.1 (LSTM, 200 steps): 2 seeds 0.93x, 4 seeds 1.11x,
+# 8 seeds 1.45x as fast.
+CPU_VMAP_FROM_JAX = (0, 12)
+CPU_VMAP_MIN_SEEDS = 4
 
 
-def resolve_seed_batching(choice: str) -> str:
-    """``"auto"`` -> the table above. The Pallas kernels follow it too: vmapped, they run as
-    many seeds side by side as stay resident and map over the rest
-    (``seqlab.kernels._persistent.resident_vmap``)."""
-    if choice == "auto":
-        return SEED_BATCHING.get(jax.default_backend(), "vmap")
-    return choice
+def resolve_seed_batching(choice: str, num_seeds: int) -> str:
+    """``"auto"`` -> "vmap" on accelerators; on CPU "vmap" from jax ``CPU_VMAP_FROM_JAX``
+    on with at least ``CPU_VMAP_MIN_SEEDS`` seeds, else "loop" (the measurements behind it are
+    above). The Pallas kernels follow it too: vmapped, they run as many seeds side by side
+    as stay resident and map over the rest (``seqlab.kernels._persistent.resident_vmap``)."""
+    if choice != "auto":
+        return choice
+    if jax.default_backend() != "cpu":
+        return "vmap"
+    version = tuple(jax.__version_info__[:2])
+    if version >= CPU_VMAP_FROM_JAX and num_seeds >= CPU_VMAP_MIN_SEEDS:
+        return "vmap"
+    return "loop"
 
 
 def map_seeds(fn, how: str, *args, in_axes=0):
@@ -120,7 +128,7 @@ class Experiment:
 
     @property
     def seed_batching(self) -> str:
-        return resolve_seed_batching(self.config.train.seed_batching)
+        return resolve_seed_batching(self.config.train.seed_batching, len(self.seeds))
 
     def _map_seeds(self, fn, *args, in_axes=0):
         return map_seeds(fn, self.seed_batching, *args, in_axes=in_axes)
