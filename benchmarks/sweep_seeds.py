@@ -46,11 +46,12 @@ PRESETS = {
 SEEDS = 8
 
 
-def seconds_per_chunk(num_seeds: int, batching: str, steps: int, repeats: int) -> float:
+def adding_experiment(num_seeds: int, batching: str, cell: str = "lstm") -> Experiment:
+    """The benchmark's experiment: the adding task at H=64, T=100, batch 64."""
     config = apply_overrides(
         default_config("adding"),
         [
-            "model.cell=lstm",
+            f"model.cell={cell}",
             "model.hidden_size=64",
             "data.seq_len=100",
             "train.batch_size=64",
@@ -58,7 +59,11 @@ def seconds_per_chunk(num_seeds: int, batching: str, steps: int, repeats: int) -
             f"train.seed_batching={batching}",
         ],
     )
-    experiment = Experiment.from_config(config)
+    return Experiment.from_config(config)
+
+
+def seconds_per_chunk(num_seeds: int, batching: str, steps: int, repeats: int) -> float:
+    experiment = adding_experiment(num_seeds, batching)
     state = experiment.init_state()
     state, _ = experiment.train_chunk(state, 0, steps)  # compile
     jax.block_until_ready(state)

@@ -44,23 +44,10 @@ PROGRAMS = {
 
 def trial(cell: str, batching: str, steps: int, chunk: int, seeds: int) -> dict:
     """One trial, in this process: compile, then time each chunk of training steps."""
-    sys.path.insert(0, str(ROOT))
     import jax
+    from sweep_seeds import adding_experiment  # the same experiment, beside this file
 
-    from seqlab.experiments import Experiment, apply_overrides, default_config
-
-    config = apply_overrides(
-        default_config("adding"),
-        [
-            f"model.cell={cell}",
-            "model.hidden_size=64",
-            "data.seq_len=100",
-            "train.batch_size=64",
-            f"train.num_seeds={seeds}",
-            f"train.seed_batching={batching}",
-        ],
-    )
-    experiment = Experiment.from_config(config)
+    experiment = adding_experiment(seeds, batching, cell)
     state = experiment.init_state()
     start = time.perf_counter()
     state, _ = experiment.train_chunk(state, 0, chunk)
