@@ -2,8 +2,9 @@
 
 On jax 0.10.2 (2 cores) the vmapped training step of ``train.num_seeds=2`` hung at random:
 every thread idle, the main thread waiting on a buffer that never became ready. That is why
-``train.seed_batching=auto`` writes one copy of the computation per seed on CPU
-(``SEED_BATCHING`` in ``seqlab/experiments/_train.py``). This script measures it again on
+``train.seed_batching=auto`` writes one copy of the computation per seed on CPU before jax
+0.12 (``resolve_seed_batching`` in ``seqlab/experiments/_train.py``, which cites this
+script's results). This script measures it again on
 whatever jax is installed: each trial is a fresh process that builds the experiment
 (adding task, T = 100, H = 64, batch 64, 2 seeds, GRU and LSTM alternating, as in the
 original reports), compiles, and trains ``--steps`` steps in chunks of ``--chunk``, under a
@@ -15,7 +16,8 @@ the chunks, so the same run says whether vmap is faster than the per-seed loop.
     python benchmarks/vmap_seeds_cpu.py --trials 20 --program minimal   # jax + optax only
 
 ``--program minimal`` runs ``repro_vmap_cpu_hang.py`` instead (the same computation written
-with jax and optax alone, for a JAX maintainer; vmap only, untimed per chunk).
+with jax and optax alone; vmap only, 2 seeds, chunks of 100, untimed per chunk: ``--seeds``
+and ``--chunk`` apply to the seqlab program only).
 
 Writes ``vmap_seeds_cpu_jax<version>_<date>.{md,json}`` to ``--out`` (default
 benchmarks/results). Exit status 1 when any trial hung. Not part of CI: a hang costs the
@@ -56,7 +58,7 @@ def trial(cell: str, batching: str, steps: int, chunk: int, seeds: int) -> dict:
     chunk_seconds = []
     for first in range(chunk, steps, chunk):
         start = time.perf_counter()
-        state, losses = experiment.train_chunk(state, first, chunk)
+        state, _ = experiment.train_chunk(state, first, chunk)
         jax.block_until_ready(state)
         chunk_seconds.append(time.perf_counter() - start)
     return dict(compile_seconds=compile_seconds, chunk_seconds=chunk_seconds)

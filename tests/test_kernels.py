@@ -27,7 +27,7 @@ import pytest
 
 import seqlab
 from seqlab import cells, kernels
-from seqlab.kernels import _persistent
+from seqlab.kernels import _lowering, _persistent
 from seqlab.unroll import _scan
 
 TOLERANCE = {  # dtype: (forward, gradients)
@@ -517,8 +517,6 @@ class TestLowering:
         """Without a GPU, jax 0.11 on lowers Pallas Triton calls only for a named abstract
         device; jax 0.10 cannot take one and assumes sm_90, so another target is refused
         there rather than silently lowered for the wrong card."""
-        from seqlab.kernels import _lowering
-
         with pytest.raises(ValueError, match="NVIDIA device kind.*got 'H100'"):
             kernels.gpu_target("H100")
         monkeypatch.setattr(_lowering, "abstract_device_route", lambda: False)
