@@ -35,8 +35,12 @@ import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from seqlab.experiments import Experiment, apply_overrides, default_config  # noqa: E402
-from seqlab.experiments._train import resolve_seed_batching  # noqa: E402
+from seqlab.experiments import (  # noqa: E402
+    Experiment,
+    apply_overrides,
+    default_config,
+    resolve_seed_batching,
+)
 
 PRESETS = {
     "ci": dict(steps=40, repeats=1),

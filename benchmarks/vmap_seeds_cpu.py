@@ -3,7 +3,7 @@
 On jax 0.10.2 (2 cores) the vmapped training step of ``train.num_seeds=2`` hung at random:
 every thread idle, the main thread waiting on a buffer that never became ready. That is why
 ``train.seed_batching=auto`` writes one copy of the computation per seed on CPU before jax
-0.12 (``resolve_seed_batching`` in ``seqlab/experiments/_train.py``, which cites this
+0.12 (``resolve_seed_batching`` in ``seqlab/experiments/_seeds.py``, which cites this
 script's results). This script measures it again on
 whatever jax is installed: each trial is a fresh process that builds the experiment
 (adding task, T = 100, H = 64, batch 64, 2 seeds, GRU and LSTM alternating, as in the

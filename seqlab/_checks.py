@@ -19,6 +19,23 @@ def require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def check_one_of(name: str, value, allowed) -> None:
+    """``value`` must be one of ``allowed`` (a table's keys, or a tuple of choices)."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+
+def check_positive(name: str, value) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+def check_non_negative(name: str, value) -> None:
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
 def _as_value_error(name: str, check: Callable[[], None]) -> None:
     try:
         check()

@@ -14,8 +14,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import os
 import sys
+
+import jax
+
+from seqlab import experiments
+from seqlab.demo import run_demo
 
 
 def _stamp() -> str:
@@ -23,14 +29,10 @@ def _stamp() -> str:
 
 
 def _quiet_libraries() -> None:
-    import logging
-
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's info and read-only notices
 
 
 def _run(args) -> int:
-    from seqlab import experiments
-
     config = experiments.apply_overrides(experiments.find(args.experiment), args.overrides)
     out = args.out or f"runs/{config.task}-{_stamp()}"
     experiments.run(config, out)
@@ -39,8 +41,6 @@ def _run(args) -> int:
 
 
 def _sweep(args) -> int:
-    from seqlab import experiments
-
     config = experiments.find(args.experiment)
     grid = experiments.parse_grid(args.axes)
     shared = {k: v[0] for k, v in grid.items() if len(v) == 1}
@@ -52,29 +52,21 @@ def _sweep(args) -> int:
 
 
 def _resume(args) -> int:
-    from seqlab import experiments
-
     experiments.resume(args.directory)
     return 0
 
 
 def _report(args) -> int:
-    from seqlab import experiments
-
     print(f"wrote {experiments.report(args.directory)}")
     return 0
 
 
 def _analyze(args) -> int:
-    from seqlab.experiments._analyze import analyze_run
-
-    analyze_run(args.directory, args.step)
+    experiments.analyze_run(args.directory, args.step)
     return 0
 
 
 def _demo(args) -> int:
-    from seqlab.demo import run_demo
-
     run_demo(args.out or f"runs/demo-{_stamp()}")
     return 0
 
@@ -137,8 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         (args.overrides if args.command == "run" else args.axes).extend(extra)
     _quiet_libraries()
     if os.environ.get("SEQLAB_DISTRIBUTED") == "1":
-        import jax
-
         jax.distributed.initialize()
     try:
         return args.run(args)

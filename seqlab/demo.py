@@ -29,11 +29,13 @@ from seqlab.experiments import (
     ModelConfig,
     TrainConfig,
     analyze_params,
+    figure,
     load_run,
+    save_figure,
     sweep,
+    write_json,
+    write_text,
 )
-from seqlab.experiments._report import _pyplot
-from seqlab.experiments._rundir import write_json, write_text
 from seqlab.experiments.tasks import ADDING_BASELINE_MSE, AddingData
 
 
@@ -112,7 +114,7 @@ def run_demo(out_dir, config: DemoConfig | None = None, echo=print) -> dict:
                 "seconds": summary["final"]["elapsed"],
             }
         )
-    plot = _plot(out_dir, curves)
+    plot = _plot(out_dir / "plots" / "gradnorm_decay.png", curves)
     table = [
         "| cell | eval MSE (mean of seeds) | / baseline | solved | gradient decay per step, "
         "init | after training | train time |",
@@ -140,27 +142,22 @@ def run_demo(out_dir, config: DemoConfig | None = None, echo=print) -> dict:
     )
     for path in [plot, out_dir / "sweep" / "plots" / "learning_curves.png",
                  out_dir / "sweep" / "results.csv", out_dir / "summary.md"]:  # fmt: skip
-        if path is not None and path.exists():
+        if path.exists():
             echo(f"wrote {path}")
     return payload
 
 
-def _plot(out_dir: pathlib.Path, curves: dict) -> pathlib.Path | None:
-    plt = _pyplot()
-    if plt is None:
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, which, title in zip(axes, (0, 1), ("at initialization", "after training"), strict=True):
+def _plot(path: pathlib.Path, curves: dict) -> pathlib.Path:
+    """Mean ||dL/dh_t|| of each cell against the distance from the last step, at
+    initialization and after training (``curves[cell] = (init, trained)``, each indexed
+    by that distance, as ``analyze_params``'s ``mean_norm``)."""
+    fig, axes = figure(1, 2, size=(10, 3.8), sharey=True)
+    titles = ("at initialization", "after training")
+    for ax, which, title in zip(axes[0], (0, 1), titles, strict=True):
         for cell, pair in curves.items():
-            curve = pair[which]
-            ax.plot(np.arange(len(curve))[::-1], curve, label=cell)
+            ax.plot(np.arange(len(pair[which])), pair[which], label=cell)
         ax.set_yscale("log")
         ax.set_xlabel("distance from the last step, T - 1 - t")
         ax.set_title(f"mean ||dL/dh_t||, {title}")
         ax.legend()
-    fig.tight_layout()
-    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    path = out_dir / "plots" / "gradnorm_decay.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

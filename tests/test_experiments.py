@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from seqlab import experiments
-from seqlab.experiments import Checkpoints, _train, apply_overrides, default_config, load_run, run
+from seqlab.experiments import Checkpoints, _seeds, apply_overrides, default_config, load_run, run
 from seqlab.experiments._model import build_model
 from seqlab.experiments._rundir import MetricLog, read_metrics
-from seqlab.experiments._train import map_seeds, resolve_seed_batching, weight_penalty
+from seqlab.experiments._seeds import map_seeds, resolve_seed_batching
+from seqlab.experiments._train import weight_penalty
 
 TINY = [
     "model.hidden_size=8",
@@ -93,7 +94,7 @@ def test_map_seeds_loop_equals_vmap(rng):
 def test_seed_batching_policy(monkeypatch, backend, version, num_seeds, expected):
     monkeypatch.setattr(jax, "default_backend", lambda: backend)
     monkeypatch.setattr(jax, "__version_info__", version)
-    assert _train.CPU_VMAP_MIN_SEEDS == 4 and _train.CPU_VMAP_FROM_JAX == (0, 12)
+    assert _seeds.CPU_VMAP_MIN_SEEDS == 4 and _seeds.CPU_VMAP_FROM_JAX == (0, 12)
     assert resolve_seed_batching("auto", num_seeds) == expected
     assert resolve_seed_batching("loop", num_seeds) == "loop"  # an explicit choice stands
     assert resolve_seed_batching("vmap", num_seeds) == "vmap"

@@ -10,6 +10,7 @@ The ``seqlab`` command line is a thin face over these functions.
 
 from seqlab.experiments import tasks as tasks
 from seqlab.experiments._analyze import analyze_params as analyze_params
+from seqlab.experiments._analyze import analyze_run as analyze_run
 from seqlab.experiments._analyze import gradient_norms as gradient_norms
 from seqlab.experiments._checkpoint import Checkpoints as Checkpoints
 from seqlab.experiments._config import REQUIRED_KEYS as REQUIRED_KEYS
@@ -23,21 +24,32 @@ from seqlab.experiments._config import valid_keys as valid_keys
 from seqlab.experiments._load import Run as Run
 from seqlab.experiments._load import load_run as load_run
 from seqlab.experiments._lookup import available as available
+from seqlab.experiments._lookup import default_config as default_config
 from seqlab.experiments._lookup import find as find
 from seqlab.experiments._model import TaskModel as TaskModel
 from seqlab.experiments._model import build_model as build_model
+from seqlab.experiments._optim import OPTIMIZERS as OPTIMIZERS
+from seqlab.experiments._optim import SCHEDULES as SCHEDULES
+from seqlab.experiments._optim import make_optimizer as make_optimizer
+from seqlab.experiments._plots import figure as figure
+from seqlab.experiments._plots import save_figure as save_figure
 from seqlab.experiments._report import report as report
-from seqlab.experiments._run import default_config as default_config
-from seqlab.experiments._run import read_config as read_config
 from seqlab.experiments._run import resume as resume
 from seqlab.experiments._run import run as run
+from seqlab.experiments._rundir import read_config as read_config
+from seqlab.experiments._rundir import write_json as write_json
+from seqlab.experiments._rundir import write_text as write_text
+from seqlab.experiments._seeds import SEED_BATCHING as SEED_BATCHING
+from seqlab.experiments._seeds import resolve_seed_batching as resolve_seed_batching
 from seqlab.experiments._sweep import parse_grid as parse_grid
 from seqlab.experiments._sweep import sweep as sweep
 from seqlab.experiments._train import Experiment as Experiment
-from seqlab.experiments._train import make_optimizer as make_optimizer
 
 __all__ = [
+    "OPTIMIZERS",
     "REQUIRED_KEYS",
+    "SCHEDULES",
+    "SEED_BATCHING",
     "CheckpointConfig",
     "Checkpoints",
     "DataConfig",
@@ -48,10 +60,12 @@ __all__ = [
     "TaskModel",
     "TrainConfig",
     "analyze_params",
+    "analyze_run",
     "apply_overrides",
     "available",
     "build_model",
     "default_config",
+    "figure",
     "find",
     "gradient_norms",
     "load_run",
@@ -59,9 +73,13 @@ __all__ = [
     "parse_grid",
     "read_config",
     "report",
+    "resolve_seed_batching",
     "resume",
     "run",
+    "save_figure",
     "sweep",
     "tasks",
     "valid_keys",
+    "write_json",
+    "write_text",
 ]

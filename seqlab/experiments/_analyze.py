@@ -2,10 +2,12 @@
 
 ``analyze_params`` computes ‖∂L/∂h_t‖ for every layer of the model's encoder on the
 first evaluation examples, with L the task's own loss through the trained head or
-decoder (``seqlab.analysis.hidden_grad_norms``), averages over examples, fits the
-per-step decay factor against the distance from the end of the sequence, and writes
-``analysis/gradnorms_step<N>.json`` (and a plot). ``seqlab analyze DIR --step N`` runs it
-on any saved checkpoint.
+decoder (``seqlab.analysis.hidden_grad_norms``). Each example's norms are lined up by
+the distance from that example's own last valid step (for a backward direction, from its
+first step, where the backward run ends), so padding never enters: at distance d the
+mean is over the examples longer than d. The per-step decay factor is fitted on those
+means, and the result goes to ``analysis/gradnorms_step<N>.json`` (and a plot).
+``seqlab analyze DIR --step N`` runs it on any saved checkpoint.
 """
 
 from __future__ import annotations
@@ -17,52 +19,66 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqlab.analysis import fit_decay_rate, hidden_grad_norms
-from seqlab.experiments import _rundir
-from seqlab.experiments._train import seed_params
-from seqlab.layers import dense_apply, last_valid_outputs
+from seqlab.experiments import _plots, _rundir
+from seqlab.experiments._load import load_run
+from seqlab.experiments._seeds import seed_params
+from seqlab.experiments._train import Experiment
+from seqlab.layers import Vocabulary
 
 ANALYSIS_EXAMPLES = 64
-
-
-def _loss_on_encoder_outputs(model, params, batch):
-    """outputs of the encoder -> the task's loss, through the trained head or decoder."""
-    net, encoder = params["net"], model.encoder
-    lengths = batch["lengths"]
-
-    def mean_loss(outputs):
-        total, count = model.per_example(outputs, batch)["loss"]
-        return jnp.sum(total) / jnp.maximum(jnp.sum(count), 1.0)
-
-    if model.kind == "many_to_one":
-        return lambda outputs: mean_loss(
-            dense_apply(
-                net["head"],
-                last_valid_outputs(outputs, lengths, bidirectional=encoder.bidirectional),
-            )
-        )
-    if model.kind == "many_to_many":
-        return lambda outputs: mean_loss(dense_apply(net["head"], outputs))
-    if model.kind == "encoder_decoder":
-        decoder = model.net.decoder
-
-        def through_decoder(outputs):
-            context = last_valid_outputs(outputs, lengths, bidirectional=encoder.bidirectional)
-            return mean_loss(decoder.teacher_forced(net["decoder"], context, batch["targets"]))
-
-        return through_decoder
-    raise ValueError(
-        "gradient-norm analysis follows an encoder over the input sequence; a one-to-many "
-        "model has none"
-    )
+DIRECTIONS = ("forward", "backward")
 
 
 def gradient_norms(model, params, batch) -> np.ndarray:
-    """(L, [2,] B, T) float64 norms of one seed's parameters on ``batch``."""
-    loss_fn = _loss_on_encoder_outputs(model, params, batch)
+    """(L, [2,] B, T) float64 norms of one seed's parameters on ``batch``, with the
+    task's loss through the trained head or decoder (``Architecture.from_encoding``)."""
+    net, lengths, targets = model.net, batch["lengths"], batch["targets"]
+    if not net.reads_sequence:
+        raise ValueError(
+            f"gradient-norm analysis follows an encoder over the input sequence; a {model.kind} "
+            "model has none"
+        )
+
+    def loss_fn(encoded):
+        return model.mean_loss(net.from_encoding(params["net"], encoded, lengths, targets), batch)
+
     xs = model.encode_inputs(params, batch["inputs"])
-    return hidden_grad_norms(
-        model.encoder, params["net"]["encoder"], xs, loss_fn, seq_lengths=batch["lengths"]
-    )
+    encoder = params["net"]["encoder"]
+    return hidden_grad_norms(net.encoder, encoder, xs, loss_fn, seq_lengths=lengths)
+
+
+def by_distance(norms: np.ndarray, lengths: np.ndarray, direction: str):
+    """Line up (..., B, T) norms by each sequence's own distance from where its loss
+    enters: its last valid step (forward) or step 0 (backward).
+
+    Returns (means (..., D), counts (D,)) for distances d = 0 .. D - 1, D the longest
+    length: the mean over the examples longer than d, and how many there are.
+    """
+    num_steps = norms.shape[-1]
+    lengths = np.clip(np.asarray(lengths), 0, num_steps)
+    span = max(int(lengths.max(initial=0)), 1)
+    distance = np.arange(span)
+    valid = distance[None, :] < lengths[:, None]  # (B, D)
+    if direction == "forward":
+        steps = np.clip(lengths[:, None] - 1 - distance[None, :], 0, num_steps - 1)
+    else:
+        steps = np.broadcast_to(np.minimum(distance, num_steps - 1), valid.shape)
+    lined = np.take_along_axis(norms, np.broadcast_to(steps, norms.shape[:-1] + (span,)), -1)
+    counts = valid.sum(axis=0)
+    total = np.sum(np.where(valid, lined, 0.0), axis=-2)
+    return total / np.maximum(counts, 1), counts
+
+
+def _fit(curve: np.ndarray, counts: np.ndarray) -> dict:
+    """Decay factor and rate of a (seeds, D) curve over the distances some example
+    reaches, where every seed's norm is finite and positive; None when fewer than two."""
+    usable = (counts > 0) & np.all(np.isfinite(curve) & (curve > 0), axis=0)
+    distances = np.flatnonzero(usable)
+    if len(distances) < 2:
+        return {"factor": None, "rate": None}
+    # fitted from the farthest distance to the nearest, the order of the earlier fits
+    fit = fit_decay_rate(curve[:, distances[::-1]], distances[::-1])
+    return {"factor": fit.factor, "rate": fit.rate}
 
 
 def analyze_params(experiment, params, step: int, run_dir) -> dict:
@@ -70,55 +86,51 @@ def analyze_params(experiment, params, step: int, run_dir) -> dict:
     model = experiment.model
     count = min(ANALYSIS_EXAMPLES, len(experiment.data.eval["targets"]))
     batch = {k: jnp.asarray(v[:count]) for k, v in experiment.data.eval.items()}
-    num_seeds = len(experiment.seeds)
-    curves = []  # (S, L, dirs, T): mean over examples
-    for index in range(num_seeds):
+    lengths = np.asarray(batch["lengths"])
+    directions = DIRECTIONS[: 2 if model.encoder.bidirectional else 1]
+    curves, counts = [], None  # curves: (S, L, dirs, D), mean over examples
+    for index in range(len(experiment.seeds)):
         norms = gradient_norms(model, seed_params(params, index), batch)
-        if not model.encoder.bidirectional:
+        if len(directions) == 1:
             norms = norms[:, None]
-        curves.append(norms.mean(axis=-2))
+        lined = []
+        for position, direction in enumerate(directions):
+            means, counts = by_distance(norms[:, position], lengths, direction)
+            lined.append(means)
+        curves.append(np.stack(lined, axis=1))
     curves = np.stack(curves)
-    num_steps = curves.shape[-1]
-    distances = num_steps - 1 - np.arange(num_steps)
-    fits = []
-    for layer in range(curves.shape[1]):
-        forward = curves[:, layer, 0]
-        if np.all(np.isfinite(forward)) and np.all(forward > 0):
-            fit = fit_decay_rate(forward, distances)
-            fits.append({"layer": layer, "factor": fit.factor, "rate": fit.rate})
-        else:
-            fits.append({"layer": layer, "factor": None, "rate": None})
     result = {
         "step": step,
         "examples": count,
         "seeds": list(experiment.seeds),
-        "directions": ["forward", "backward"][: curves.shape[2]],
-        "distance_from_end": distances.tolist(),
-        "mean_norm": curves.mean(axis=0).tolist(),  # (L, dirs, T) averaged over seeds
+        "directions": list(directions),
+        "distance": list(range(curves.shape[-1])),
+        "examples_at_distance": counts.tolist(),
+        "mean_norm": curves.mean(axis=0).tolist(),  # (L, dirs, D) averaged over seeds
         "per_seed": curves.tolist(),
-        "decay_fit_forward": fits,
     }
+    for position, direction in enumerate(directions):
+        result[f"decay_fit_{direction}"] = [
+            {"layer": layer, **_fit(curves[:, layer, position], counts)}
+            for layer in range(curves.shape[1])
+        ]
     run_dir = pathlib.Path(run_dir)
-    (run_dir / "analysis").mkdir(exist_ok=True)
     _rundir.write_json(run_dir / "analysis" / f"gradnorms_step{step}.json", result)
-    from seqlab.experiments import _report
-
-    _report.plot_gradnorms(run_dir, result)
+    _plots.plot_gradnorms(run_dir, result)
     return result
 
 
 def samples(experiment, params, *, count: int = 4) -> list | None:
-    """Decoded examples for the generative kinds (first seed): predicted dates beside the
-    truth, or text sampled from the first characters of evaluation windows."""
+    """Decoded examples for the generative kinds (first seed): predicted sequences beside
+    the truth for a model that reads a sequence, else text sampled from the first
+    characters of evaluation windows."""
     model, info = experiment.model, experiment.data.info
-    if model.kind not in ("encoder_decoder", "one_to_many"):
+    if not model.net.generative:
         return None
-    from seqlab.layers import Vocabulary
-
     first = seed_params(params, 0)
     batch = {k: jnp.asarray(v[:count]) for k, v in experiment.data.eval.items()}
     length = info["target_length"]
-    if model.kind == "encoder_decoder":
+    if model.net.reads_sequence:
         source, target = Vocabulary(info["vocab"]), Vocabulary(info["target_vocab"])
         tokens, _ = model.generate(first, batch, length)
         return [
@@ -138,12 +150,26 @@ def samples(experiment, params, *, count: int = 4) -> list | None:
     ]
 
 
+def _summary_lines(result: dict) -> list[str]:
+    lines = []
+    for direction in result["directions"]:
+        for fit in result[f"decay_fit_{direction}"]:
+            factor = "n/a" if fit["factor"] is None else f"{fit['factor']:.4f}"
+            lines.append(
+                f"step {result['step']}, layer {fit['layer']} {direction}: gradient norm "
+                f"decays by {factor} per step"
+            )
+    first = np.asarray(result["mean_norm"])[:, 0]
+    lines.append(
+        "mean ||dL/dh_t|| at each sequence's last valid step / its first step: "
+        + ", ".join(f"{c[0]:.3g} / {c[-1]:.3g}" for c in first)
+    )
+    return lines
+
+
 def analyze_run(run_dir, step: int | None = None, *, echo=print) -> dict:
     """``seqlab analyze``: gradient norms of checkpoint ``step`` (default: the latest) on
     the task's evaluation data, written to ``analysis/`` and ``plots/``."""
-    from seqlab.experiments._load import load_run
-    from seqlab.experiments._train import Experiment
-
     run = load_run(run_dir)
     steps = run.steps
     if not steps:
@@ -152,13 +178,7 @@ def analyze_run(run_dir, step: int | None = None, *, echo=print) -> dict:
     params = run.restore(step)
     experiment = Experiment.from_config(run.config)
     result = analyze_params(experiment, params, step, run_dir)
-    for fit in result["decay_fit_forward"]:
-        factor = "n/a" if fit["factor"] is None else f"{fit['factor']:.4f}"
-        echo(f"step {step}, layer {fit['layer']}: gradient norm decays by {factor} per step")
-    first = np.asarray(result["mean_norm"])[:, 0]
-    echo(
-        "mean ||dL/dh_t|| at the last step / the first step: "
-        + ", ".join(f"{c[-1]:.3g} / {c[0]:.3g}" for c in first)
-    )
+    for line in _summary_lines(result):
+        echo(line)
     echo(f"wrote {pathlib.Path(run_dir) / 'analysis' / f'gradnorms_step{step}.json'}")
     return result

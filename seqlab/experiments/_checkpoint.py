@@ -15,6 +15,14 @@ import pathlib
 
 import orbax.checkpoint as ocp
 
+from seqlab.experiments import _rundir
+
+# What orbax and tensorstore raise for a damaged or half-deleted step: missing files
+# (OSError), unreadable JSON or arrays (ValueError, tensorstore's errors included), a
+# missing item (KeyError), and a step folder without its metadata (FileNotFoundError,
+# an OSError). Anything else is a bug and propagates.
+DAMAGED = (OSError, ValueError, KeyError)
+
 
 class Checkpoints:
     """The ``checkpoints/`` folder of a run.
@@ -61,7 +69,7 @@ class Checkpoints:
         if step not in self._scores:
             try:
                 value = self.restore_meta(step).get("metrics", {}).get(self.best_metric)
-            except Exception:  # a step half deleted by a kill during pruning: never best
+            except DAMAGED:  # a step half deleted by a kill during pruning: never best
                 value = None
             self._scores[step] = value
         value = self._scores[step]
@@ -127,3 +135,29 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def open_checkpoints(run_dir, experiment, *, read_only: bool = False) -> Checkpoints:
+    """The ``checkpoints/`` folder of the run in ``run_dir``, keeping what ``experiment``'s
+    config asks (``checkpoint.keep`` and the best by its main metric)."""
+    metric, mode = experiment.main_metric()
+    return Checkpoints(
+        pathlib.Path(run_dir) / _rundir.CHECKPOINTS,
+        keep=experiment.config.checkpoint.keep,
+        best_metric=metric,
+        mode=mode,
+        read_only=read_only,
+    )
+
+
+def restore_state(checkpoints: Checkpoints, experiment, step: int):
+    """(state, meta) of ``step``, restored against ``experiment``'s abstract state; a
+    damaged checkpoint is a ValueError naming the step and the folder."""
+    try:
+        return checkpoints.restore(step, experiment.abstract_state())
+    except DAMAGED as error:
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
+        raise ValueError(
+            f"checkpoint {step} in {checkpoints.directory} cannot be restored ({reason[:200]})"
+        ) from None

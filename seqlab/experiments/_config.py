@@ -16,6 +16,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from seqlab import cells
+from seqlab._checks import check_non_negative, check_one_of, check_positive, require
+from seqlab.experiments._optim import OPTIMIZERS, SCHEDULES
+from seqlab.experiments._seeds import SEED_BATCHING
+from seqlab.unroll import IMPLEMENTATIONS
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -25,7 +31,7 @@ class ModelConfig:
     bidirectional: bool = False
     dropout: float = 0.0  # between stacked layers (RNNLayer.dropout)
     embed_size: int = 32  # token inputs with data.input_encoding=embedding, and decoders
-    implementation: str | None = None  # None, "xla" or "pallas": seqlab.scan(implementation=)
+    implementation: str | None = None  # seqlab.unroll.IMPLEMENTATIONS: None, "xla" or "pallas"
 
 
 @dataclasses.dataclass
@@ -45,8 +51,8 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 64
     lr: float = 1e-3
-    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
-    schedule: str = "constant"  # constant | cosine | warmup_cosine
+    optimizer: str = "adam"  # a key of OPTIMIZERS (_optim.py): adam | adamw | sgd | rmsprop
+    schedule: str = "constant"  # a key of SCHEDULES: constant | cosine | warmup_cosine
     warmup_steps: int = 0
     clip_norm: float = 1.0  # global-norm clipping; 0 turns it off
     weight_decay: float = 0.0  # decoupled (adamw)
@@ -56,7 +62,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     early_stopping_patience: int = 0  # evaluations without improvement; 0 turns it off
     num_seeds: int = 1  # seeds seed, seed+1, ... train together as one program
-    seed_batching: str = "auto"  # auto | vmap | loop (see seqlab.experiments._train)
+    seed_batching: str = "auto"  # SEED_BATCHING: auto | vmap | loop (see _seeds.py)
 
 
 @dataclasses.dataclass
@@ -138,50 +144,45 @@ def apply_overrides(config: Any, overrides: list[str]) -> DictConfig:
     return merged
 
 
-def _is(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
-
-
-def _positive(name: str, value) -> None:
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-
-
 def validate(config: DictConfig) -> None:
     """Checks across keys that a type cannot express (a ValueError naming the key)."""
-    from seqlab import cells
-
-    _is("model.cell", config.model.cell, cells.registered())
-    for name in ("model.hidden_size", "model.num_layers", "model.embed_size", "data.seq_len"):
-        _positive(name, OmegaConf.select(config, name))
-    for name in ("train.steps", "train.batch_size", "train.lr", "train.log_every"):
-        _positive(name, OmegaConf.select(config, name))
-    _positive("train.num_seeds", config.train.num_seeds)
-    _positive("train.eval_batch_size", config.train.eval_batch_size)
-    _positive("checkpoint.every", config.checkpoint.every)
-    _positive("checkpoint.keep", config.checkpoint.keep)
-    _is("model.implementation", config.model.implementation, (None, "xla", "pallas"))
-    _is("train.optimizer", config.train.optimizer, ("adam", "adamw", "sgd", "rmsprop"))
-    _is("train.seed_batching", config.train.seed_batching, ("auto", "vmap", "loop"))
-    _is("train.schedule", config.train.schedule, ("constant", "cosine", "warmup_cosine"))
-    if not 0.0 <= config.model.dropout < 1.0:
-        raise ValueError(f"model.dropout must be in [0, 1), got {config.model.dropout}")
+    check_one_of("model.cell", config.model.cell, cells.registered())
+    positive = (
+        "model.hidden_size",
+        "model.num_layers",
+        "model.embed_size",
+        "data.seq_len",
+        "train.steps",
+        "train.batch_size",
+        "train.lr",
+        "train.log_every",
+        "train.num_seeds",
+        "train.eval_batch_size",
+        "checkpoint.every",
+        "checkpoint.keep",
+    )
+    for name in positive:
+        check_positive(name, OmegaConf.select(config, name))
+    check_one_of("model.implementation", config.model.implementation, IMPLEMENTATIONS)
+    check_one_of("train.optimizer", config.train.optimizer, OPTIMIZERS)
+    check_one_of("train.seed_batching", config.train.seed_batching, SEED_BATCHING)
+    check_one_of("train.schedule", config.train.schedule, SCHEDULES)
+    require(
+        0.0 <= config.model.dropout < 1.0,
+        f"model.dropout must be in [0, 1), got {config.model.dropout}",
+    )
     for name in ("train.l1", "train.l2", "train.weight_decay", "train.clip_norm"):
-        if OmegaConf.select(config, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {OmegaConf.select(config, name)}")
-    if config.checkpoint.every % config.train.log_every:
-        raise ValueError(
-            f"checkpoint.every ({config.checkpoint.every}) must be a multiple of "
-            f"train.log_every ({config.train.log_every})"
-        )
+        check_non_negative(name, OmegaConf.select(config, name))
+    require(
+        config.checkpoint.every % config.train.log_every == 0,
+        f"checkpoint.every ({config.checkpoint.every}) must be a multiple of "
+        f"train.log_every ({config.train.log_every})",
+    )
     folds, fold = config.data.num_folds, config.data.fold
-    if folds == 1 or folds < 0:
-        raise ValueError(f"data.num_folds must be 0 (off) or >= 2, got {folds}")
-    if folds and not 0 <= fold < folds:
-        raise ValueError(f"data.fold must be in [0, {folds}), got {fold}")
-    if config.data.augment_jitter < 0 or config.data.augment_scale < 0:
-        raise ValueError("data.augment_jitter and data.augment_scale must be >= 0")
+    require(folds == 0 or folds >= 2, f"data.num_folds must be 0 (off) or >= 2, got {folds}")
+    require(not folds or 0 <= fold < folds, f"data.fold must be in [0, {folds}), got {fold}")
+    for name in ("data.augment_jitter", "data.augment_scale"):
+        check_non_negative(name, OmegaConf.select(config, name))
 
 
 def to_yaml(config: DictConfig) -> str:

@@ -16,15 +16,11 @@ import numpy as np
 
 from seqlab.experiments import _rundir
 from seqlab.experiments import tasks as task_registry
+from seqlab.experiments._checkpoint import open_checkpoints, restore_state
 from seqlab.experiments._model import build_model
-from seqlab.experiments._run import open_checkpoints, read_config, read_info, restore_state
-from seqlab.experiments._train import (
-    Experiment,
-    make_optimizer,
-    map_seeds,
-    resolve_seed_batching,
-    seed_params,
-)
+from seqlab.experiments._optim import make_optimizer
+from seqlab.experiments._seeds import map_seeds, resolve_seed_batching, seed_params
+from seqlab.experiments._train import Experiment
 
 
 class Run:
@@ -43,8 +39,8 @@ class Run:
         self.directory = pathlib.Path(directory)
         if not self.directory.is_dir():
             raise ValueError(f"no run directory at {self.directory}")
-        self.config = read_config(self.directory)
-        self.info = read_info(self.directory)
+        self.config = _rundir.read_config(self.directory)
+        self.info = _rundir.read_info(self.directory)
         self.model = build_model(self.config, self.info)
         self.seeds = tuple(self.config.seed + i for i in range(self.config.train.num_seeds))
         self._experiment = Experiment(
@@ -56,7 +52,7 @@ class Run:
             self.seeds,
             None,
         )
-        if not (self.directory / "checkpoints").is_dir():
+        if not (self.directory / _rundir.CHECKPOINTS).is_dir():
             raise ValueError(f"{self.directory} has no checkpoints/ folder")
         self._checkpoints = open_checkpoints(self.directory, self._experiment, read_only=True)
 
@@ -125,7 +121,7 @@ class Run:
         batch = {"inputs": inputs, "lengths": jnp.asarray(lengths, jnp.int32)}
         if targets is not None:
             batch["targets"] = jnp.asarray(targets)
-        elif self.model.kind in ("encoder_decoder", "one_to_many"):
+        elif self.model.net.generative:
             raise ValueError(f"a {self.model.kind} model needs targets for apply; use generate")
         how = resolve_seed_batching(self.config.train.seed_batching, len(self.seeds))
         outputs = map_seeds(lambda p: self.model.predict(p, batch), how, params)

@@ -13,9 +13,16 @@ import importlib.util
 import pathlib
 
 from seqlab.experiments import tasks as task_registry
-from seqlab.experiments._config import structured
+from seqlab.experiments._config import ExperimentConfig, structured
 
 REPO_EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
+
+
+def default_config(task_name: str):
+    """The typed default config of a task (its DataConfig subclass in ``data``)."""
+    task = task_registry.get(task_name)
+    config = ExperimentConfig(task=task_name, data=task.data_config())
+    return structured(task.default_config(config))
 
 
 def search_dirs() -> list[pathlib.Path]:
@@ -52,8 +59,6 @@ def find(name_or_path: str):
         if candidate.is_file():
             return load_file(candidate)
     if name_or_path in task_registry.registered():
-        from seqlab.experiments._run import default_config
-
         return default_config(name_or_path)
     raise ValueError(
         f"unknown experiment {name_or_path!r}; expected a file path or one of: "

@@ -14,18 +14,45 @@ import jax
 import jax.numpy as jnp
 
 from seqlab import cells
-from seqlab.layers import (
-    Embedding,
-    EncoderDecoder,
-    ManyToMany,
-    ManyToOne,
-    OneToMany,
-    RNNLayer,
-    TokenDecoder,
-    one_hot,
-    valid_mask,
-)
-from seqlab.layers._encoding import PAD_ID
+from seqlab.layers import ARCHITECTURES, Architecture, Embedding, RNNLayer, one_hot
+
+
+def _mse(outputs, targets, mask):
+    squared = (outputs - targets) ** 2
+    count = jnp.full(squared.shape[:1], squared.shape[1], squared.dtype)
+    total = jnp.sum(squared, axis=1)
+    return {"loss": (total, count), "mse": (total, count)}
+
+
+def _cross_entropy(outputs, targets, mask):
+    log_probs = jax.nn.log_softmax(outputs, axis=-1)
+    labels = targets.astype(jnp.int32)
+    nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    correct = (jnp.argmax(outputs, axis=-1) == labels).astype(outputs.dtype)
+    mask = mask.astype(outputs.dtype)
+    if mask.ndim == 1:  # one output per sequence
+        return {"loss": (nll * mask, mask), "accuracy": (correct * mask, mask)}
+    count = jnp.sum(mask, axis=1)
+    return {
+        "loss": (jnp.sum(nll * mask, axis=1), count),
+        "accuracy": (jnp.sum(correct * mask, axis=1), count),
+    }
+
+
+def _mean_values(outputs):
+    return jnp.mean(outputs, axis=0)
+
+
+def _mean_probabilities(outputs):
+    log_probs = jax.nn.log_softmax(outputs, axis=-1)
+    return jax.scipy.special.logsumexp(log_probs, axis=0) - jnp.log(outputs.shape[0])
+
+
+# objective -> (per-example metrics from (outputs, targets, mask), ensemble over seeds)
+OBJECTIVES = {
+    "mse": (_mse, _mean_values),
+    "xent": (_cross_entropy, _mean_probabilities),
+}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -33,9 +60,10 @@ class TaskModel:
     """A seqlab model plus its input encoding and objective.
 
     Attributes:
-      kind: the architecture type (see ``seqlab.experiments.tasks``).
-      objective: "mse" or "xent".
-      net: ManyToOne, ManyToMany, EncoderDecoder or OneToMany.
+      kind: the architecture type (a key of ``seqlab.layers.ARCHITECTURES``).
+      objective: "mse" or "xent" (a key of ``OBJECTIVES``).
+      net: the ``seqlab.layers.Architecture`` (ManyToOne, ManyToMany, EncoderDecoder or
+        OneToMany); everything kind-specific is asked of it.
       input_vocab: > 0 when the inputs are token ids.
       input_encoding: "one_hot" or "embedding" for token inputs.
       embed_size: embedding width for token inputs.
@@ -43,7 +71,7 @@ class TaskModel:
 
     kind: str
     objective: str
-    net: object
+    net: Architecture
     input_size: int
     input_vocab: int = 0
     input_encoding: str = "float"
@@ -76,73 +104,44 @@ class TaskModel:
         """Outputs for a batch: values (mse) or logits (xent); teacher-forced logits for
         the decoders."""
         xs = self.encode_inputs(params, batch["inputs"])
-        net, lengths = params["net"], batch["lengths"]
-        if self.kind in ("many_to_one", "many_to_many"):
-            return self.net.apply(net, xs, seq_lengths=lengths, key=key, train=train)
-        if self.kind == "encoder_decoder":
-            return self.net.apply(
-                net, xs, batch["targets"], source_lengths=lengths, key=key, train=train
-            )
-        return self.net.apply(net, xs, batch["targets"], key=key, train=train)
+        return self.net.forward(
+            params["net"], xs, batch["lengths"], batch.get("targets"), key=key, train=train
+        )
 
     def per_example(self, outputs, batch) -> dict:
         """{metric: (sum (B,), count (B,))}: the loss first, then accuracy for classes."""
-        targets = batch["targets"]
-        if self.objective == "mse":
-            squared = (outputs - targets) ** 2
-            count = jnp.full(squared.shape[:1], squared.shape[1], squared.dtype)
-            total = jnp.sum(squared, axis=1)
-            return {"loss": (total, count), "mse": (total, count)}
-        log_probs = jax.nn.log_softmax(outputs, axis=-1)
-        labels = targets.astype(jnp.int32)
-        nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
-        correct = (jnp.argmax(outputs, axis=-1) == labels).astype(outputs.dtype)
-        if self.kind == "many_to_one":
-            ones = jnp.ones_like(nll)
-            return {"loss": (nll, ones), "accuracy": (correct, ones)}
-        if self.kind == "many_to_many":
-            mask = valid_mask(batch["lengths"], *labels.shape)
-        else:  # decoders: every target token up to and including <eos>
-            mask = labels != PAD_ID
-        mask = mask.astype(outputs.dtype)
-        count = jnp.sum(mask, axis=1)
-        return {
-            "loss": (jnp.sum(nll * mask, axis=1), count),
-            "accuracy": (jnp.sum(correct * mask, axis=1), count),
-        }
+        metrics, _ = OBJECTIVES[self.objective]
+        mask = self.net.output_mask(batch["lengths"], batch["targets"])
+        return metrics(outputs, batch["targets"], mask)
+
+    def mean_loss(self, outputs, batch):
+        """The loss of ``outputs`` averaged over everything it counts (examples, or
+        valid steps and tokens)."""
+        total, count = self.per_example(outputs, batch)["loss"]
+        return jnp.sum(total) / jnp.maximum(jnp.sum(count), 1.0)
 
     def combine_seeds(self, outputs):
         """The ensemble of outputs stacked over seeds (S, ...): the mean of the values, or
         the log of the mean of the probabilities."""
-        if self.objective == "mse":
-            return jnp.mean(outputs, axis=0)
-        log_probs = jax.nn.log_softmax(outputs, axis=-1)
-        return jax.scipy.special.logsumexp(log_probs, axis=0) - jnp.log(outputs.shape[0])
+        _, ensemble = OBJECTIVES[self.objective]
+        return ensemble(outputs)
 
     def generate(self, params, batch, max_length, *, key=None, temperature=0.0):
-        """Decoded token ids (B, max_length) and lengths for the decoder kinds."""
+        """Decoded token ids (B, max_length) and lengths for the generative kinds."""
+        if not self.net.generative:
+            raise ValueError(f"generate needs a decoder model, this one is {self.kind}")
         xs = self.encode_inputs(params, batch["inputs"])
-        if self.kind == "encoder_decoder":
-            return self.net.generate(
-                params["net"],
-                xs,
-                max_length,
-                source_lengths=batch["lengths"],
-                key=key,
-                temperature=temperature,
-            )
-        if self.kind == "one_to_many":
-            return self.net.generate(
-                params["net"], xs, max_length, key=key, temperature=temperature
-            )
-        raise ValueError(f"generate needs a decoder model, this one is {self.kind}")
+        lengths = {"source_lengths": batch["lengths"]} if self.net.reads_sequence else {}
+        return self.net.generate(
+            params["net"], xs, max_length, key=key, temperature=temperature, **lengths
+        )
 
     @property
     def encoder(self) -> RNNLayer:
         """The RNNLayer that reads the inputs (the decoder's for one-to-many)."""
-        if self.kind == "one_to_many":
-            return self.net.decoder.rnn
-        return self.net.encoder
+        if self.net.reads_sequence:
+            return self.net.encoder
+        return self.net.decoder.rnn
 
 
 def build_model(config, info: dict) -> TaskModel:
@@ -159,23 +158,18 @@ def build_model(config, info: dict) -> TaskModel:
             implementation=model.implementation,
         )
 
-    kind, output_size = info["kind"], info["output_size"]
-    if kind == "many_to_one":
-        net = ManyToOne(rnn(model.bidirectional), output_size)
-    elif kind == "many_to_many":
-        net = ManyToMany(rnn(model.bidirectional), output_size)
-    elif kind == "encoder_decoder":
-        decoder = TokenDecoder(rnn(False), output_size, model.embed_size)
-        net = EncoderDecoder(rnn(model.bidirectional), decoder)
-    else:
-        if model.bidirectional:
-            raise ValueError(
-                "model.bidirectional must be false for a one-to-many task: its RNN generates "
-                "left to right"
-            )
-        net = OneToMany(TokenDecoder(rnn(False), output_size, model.embed_size))
+    architecture = ARCHITECTURES[info["kind"]]
+    try:
+        net = architecture.build(
+            rnn,
+            info["output_size"],
+            bidirectional=model.bidirectional,
+            embed_size=model.embed_size,
+        )
+    except ValueError as error:
+        raise ValueError(f"model: {error}") from None
     return TaskModel(
-        kind=kind,
+        kind=architecture.kind,
         objective=info["objective"],
         net=net,
         input_size=info.get("input_size", 0),

@@ -1,81 +1,22 @@
-"""Plots and Markdown reports of runs and sweeps (matplotlib, when installed).
+"""Reports of runs and sweeps: ``report.md``, and a sweep's ``results.csv`` and ``cv.csv``.
 
 ``seqlab report DIR`` writes ``DIR/report.md``: for a run, its config, final metrics
 beside the task's baseline, learning curves (train and eval, so over- and under-fitting
-show) and gradient-norm curves; for a sweep, the results table, the comparison plots and
-every point's learning curves.
+show) and gradient-norm curves; for a sweep, the results table (one row per point, from
+the points' summaries), the comparison plots and every point's learning curves.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import pathlib
 
-from seqlab.experiments import _rundir
+import numpy as np
 
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def plot_run(run_dir) -> list[pathlib.Path]:
-    """plots/learning_curves.png: train and eval loss, and the task's other eval metrics."""
-    plt = _pyplot()
-    run_dir = pathlib.Path(run_dir)
-    records = _rundir.read_metrics(run_dir / _rundir.METRICS)
-    if plt is None or not records:
-        return []
-    steps = [r["step"] for r in records]
-    others = sorted({k for r in records for k in r if k.startswith("eval") and k != "eval/loss"})
-    panels = 1 + len(others)
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
-    ax = axes[0, 0]
-    for name in ("train/loss", "eval/loss"):
-        ax.plot(steps, [r.get(name) for r in records], label=name)
-    ax.set_xlabel("step")
-    ax.set_yscale("log")
-    ax.set_title("loss (train: mean over the steps since the last record)")
-    ax.legend()
-    for ax, name in zip(axes[0, 1:], others, strict=True):
-        ax.plot(steps, [r.get(name) for r in records], label=name)
-        ax.set_xlabel("step")
-        ax.set_title(name)
-    fig.tight_layout()
-    (run_dir / "plots").mkdir(exist_ok=True)
-    path = run_dir / "plots" / "learning_curves.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
-
-
-def plot_gradnorms(run_dir, result: dict) -> pathlib.Path | None:
-    plt = _pyplot()
-    if plt is None:
-        return None
-    run_dir = pathlib.Path(run_dir)
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    distances = result["distance_from_end"]
-    for layer, per_direction in enumerate(result["mean_norm"]):
-        for direction, curve in zip(result["directions"], per_direction, strict=True):
-            ax.plot(distances, curve, label=f"layer {layer} {direction}")
-    ax.set_yscale("log")
-    ax.set_xlabel("distance from the last step, T - 1 - t")
-    ax.set_ylabel("mean ||dL/dh_t||")
-    ax.set_title(f"gradient norms at step {result['step']}")
-    ax.legend()
-    fig.tight_layout()
-    (run_dir / "plots").mkdir(exist_ok=True)
-    path = run_dir / "plots" / f"gradnorms_step{result['step']}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+from seqlab.experiments import _plots, _rundir
+from seqlab.experiments._config import to_yaml
 
 
 def _fmt(value) -> str:
@@ -85,15 +26,12 @@ def _fmt(value) -> str:
 
 
 def report_run(run_dir) -> pathlib.Path:
-    from seqlab.experiments._config import to_yaml
-    from seqlab.experiments._run import read_config
-
+    """``report.md`` of a run directory (finished or not)."""
     run_dir = pathlib.Path(run_dir)
-    config = read_config(run_dir)
-    summary_path = run_dir / _rundir.SUMMARY
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    config = _rundir.read_config(run_dir)
+    summary = _rundir.read_summary(run_dir)
     records = _rundir.read_metrics(run_dir / _rundir.METRICS)
-    plots = plot_run(run_dir)
+    plots = _plots.plot_run(run_dir)
     lines = [f"# Run report: {run_dir.name}", "", f"Task `{config.task}`."]
     if summary is None:
         last = records[-1]["step"] if records else 0
@@ -118,13 +56,126 @@ def report_run(run_dir) -> pathlib.Path:
         lines += ["", f"![{path.stem}](plots/{path.name})"]
     analyses = sorted((run_dir / "analysis").glob("gradnorms_step*.json"))
     for path in analyses:
-        result = json.loads(path.read_text())
-        fits = ", ".join(
-            f"layer {f['layer']}: {_fmt(f['factor'])}" for f in result["decay_fit_forward"]
-        )
-        lines += ["", f"Gradient-norm decay per step at step {result['step']}: {fits}."]
+        result = _rundir.read_json(path)
+        for direction in result.get("directions", ["forward"]):
+            fits = ", ".join(
+                f"layer {f['layer']}: {_fmt(f['factor'])}" for f in result[f"decay_fit_{direction}"]
+            )
+            lines += [
+                "",
+                f"Gradient-norm decay per step ({direction}) at step {result['step']}: {fits}.",
+            ]
     lines += ["", "## Config", "", "```yaml", to_yaml(config).rstrip(), "```", ""]
     path = run_dir / "report.md"
+    _rundir.write_text(path, "\n".join(lines))
+    return path
+
+
+def sweep_rows(out_dir: pathlib.Path) -> tuple[list[dict], dict]:
+    """(one row per point: its overrides, status and final metrics; the sweep's plan)."""
+    plan = _rundir.read_json(out_dir / _rundir.SWEEP)
+    rows = []
+    for point in plan["points"]:
+        point_dir = out_dir / "points" / point["name"]
+        summary = _rundir.read_summary(point_dir)
+        row = {"point": point["name"]}
+        row.update(dict(o.split("=", 1) for o in point["overrides"]))
+        if summary is None:
+            row["status"] = "not finished"
+            rows.append(row)
+            continue
+        row.update(status=summary["status"], step=summary["step"])
+        for name, value in summary["final"].items():
+            if name.startswith("eval"):
+                row[name] = value
+        per_seed = summary.get("final_per_seed", {})
+        metric = summary["main_metric"]
+        if metric in per_seed and len(per_seed[metric]) > 1:
+            row[f"{metric} std"] = float(np.std(per_seed[metric], ddof=1))
+        row["best_step"] = summary["best_step"]
+        row["best"] = summary["best"]
+        row["main_metric"] = metric
+        for name, value in summary.get("baselines", {}).items():
+            row[f"baseline {name}"] = value
+        row["seconds"] = summary["final"].get("elapsed")
+        rows.append(row)
+    return rows, plan
+
+
+def write_results(out_dir) -> pathlib.Path:
+    """results.csv (and cv.csv for a k-fold sweep) from the points' summaries."""
+    out_dir = pathlib.Path(out_dir)
+    rows, plan = sweep_rows(out_dir)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    path = out_dir / "results.csv"
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    if plan["kfold"]:
+        groups = {}
+        for row in rows:
+            key = tuple(row.get(k) for k in plan["grid"])
+            groups.setdefault(key, []).append(row)
+        cv_rows = []
+        for key, members in groups.items():
+            metric = members[0].get("main_metric")
+            values = [m[metric] for m in members if metric and metric in m]
+            cv_row = dict(zip(plan["grid"], key, strict=True))
+            cv_row.update(
+                folds=len(values),
+                metric=metric,
+                mean=float(np.mean(values)) if values else math.nan,
+                std=float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+            )
+            cv_rows.append(cv_row)
+        with open(out_dir / "cv.csv", "w", newline="") as file:
+            writer = csv.DictWriter(file, list(cv_rows[0]))
+            writer.writeheader()
+            writer.writerows(cv_rows)
+    return path
+
+
+def _markdown_table(rows: list[dict], columns: list[str]) -> list[str]:
+    def fmt(value):
+        return (
+            f"{value:.4g}" if isinstance(value, float) else str(value if value is not None else "")
+        )
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    return lines
+
+
+def report_sweep(out_dir) -> pathlib.Path:
+    """``report.md`` of a sweep directory: the results table, cross-validation, plots."""
+    out_dir = pathlib.Path(out_dir)
+    rows, plan = sweep_rows(out_dir)
+    plots = _plots.plot_sweep(out_dir, rows)
+    columns = list(dict.fromkeys(k for row in rows for k in row if k not in ("main_metric",)))
+    lines = [
+        f"# Sweep report: {out_dir.name}",
+        "",
+        f"Task `{plan['base']['task']}`, {len(rows)} points; axes: "
+        + ", ".join(f"`{k}` in {v}" for k, v in plan["grid"].items())
+        + (f"; {plan['kfold']}-fold cross-validation" if plan["kfold"] else "")
+        + ".",
+        "",
+        *_markdown_table(rows, columns),
+    ]
+    if (out_dir / "cv.csv").exists():
+        with open(out_dir / "cv.csv") as file:
+            cv_rows = list(csv.DictReader(file))
+        lines += [
+            "",
+            "Cross-validation (over folds):",
+            "",
+            *_markdown_table(cv_rows, list(cv_rows[0])),
+        ]
+    for path in plots:
+        lines += ["", f"![{path.stem}](plots/{path.name})"]
+    lines += ["", "Each point's own report: `seqlab report points/<point>`.", ""]
+    path = out_dir / "report.md"
     _rundir.write_text(path, "\n".join(lines))
     return path
 
@@ -132,9 +183,7 @@ def report_run(run_dir) -> pathlib.Path:
 def report(directory) -> pathlib.Path:
     """Write ``report.md`` for a run or a sweep directory; returns its path."""
     directory = pathlib.Path(directory)
-    if (directory / "sweep.json").exists():
-        from seqlab.experiments._sweep import report_sweep
-
+    if (directory / _rundir.SWEEP).exists():
         return report_sweep(directory)
     if not (directory / _rundir.CONFIG).exists():
         raise ValueError(f"{directory} is neither a run (config.yaml) nor a sweep (sweep.json)")

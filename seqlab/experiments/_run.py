@@ -15,60 +15,12 @@ import time
 
 import jax
 import numpy as np
-import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from tqdm.auto import tqdm
 
-from seqlab.experiments import _rundir
-from seqlab.experiments import tasks as task_registry
-from seqlab.experiments._checkpoint import Checkpoints
-from seqlab.experiments._config import ExperimentConfig, structured, to_yaml, validate
+from seqlab.experiments import _analyze, _plots, _rundir
+from seqlab.experiments._checkpoint import open_checkpoints, restore_state
+from seqlab.experiments._config import structured, to_yaml, validate
 from seqlab.experiments._train import Experiment
-
-
-def default_config(task_name: str):
-    """The typed default config of a task (its DataConfig subclass in ``data``)."""
-    task = task_registry.get(task_name)
-    config = ExperimentConfig(task=task_name, data=task.data_config())
-    return structured(task.default_config(config))
-
-
-def read_config(run_dir: str | pathlib.Path):
-    """The typed config saved in ``run_dir/config.yaml`` (checked against its schema)."""
-    path = pathlib.Path(run_dir) / _rundir.CONFIG
-    if not path.is_file():
-        raise ValueError(f"{run_dir} is not a run directory: {path.name} is missing")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict) or "task" not in raw:
-            raise ValueError(f"{path} does not hold an experiment config")
-        config = OmegaConf.merge(default_config(raw["task"]), raw)
-    except (yaml.YAMLError, OmegaConfBaseException) as error:
-        reason = str(error).splitlines()[0]
-        raise ValueError(f"{path} cannot be read as an experiment config: {reason}") from None
-    validate(config)
-    return config
-
-
-def read_info(run_dir: str | pathlib.Path) -> dict:
-    import json
-
-    path = pathlib.Path(run_dir) / _rundir.TASK
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path} cannot be read: {error}") from None
-
-
-def open_checkpoints(run_dir, experiment: Experiment, *, read_only=False) -> Checkpoints:
-    metric, mode = experiment.main_metric()
-    return Checkpoints(
-        pathlib.Path(run_dir) / "checkpoints",
-        keep=experiment.config.checkpoint.keep,
-        best_metric=metric,
-        mode=mode,
-        read_only=read_only,
-    )
 
 
 def run(config, out_dir, *, progress: bool | None = None, echo=print, data=None) -> dict:
@@ -96,15 +48,11 @@ def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
     """Continue the run in ``run_dir`` from its latest checkpoint (from step 0 when it
     has none); a finished run is left as it is and its summary returned."""
     run_dir = pathlib.Path(run_dir)
-    config = read_config(run_dir)
-    summary_path = run_dir / _rundir.SUMMARY
-    if summary_path.exists():
-        import json
-
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        if summary.get("status") in ("finished", "stopped_early", "diverged"):
-            echo(f"{run_dir} is already {summary['status']} at step {summary['step']}")
-            return summary
+    config = _rundir.read_config(run_dir)
+    summary = _rundir.read_summary(run_dir)
+    if summary is not None and summary.get("status") in _rundir.FINAL_STATUSES:
+        echo(f"{run_dir} is already {summary['status']} at step {summary['step']}")
+        return summary
     experiment = Experiment.from_config(config)
     checkpoints = open_checkpoints(run_dir, experiment)
     step = checkpoints.latest_step()
@@ -116,17 +64,6 @@ def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
         echo(f"resuming {run_dir} from step {step}")
     checkpoints.close()
     return _train_loop(experiment, run_dir, state, step or 0, meta, progress=progress, echo=echo)
-
-
-def restore_state(checkpoints: Checkpoints, experiment: Experiment, step: int):
-    try:
-        state, meta = checkpoints.restore(step, experiment.abstract_state())
-    except Exception as error:  # orbax/tensorstore raise many types for a damaged file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
-            f"checkpoint {step} in {checkpoints.directory} cannot be restored ({reason[:200]})"
-        ) from None
-    return state, meta
 
 
 def _record(step, train_metrics, per_seed, ensemble, seeds, elapsed) -> dict:
@@ -144,8 +81,6 @@ def _record(step, train_metrics, per_seed, ensemble, seeds, elapsed) -> dict:
 
 
 def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> dict:
-    from tqdm.auto import tqdm
-
     config = experiment.config
     total, log_every = config.train.steps, config.train.log_every
     metric, mode = experiment.main_metric()
@@ -223,8 +158,6 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
 
 def finish(experiment, run_dir, state, step, record, stopping, status) -> dict:
     """Write summary.json, the plots and the final gradient-norm analysis of a run."""
-    from seqlab.experiments import _analyze, _report
-
     metric, mode = experiment.main_metric()
     info = experiment.data.info
     summary = {
@@ -251,7 +184,7 @@ def finish(experiment, run_dir, state, step, record, stopping, status) -> dict:
     except ValueError as error:
         summary["analysis"] = f"skipped: {error}"
     _rundir.write_json(run_dir / _rundir.SUMMARY, summary)
-    _report.plot_run(run_dir)
+    _plots.plot_run(run_dir)
     return summary
 
 

@@ -1,4 +1,5 @@
-"""The files of a run directory, and the metric log that survives a kill.
+"""The files of a run directory: their names, the readers, and the metric log that
+survives a kill.
 
 config.yaml      the resolved config (OmegaConf)
 task.json        the task's info: what the model is built from, vocabularies, baselines
@@ -7,6 +8,9 @@ tensorboard/     TensorBoard event files (tensorboardX)
 checkpoints/     orbax CheckpointManager steps
 summary.json     written when the run ends
 plots/, analysis/, report.md
+
+A sweep directory holds sweep.json (the plan), points/<name>/ (one run directory each),
+results.csv (and cv.csv), plots/ and report.md.
 """
 
 from __future__ import annotations
@@ -16,10 +20,58 @@ import math
 import os
 import pathlib
 
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from seqlab.experiments._config import validate
+from seqlab.experiments._lookup import default_config
+
 CONFIG = "config.yaml"
 TASK = "task.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+SWEEP = "sweep.json"
+# The statuses of a run that has ended: resume and sweeps leave such a run as it is.
+FINAL_STATUSES = ("finished", "stopped_early", "diverged")
+
+
+def read_config(run_dir: str | pathlib.Path):
+    """The typed config saved in ``run_dir/config.yaml`` (checked against its schema)."""
+    path = pathlib.Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a run directory: {path.name} is missing")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict) or "task" not in raw:
+            raise ValueError(f"{path} does not hold an experiment config")
+        config = OmegaConf.merge(default_config(raw["task"]), raw)
+    except (yaml.YAMLError, OmegaConfBaseException) as error:
+        reason = str(error).splitlines()[0]
+        raise ValueError(f"{path} cannot be read as an experiment config: {reason}") from None
+    validate(config)
+    return config
+
+
+def read_json(path: str | pathlib.Path) -> dict:
+    """A JSON file of a run or sweep directory; a ValueError names the file otherwise."""
+    path = pathlib.Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read: {error}") from None
+
+
+def read_info(run_dir: str | pathlib.Path) -> dict:
+    """The task's info saved in ``run_dir/task.json``."""
+    return read_json(pathlib.Path(run_dir) / TASK)
+
+
+def read_summary(run_dir: str | pathlib.Path) -> dict | None:
+    """``run_dir/summary.json``, or None while the run has not ended."""
+    path = pathlib.Path(run_dir) / SUMMARY
+    return read_json(path) if path.exists() else None
 
 
 def read_metrics(path: str | pathlib.Path) -> list[dict]:
@@ -73,6 +125,8 @@ class MetricLog:
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self.writer = None
         if tensorboard:
+            # imported here: tensorboardX imports torch when it is installed (about 1 s),
+            # which only runs that write events should pay
             from tensorboardX import SummaryWriter
 
             self.writer = SummaryWriter(str(run_dir / "tensorboard"), flush_secs=10)
@@ -98,7 +152,9 @@ class MetricLog:
 
 
 def write_json(path: pathlib.Path, payload) -> None:
-    """Write JSON atomically (temporary file, then rename): a kill never leaves half."""
+    """Write JSON atomically (temporary file, then rename): a kill never leaves half.
+    The folder is created if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(_json_safe(payload), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -28,26 +29,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from seqlab.experiments import tasks as task_registry
+from seqlab.experiments._config import to_yaml
 from seqlab.experiments._model import TaskModel, build_model
-
-
-def make_optimizer(train) -> optax.GradientTransformation:
-    """The optax optimizer of ``config.train``: schedule, clipping, optimizer."""
-    if train.schedule == "constant":
-        lr = train.lr
-    elif train.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(train.lr, train.steps)
-    else:
-        lr = optax.warmup_cosine_decay_schedule(0.0, train.lr, train.warmup_steps, train.steps)
-    optimizer = {
-        "adam": lambda: optax.adam(lr),
-        "adamw": lambda: optax.adamw(lr, weight_decay=train.weight_decay),
-        "sgd": lambda: optax.sgd(lr, momentum=0.9),
-        "rmsprop": lambda: optax.rmsprop(lr),
-    }[train.optimizer]()
-    if train.clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(train.clip_norm), optimizer)
-    return optimizer
+from seqlab.experiments._optim import make_optimizer
+from seqlab.experiments._seeds import map_seeds, resolve_seed_batching
 
 
 def weight_penalty(params, l1: float, l2: float):
@@ -61,62 +46,21 @@ def weight_penalty(params, l1: float, l2: float):
     return total
 
 
-# How the seeds of one program are batched. "vmap" batches them into one computation (what
-# makes 8 seeds cost little more than 1 on a GPU). "loop" writes one copy of the
-# computation per seed into the same jitted program. Accelerators vmap. On XLA's CPU
-# backend jax 0.10.2 hangs at random on the vmapped training step (idle threads, a buffer
-# that never becomes ready), and the loop never did, so CPU loops unless the jax version is
-# one where the hang was not seen and there are enough seeds for vmap to pay. Measured on
-# 2026-11-25, 2-core CPU (benchmarks/vmap_seeds_cpu.py, a fresh process per trial, 2 seeds,
-# 200 or 600 steps; benchmarks/results/vmap_seeds_cpu_2026-11-25/summary.md): jax 0.10.2
-# hung in 7 of 37 trials (5 of the last 6, run alone); 0.11.2 in 0 of 16; 0.12.0.1 in 0 of
-# 68, and 0 of 8 with 8 seeds. 0.11 stays on the loop: 16 trials are too few to trust.
-# Vmap against the loop on jax 0.12.0.1 (LSTM, 200 steps): 2 seeds 0.93x, 4 seeds 1.11x,
-# 8 seeds 1.45x as fast.
-CPU_VMAP_FROM_JAX = (0, 12)
-CPU_VMAP_MIN_SEEDS = 4
-
-
-def resolve_seed_batching(choice: str, num_seeds: int) -> str:
-    """``"auto"`` -> "vmap" on accelerators; on CPU "vmap" from jax ``CPU_VMAP_FROM_JAX``
-    on with at least ``CPU_VMAP_MIN_SEEDS`` seeds, else "loop" (the measurements behind it are
-    above). The Pallas kernels follow it too: vmapped, they run as many seeds side by side
-    as stay resident and map over the rest (``seqlab.kernels._persistent.resident_vmap``)."""
-    if choice != "auto":
-        return choice
-    if jax.default_backend() != "cpu":
-        return "vmap"
-    version = tuple(jax.__version_info__[:2])
-    if version >= CPU_VMAP_FROM_JAX and num_seeds >= CPU_VMAP_MIN_SEEDS:
-        return "vmap"
-    return "loop"
-
-
-def map_seeds(fn, how: str, *args, in_axes=0):
-    """``jax.vmap(fn, in_axes)(*args)``, or the same as a Python loop over the seed axis
-    whose results are stacked (``how="loop"``)."""
-    if how == "vmap":
-        return jax.vmap(fn, in_axes=in_axes)(*args)
-    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
-    sizes = {jax.tree.leaves(a)[0].shape[0] for a, ax in zip(args, axes, strict=True) if ax == 0}
-    (size,) = sizes
-    results = []
-    for i in range(size):
-        sliced = [
-            jax.tree.map(lambda leaf, i=i: leaf[i], a) if ax == 0 else a
-            for a, ax in zip(args, axes, strict=True)
-        ]
-        results.append(fn(*sliced))
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *results)
-
-
 def _ratio(sums: dict) -> dict:
     return {name: total / jnp.maximum(count, 1e-30) for name, (total, count) in sums.items()}
 
 
 @dataclasses.dataclass(eq=False)
 class Experiment:
-    """A config made concrete: data, model, optimizer, seeds and device mesh."""
+    """A config made concrete: data, model, optimizer, seeds and device mesh.
+
+    The jitted training and evaluation functions take the experiment as a static
+    argument, so equal experiments share compiled programs. Two experiments are equal
+    when ``trace_key`` is set and equal: ``from_config`` sets it to what the traced
+    computation depends on (the config, the task's info and the devices) when the task
+    loaded the data itself; otherwise (``data=`` given, or built by hand) an experiment
+    equals only itself.
+    """
 
     config: object
     task: object
@@ -125,6 +69,15 @@ class Experiment:
     optimizer: optax.GradientTransformation
     seeds: tuple[int, ...]
     mesh: jax.sharding.Mesh | None
+    trace_key: tuple | None = None
+
+    def __eq__(self, other) -> bool:
+        if self.trace_key is None or not isinstance(other, Experiment):
+            return self is other
+        return self.trace_key == other.trace_key
+
+    def __hash__(self) -> int:
+        return id(self) if self.trace_key is None else hash(self.trace_key)
 
     @property
     def seed_batching(self) -> str:
@@ -136,7 +89,8 @@ class Experiment:
     @classmethod
     def from_config(cls, config, *, data=None) -> Experiment:
         task = task_registry.get(config.task)
-        data = data if data is not None else task.load(config)
+        loaded = data is None
+        data = task.load(config) if loaded else data
         augmenting = config.data.augment_jitter or config.data.augment_scale
         if augmenting and data.augment is None:
             raise ValueError(
@@ -161,7 +115,12 @@ class Experiment:
             mesh = jax.sharding.Mesh(np.array(devices), ("data",))
         seeds = tuple(config.seed + i for i in range(config.train.num_seeds))
         model = build_model(config, data.info)
-        return cls(config, task, data, model, make_optimizer(config.train), seeds, mesh)
+        trace_key = None
+        if loaded:
+            devices_key = tuple(device.id for device in devices)
+            trace_key = (to_yaml(config), json.dumps(data.info, sort_keys=True), devices_key)
+        optimizer = make_optimizer(config.train)
+        return cls(config, task, data, model, optimizer, seeds, mesh, trace_key)
 
     # ----------------------------------------------------------------- state
 
@@ -228,8 +187,7 @@ class Experiment:
 
     def _loss(self, params, batch, key):
         outputs = self.model.predict(params, batch, key=key, train=True)
-        total, count = self.model.per_example(outputs, batch)["loss"]
-        loss = jnp.sum(total) / jnp.maximum(jnp.sum(count), 1.0)
+        loss = self.model.mean_loss(outputs, batch)
         train = self.config.train
         return loss + weight_penalty(params, train.l1, train.l2), loss
 
@@ -319,7 +277,7 @@ class Experiment:
             }
 
         per_seed = sums(self._map_seeds(lambda o: self.model.per_example(o, inputs), outputs))
-        if self.model.kind == "encoder_decoder":
+        if self.model.net.generative and self.model.net.reads_sequence:  # translation-like
             max_length = inputs["targets"].shape[1]
 
             def exact(p):
@@ -360,8 +318,3 @@ class Experiment:
         if self.config.checkpoint.best_metric:
             mode = "max" if name.endswith(("accuracy", "exact_match")) else "min"
         return name, mode
-
-
-def seed_params(params, index: int):
-    """One seed's parameters out of a stacked tree."""
-    return jax.tree.map(lambda leaf: leaf[index], params)

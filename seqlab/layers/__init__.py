@@ -12,6 +12,8 @@ from seqlab.layers._heads import last_valid_outputs as last_valid_outputs
 from seqlab.layers._heads import masked_reduce as masked_reduce
 from seqlab.layers._heads import sequence_cross_entropy as sequence_cross_entropy
 from seqlab.layers._heads import valid_mask as valid_mask
+from seqlab.layers._models import ARCHITECTURES as ARCHITECTURES
+from seqlab.layers._models import Architecture as Architecture
 from seqlab.layers._models import EncoderDecoder as EncoderDecoder
 from seqlab.layers._models import ManyToMany as ManyToMany
 from seqlab.layers._models import ManyToOne as ManyToOne
@@ -22,6 +24,8 @@ from seqlab.layers._rnn_layer import RNNLayer as RNNLayer
 
 __all__ = [
     "RNNLayer",
+    "ARCHITECTURES",
+    "Architecture",
     "ManyToOne",
     "ManyToMany",
     "EncoderDecoder",

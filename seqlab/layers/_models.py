@@ -7,11 +7,22 @@
 
 Each is a frozen description with ``init(key, input_size)`` and ``apply(params, ...)``;
 the two generative ones add ``generate``. All are batch-major: (B, T, ...).
+
+Besides their own ``apply``, all four speak one interface (``Architecture``), which the
+experiments layer and the gradient analysis use without asking which kind they hold:
+``forward`` (what ``apply`` computes, one signature for all), ``encode`` (the per-step
+outputs of the RNN that reads the input sequence) and ``from_encoding`` (those outputs
+through the head or decoder; ``forward = from_encoding ∘ encode``), ``output_mask``
+(which outputs a loss counts), ``build`` (the architecture from an RNN factory), and the
+class attributes ``kind``, ``generative`` and ``reads_sequence``. ``ARCHITECTURES`` maps
+each ``kind`` to its class: a fifth architecture is one more class in this file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +39,51 @@ def _check_batch_major(layer: RNNLayer, role: str) -> None:
     require(not layer.time_major, f"{role} must be batch-major (time_major=False)")
 
 
+class Architecture:
+    """The interface the four architectures share (see the module docstring).
+
+    Attributes:
+      kind: the name tasks and configs use ("many_to_one", ...).
+      generative: whether it decodes token sequences freely (``generate``).
+      reads_sequence: whether an RNN encoder reads an input sequence (``encode``); a
+        one-to-many model reads one vector.
+    """
+
+    kind: ClassVar[str]
+    generative: ClassVar[bool] = False
+    reads_sequence: ClassVar[bool] = True
+
+    @classmethod
+    def build(
+        cls, make_rnn: Callable[[bool], RNNLayer], output_size: int, *, bidirectional, embed_size
+    ):
+        """The architecture over RNNLayers from ``make_rnn(bidirectional)``, with
+        ``output_size`` outputs (classes, values or a vocabulary) and ``embed_size``-wide
+        token embeddings for decoders."""
+        raise NotImplementedError
+
+    def forward(self, params, inputs, lengths=None, targets=None, *, key=None, train=False):
+        """What ``apply`` computes, in one signature for every architecture: ``lengths``
+        of the input sequences, ``targets`` for teacher forcing (ignored by the
+        architectures that predict from the inputs alone)."""
+        raise NotImplementedError
+
+    def encode(self, params, inputs, lengths=None, *, key=None, train=False) -> Array:
+        """The per-step outputs (B, T, H or 2H) of the RNN encoder over ``inputs``."""
+        raise ValueError(f"a {self.kind} model has no encoder over an input sequence")
+
+    def from_encoding(self, params, encoded, lengths=None, targets=None, *, key=None, train=False):
+        """``encode``'s outputs through the head or decoder: ``forward``'s result."""
+        raise NotImplementedError
+
+    def output_mask(self, lengths, targets) -> Array:
+        """Which outputs a loss counts, as floats: (B,) for one output per sequence,
+        (B, T) for one per step."""
+        raise NotImplementedError
+
+
 @dataclasses.dataclass(frozen=True)
-class _EncoderWithHead:
+class _EncoderWithHead(Architecture):
     """An RNNLayer encoder followed by a dense head (shared by ManyToOne and ManyToMany)."""
 
     encoder: RNNLayer
@@ -38,6 +92,10 @@ class _EncoderWithHead:
     def __post_init__(self):
         _check_batch_major(self.encoder, "encoder")
 
+    @classmethod
+    def build(cls, make_rnn, output_size, *, bidirectional, embed_size):
+        return cls(make_rnn(bidirectional), output_size)
+
     def init(self, key: PRNGKey, input_size: int) -> Params:
         k_encoder, k_head = jax.random.split(key)
         return {
@@ -45,11 +103,18 @@ class _EncoderWithHead:
             "head": dense_init(k_head, self.encoder.output_size(input_size), self.output_size),
         }
 
-    def _encode(self, params, xs, seq_lengths, key, train) -> Array:
+    def encode(self, params, inputs, lengths=None, *, key=None, train=False) -> Array:
         outputs, _ = self.encoder.apply(
-            params["encoder"], xs, seq_lengths=seq_lengths, key=key, train=train
+            params["encoder"], inputs, seq_lengths=lengths, key=key, train=train
         )
         return outputs
+
+    def apply(self, params, xs, *, seq_lengths=None, key=None, train=False) -> Array:
+        encoded = self.encode(params, xs, seq_lengths, key=key, train=train)
+        return self.from_encoding(params, encoded, seq_lengths)
+
+    def forward(self, params, inputs, lengths=None, targets=None, *, key=None, train=False):
+        return self.apply(params, inputs, seq_lengths=lengths, key=key, train=train)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +126,14 @@ class ManyToOne(_EncoderWithHead):
     at step 0] (see ``last_valid_outputs``).
     """
 
-    def apply(self, params, xs, *, seq_lengths=None, key=None, train=False) -> Array:
-        outputs = self._encode(params, xs, seq_lengths, key, train)
-        summary = last_valid_outputs(outputs, seq_lengths, bidirectional=self.encoder.bidirectional)
+    kind: ClassVar[str] = "many_to_one"
+
+    def from_encoding(self, params, encoded, lengths=None, targets=None, *, key=None, train=False):
+        summary = last_valid_outputs(encoded, lengths, bidirectional=self.encoder.bidirectional)
         return dense_apply(params["head"], summary)
+
+    def output_mask(self, lengths, targets) -> Array:
+        return jnp.ones(targets.shape[:1], jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,12 +142,19 @@ class ManyToMany(_EncoderWithHead):
     exactly zero at padded steps. Pair with ``masked_reduce`` or
     ``sequence_cross_entropy`` so the loss counts valid steps only."""
 
-    def apply(self, params, xs, *, seq_lengths=None, key=None, train=False) -> Array:
-        logits = dense_apply(params["head"], self._encode(params, xs, seq_lengths, key, train))
-        if seq_lengths is None:
+    kind: ClassVar[str] = "many_to_many"
+
+    def from_encoding(self, params, encoded, lengths=None, targets=None, *, key=None, train=False):
+        logits = dense_apply(params["head"], encoded)
+        if lengths is None:
             return logits
-        valid = valid_mask(seq_lengths, *xs.shape[:2])
+        valid = valid_mask(lengths, *encoded.shape[:2])
         return jnp.where(valid[..., None], logits, jnp.zeros_like(logits))
+
+    def output_mask(self, lengths, targets) -> Array:
+        if lengths is None:
+            return jnp.ones(targets.shape[:2], jnp.float32)
+        return valid_mask(lengths, *targets.shape[:2]).astype(jnp.float32)
 
 
 def _is_dense(node) -> bool:
@@ -199,8 +275,13 @@ class TokenDecoder:
         return tokens.T, jnp.sum(emitted, axis=0).astype(jnp.int32)
 
 
+def _decoder_output_mask(decoder: TokenDecoder, targets) -> Array:
+    """Every target token up to and including ``<eos>`` (not the padding after it)."""
+    return (targets != decoder.pad_id).astype(jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
-class EncoderDecoder:
+class EncoderDecoder(Architecture):
     """Sequence to sequence of a different length (Sutskever et al. 2014; Cho et al. 2014).
 
     The encoder's summary of each source sequence (``last_valid_outputs``) is the
@@ -210,9 +291,15 @@ class EncoderDecoder:
 
     encoder: RNNLayer
     decoder: TokenDecoder
+    kind: ClassVar[str] = "encoder_decoder"
+    generative: ClassVar[bool] = True
 
     def __post_init__(self):
         _check_batch_major(self.encoder, "encoder")
+
+    @classmethod
+    def build(cls, make_rnn, output_size, *, bidirectional, embed_size):
+        return cls(make_rnn(bidirectional), TokenDecoder(make_rnn(False), output_size, embed_size))
 
     def init(self, key: PRNGKey, input_size: int) -> Params:
         k_encoder, k_decoder = jax.random.split(key)
@@ -221,48 +308,90 @@ class EncoderDecoder:
             "decoder": self.decoder.init(k_decoder, self.encoder.output_size(input_size)),
         }
 
-    def encode(self, params, sources, *, source_lengths=None, key=None, train=False) -> Array:
+    def encode(self, params, inputs, lengths=None, *, key=None, train=False) -> Array:
         outputs, _ = self.encoder.apply(
-            params["encoder"], sources, seq_lengths=source_lengths, key=key, train=train
+            params["encoder"], inputs, seq_lengths=lengths, key=key, train=train
         )
-        return last_valid_outputs(outputs, source_lengths, bidirectional=self.encoder.bidirectional)
+        return outputs
+
+    def context(self, encoded, source_lengths=None) -> Array:
+        """The decoder's context: each source's summary (``last_valid_outputs``)."""
+        return last_valid_outputs(encoded, source_lengths, bidirectional=self.encoder.bidirectional)
+
+    def from_encoding(self, params, encoded, lengths=None, targets=None, *, key=None, train=False):
+        return self.decoder.teacher_forced(
+            params["decoder"], self.context(encoded, lengths), targets, key=key, train=train
+        )
 
     def apply(
         self, params, sources, targets, *, source_lengths=None, key=None, train=False
     ) -> Array:
         """Teacher-forced logits (B, T_out, V) for int ``targets`` (B, T_out)."""
         keys = jax.random.split(key) if key is not None else (None, None)
-        context = self.encode(
-            params, sources, source_lengths=source_lengths, key=keys[0], train=train
+        encoded = self.encode(params, sources, source_lengths, key=keys[0], train=train)
+        return self.from_encoding(
+            params, encoded, source_lengths, targets, key=keys[1], train=train
         )
-        return self.decoder.teacher_forced(
-            params["decoder"], context, targets, key=keys[1], train=train
-        )
+
+    def forward(self, params, inputs, lengths=None, targets=None, *, key=None, train=False):
+        return self.apply(params, inputs, targets, source_lengths=lengths, key=key, train=train)
+
+    def output_mask(self, lengths, targets) -> Array:
+        return _decoder_output_mask(self.decoder, targets)
 
     def generate(
         self, params, sources, max_length, *, source_lengths=None, key=None, temperature=0.0
     ):
         """Greedy (or sampled) decoding; returns (tokens (B, max_length), lengths (B,))."""
-        context = self.encode(params, sources, source_lengths=source_lengths)
+        context = self.context(self.encode(params, sources, source_lengths), source_lengths)
         return self.decoder.generate(
             params["decoder"], context, max_length, key=key, temperature=temperature
         )
 
 
 @dataclasses.dataclass(frozen=True)
-class OneToMany:
-    """One input vector (B, D) to a token sequence (e.g. image or class to caption/text)."""
+class OneToMany(Architecture):
+    """One input vector (B, D) to a token sequence (e.g. image or class to caption/text).
+
+    There is no encoder: ``encode`` raises, and ``from_encoding`` takes the input vector
+    itself as the decoder's context."""
 
     decoder: TokenDecoder
+    kind: ClassVar[str] = "one_to_many"
+    generative: ClassVar[bool] = True
+    reads_sequence: ClassVar[bool] = False
+
+    @classmethod
+    def build(cls, make_rnn, output_size, *, bidirectional, embed_size):
+        require(
+            not bidirectional,
+            "a one-to-many model generates left to right: its RNN cannot be bidirectional",
+        )
+        return cls(TokenDecoder(make_rnn(False), output_size, embed_size))
 
     def init(self, key: PRNGKey, input_size: int) -> Params:
         return self.decoder.init(key, input_size)
 
     def apply(self, params, inputs, targets, *, key=None, train=False) -> Array:
         """Teacher-forced logits (B, T, V) for int ``targets`` (B, T)."""
-        check_rank("inputs", inputs, 2, "(B, D)")
-        return self.decoder.teacher_forced(params, inputs, targets, key=key, train=train)
+        return self.from_encoding(params, inputs, None, targets, key=key, train=train)
+
+    def from_encoding(self, params, encoded, lengths=None, targets=None, *, key=None, train=False):
+        check_rank("inputs", encoded, 2, "(B, D)")
+        return self.decoder.teacher_forced(params, encoded, targets, key=key, train=train)
+
+    def forward(self, params, inputs, lengths=None, targets=None, *, key=None, train=False):
+        return self.apply(params, inputs, targets, key=key, train=train)
+
+    def output_mask(self, lengths, targets) -> Array:
+        return _decoder_output_mask(self.decoder, targets)
 
     def generate(self, params, inputs, max_length, *, key=None, temperature=0.0):
         check_rank("inputs", inputs, 2, "(B, D)")
         return self.decoder.generate(params, inputs, max_length, key=key, temperature=temperature)
+
+
+# Every architecture by its ``kind``: tasks name one, ``seqlab.experiments`` builds it.
+ARCHITECTURES: dict[str, type[Architecture]] = {
+    cls.kind: cls for cls in (ManyToOne, ManyToMany, EncoderDecoder, OneToMany)
+}

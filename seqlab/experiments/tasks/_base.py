@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("many_to_one", "many_to_many", "encoder_decoder", "one_to_many")
+from seqlab.layers import ARCHITECTURES
+
+KINDS = tuple(ARCHITECTURES)  # the architecture kinds a task may name
 
 
 @dataclasses.dataclass(frozen=True)
