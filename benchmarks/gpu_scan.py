@@ -45,7 +45,6 @@ import json
 import os
 import pathlib
 import platform
-import statistics
 import sys
 import threading
 import time
@@ -55,13 +54,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import block, median_ms, relative_error
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
-import seqlab  # noqa: E402
-from seqlab import kernels  # noqa: E402
-from seqlab.kernels import _persistent  # noqa: E402
+import seqlab
+from seqlab import kernels
+from seqlab.kernels import testing
 
 PRESETS = {
     "ci": dict(
@@ -144,21 +141,6 @@ class Watchdog:
 # --- ceilings and floors ------------------------------------------------------------------
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    fn()  # compile, then one more warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def block(tree):
-    return jax.tree_util.tree_map(lambda leaf: leaf.block_until_ready(), tree)
-
-
 def ceilings(size: int, repeats: int) -> dict:
     """Matmul rates (TFLOP/s) at each precision and the copy rate (GB/s, read + write)."""
     key = jax.random.key(0)
@@ -172,11 +154,11 @@ def ceilings(size: int, repeats: int) -> dict:
         b = jax.random.normal(jax.random.key(1), (size, size), dtype)
         matmul = functools.partial(jax.jit(jnp.dot, static_argnames="precision"), a, b,
                                    precision=precision)  # fmt: skip
-        ms = median_ms(lambda matmul=matmul: block(matmul()), repeats)
+        ms = median_ms(lambda matmul=matmul: block(matmul()), repeats, warmups=2)
         result[f"matmul_{label}_tflops"] = 2 * size**3 / (ms * 1e-3) / 1e12
     data = jax.random.normal(key, (size * size * 4,), jnp.float32)
     copy = jax.jit(lambda x: x * 1.0000001)
-    ms = median_ms(lambda: block(copy(data)), repeats)
+    ms = median_ms(lambda: block(copy(data)), repeats, warmups=2)
     result["copy_gbs"] = 2 * data.size * 4 / (ms * 1e-3) / 1e9
     return result
 
@@ -197,15 +179,10 @@ def floor_ms(
 # --- checks -------------------------------------------------------------------------------
 
 
-def relative_error(actual, expected) -> float:
-    actual = np.asarray(jnp.asarray(actual, jnp.float32), np.float64)
-    expected = np.asarray(jnp.asarray(expected, jnp.float32), np.float64)
-    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
-
-
-def kernel_pair(kind, tiles, interpret):
-    """(kernel, reference, gates) over (projected, w_hh, h0, c0, lengths)."""
-    options = {"tiles": tiles, "interpret": interpret}
+def kernel_pair(kind, tiles, interpret, poison=False):
+    """(kernel, reference, gates) over (projected, w_hh, h0, c0, lengths); ``poison``
+    starts the kernel's outputs as NaN (``kernels.Pallas.poison``)."""
+    options = {"options": kernels.Pallas(tiles=tiles, interpret=interpret, poison=poison)}
     if kind == "lstm":
         return (
             lambda *a: kernels.lstm_recurrence(*a, **options),
@@ -252,13 +229,12 @@ def problem(rng, kind, shape, dtype):
 
 
 def check_kernel(kind, shape, dtype, tiles, interpret, rng) -> dict:
-    kernel, reference, _ = kernel_pair(kind, tiles, interpret)
+    kernel, reference, _ = kernel_pair(kind, tiles, interpret, poison=True)
     arrays, lengths = problem(rng, kind, shape, dtype)
     forward_tol, gradient_tol = (1e-5, 1e-4) if dtype == jnp.float32 else (2e-2, 2e-2)
     with jax.default_matmul_precision("highest" if dtype == jnp.float32 else None):
-        with _persistent.poisoned_outputs():
-            outputs, vjp = jax.vjp(lambda *a: kernel(*a, lengths), *arrays)
-            again = kernel(*arrays, lengths)
+        outputs, vjp = jax.vjp(lambda *a: kernel(*a, lengths), *arrays)
+        again = kernel(*arrays, lengths)
         expected, reference_vjp = jax.vjp(lambda *a: reference(*a, lengths), *arrays)
         cotangent = jax.tree_util.tree_map(
             lambda y: jnp.asarray(rng.normal(size=y.shape), jnp.float32).astype(y.dtype),
@@ -333,10 +309,10 @@ def check_scan(kind, shape, reverse, tiles, interpret, rng) -> dict:
 def check_vmap(kind, shape, tiles, interpret, rng, seeds=5) -> dict:
     """Gradients vmapped over seeds (each with its own weights) equal each seed alone, with
     the default resident budget (copies side by side) and with a budget of two copies' worth
-    of programs (groups of two and a remainder: ``_persistent.resident_vmap``)."""
+    of programs (groups of two and a remainder: ``seqlab.kernels._launch.resident_vmap``)."""
     batch, steps, hidden = shape
     tiles = tiles or kernels.Tiles()
-    layout = _persistent.make_layout(steps, batch, hidden, tiles, interpret)
+    layout = testing.make_layout(steps, batch, hidden, tiles, interpret)
     two_copies = dataclasses.replace(
         tiles, max_programs=2 * layout.batch_blocks * layout.hidden_programs
     )
@@ -507,8 +483,10 @@ def run_timings(settings, on_gpu, watchdog, rows: list[Row]) -> None:
                 note = "" if on_gpu or "pallas" not in name else "interpret mode: not a speed"
                 try:
                     forward, backward = make()
-                    row = Row(cell_name, shape, name, median_ms(forward, settings["repeats"]),
-                              median_ms(backward, settings["repeats"]), note)  # fmt: skip
+                    repeats = settings["repeats"]
+                    forward_ms = median_ms(forward, repeats, warmups=2)
+                    backward_ms = median_ms(backward, repeats, warmups=2)
+                    row = Row(cell_name, shape, name, forward_ms, backward_ms, note)
                 except Exception as error:
                     traceback.print_exc()
                     row = Row(cell_name, shape, name, None, None,

@@ -35,12 +35,11 @@ import platform
 import sys
 import time
 
+import _common  # noqa: F401  (the checkout on sys.path)
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import seqlab  # noqa: E402
 from seqlab.analysis import (  # noqa: E402

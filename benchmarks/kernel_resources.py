@@ -41,16 +41,13 @@ import subprocess
 import sys
 import tempfile
 
+import _common  # noqa: F401  (the checkout on sys.path)
 import jax
 import jax.numpy as jnp
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
 from gpu_scan import KINDS, kernel_pair  # noqa: E402
 
 from seqlab import kernels  # noqa: E402
-from seqlab.kernels import _persistent  # noqa: E402
+from seqlab.kernels import testing  # noqa: E402
 from seqlab.kernels._lowering import H100_SMS  # noqa: E402  (one program per SM resident)
 
 SM90_REGISTERS_PER_THREAD = 255
@@ -306,7 +303,7 @@ def measure(preset: dict) -> list[dict]:
     for (batch, hidden), tiles, kind, dtype in itertools.product(
         preset["shapes"], preset["tiles"], preset["kinds"], preset["dtypes"]
     ):
-        layout = _persistent.make_layout(4, batch, hidden, tiles, interpret=False)
+        layout = testing.make_layout(4, batch, hidden, tiles, interpret=False)
         found = kernel_gradient_kernels(kind, batch, hidden, dtype, tiles)
         _, results = compile_for_sm90(found)
         for direction, kernel, result in zip(("fwd", "bwd"), found, results, strict=True):

@@ -22,10 +22,9 @@ import statistics
 import sys
 import time
 
+import _common  # noqa: F401  (the checkout on sys.path)
 import jax
 import jax.numpy as jnp
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import seqlab  # noqa: E402
 

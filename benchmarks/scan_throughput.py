@@ -26,14 +26,11 @@ import datetime
 import json
 import pathlib
 import platform
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from _common import block, median_ms
 
 import seqlab  # noqa: E402
 
@@ -47,20 +44,6 @@ PRESETS = {
         unrolls=[1, 8],
     ),
 }
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def block(tree):
-    return jax.tree_util.tree_map(lambda leaf: leaf.block_until_ready(), tree)
 
 
 def seqlab_fns(cell_name, shape, hoist, unroll):

@@ -31,9 +31,8 @@ import statistics
 import sys
 import time
 
+import _common  # noqa: F401  (the checkout on sys.path)
 import jax
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from seqlab.experiments import (  # noqa: E402
     Experiment,

@@ -1,6 +1,7 @@
 """The experiments layer in process: configs, metrics, checkpoints, training, load_run."""
 
 import json
+import logging
 import pickle
 
 import jax
@@ -9,7 +10,17 @@ import numpy as np
 import pytest
 
 from seqlab import experiments
-from seqlab.experiments import Checkpoints, _seeds, apply_overrides, default_config, load_run, run
+from seqlab.experiments import (
+    Checkpoints,
+    Experiment,
+    _analyze,
+    _seeds,
+    apply_overrides,
+    default_config,
+    load_run,
+    run,
+)
+from seqlab.experiments._analyze import by_distance
 from seqlab.experiments._model import build_model
 from seqlab.experiments._rundir import MetricLog, read_metrics
 from seqlab.experiments._seeds import map_seeds, resolve_seed_batching
@@ -278,3 +289,56 @@ def test_a_run_on_the_pallas_kernels_matches_xla(tmp_path, standard_promotion):
                     tmp_path / "pallas", **quiet)  # fmt: skip
     for name in ("train/loss", "eval/loss"):
         np.testing.assert_allclose(fused["final"][name], plain["final"][name], rtol=1e-4)
+
+
+def test_by_distance_lines_up_each_sequence_end(rng):
+    """Forward norms are read back from each sequence's own last valid step, backward ones
+    from its first; padded steps never enter a mean."""
+    lengths = np.array([5, 3, 0, 2])
+    norms = rng.uniform(0.5, 2.0, size=(1, 4, 6))  # (layers, B, T), T longer than any length
+    norms[:, np.arange(6)[None, :] >= lengths[:, None]] = 0.0  # padding, as hidden_grad_norms
+    forward, counts = by_distance(norms, lengths, "forward")
+    backward, _ = by_distance(norms, lengths, "backward")
+    assert counts.tolist() == [3, 3, 2, 1, 1]
+    for d in range(5):
+        rows = [b for b in range(4) if lengths[b] > d]
+        want_forward = np.mean([norms[0, b, lengths[b] - 1 - d] for b in rows])
+        want_backward = np.mean([norms[0, b, d] for b in rows])
+        np.testing.assert_allclose(forward[0, d], want_forward, rtol=1e-12)
+        np.testing.assert_allclose(backward[0, d], want_backward, rtol=1e-12)
+
+
+def test_analysis_of_variable_length_sources_fits_valid_steps(tmp_path):
+    """Dates (sources of 8 to 30 characters): the decay fits exist in both directions and
+    the norm at each sequence's last step is not the zero of the padded tail."""
+    config = apply_overrides(
+        default_config("dates"),
+        ["model.hidden_size=16", "model.bidirectional=true", "data.train_size=64"],
+    )
+    experiment = Experiment.from_config(config)
+    lengths = experiment.data.eval["lengths"][: _analyze.ANALYSIS_EXAMPLES]
+    assert lengths.min() < lengths.max()  # the case the analysis must line up
+    result = _analyze.analyze_params(experiment, experiment.init_state()["params"], 0, tmp_path)
+    assert result["directions"] == ["forward", "backward"]
+    assert result["examples_at_distance"][0] == len(lengths)
+    assert len(result["distance"]) == lengths.max()
+    for direction in result["directions"]:
+        (fit,) = result[f"decay_fit_{direction}"]
+        assert fit["factor"] is not None and 0 < fit["factor"] < 1.5
+    assert np.all(np.asarray(result["mean_norm"]) > 0)
+    assert (tmp_path / "plots" / "gradnorms_step0.png").stat().st_size > 1000
+
+
+def test_load_run_is_silent(trained, caplog):
+    """Reading a finished run logs no warning (orbax warns about read-only managers)."""
+    absl = logging.getLogger("absl")
+    before = absl.level
+    absl.setLevel(logging.NOTSET)  # as in a fresh process (the CLI quiets absl for good)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            loaded = load_run(trained[0])
+            jax.block_until_ready(loaded.params)
+        assert absl.level == logging.NOTSET  # the quiet spell is over
+    finally:
+        absl.setLevel(before)
+    assert [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= 30] == []

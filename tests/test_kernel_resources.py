@@ -115,7 +115,7 @@ def test_vmapped_seed_groups_compile_with_their_barrier():
 
     def loss(projected, w_hh, h0, c0):
         hs, cs = kernels.lstm_recurrence(
-            projected, w_hh, h0, c0, lengths, tiles=tiles, interpret=False
+            projected, w_hh, h0, c0, lengths, options=kernels.Pallas(tiles=tiles, interpret=False)
         )
         return jax.numpy.sum(hs) + jax.numpy.sum(cs)
 

@@ -19,6 +19,7 @@ against float32 math, while the kernel equals its rounded reference to 1e-2).
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ import pytest
 
 import seqlab
 from seqlab import cells, kernels
-from seqlab.kernels import _lowering, _persistent
+from seqlab.kernels import _lowering, testing
 from seqlab.unroll import _scan
 
 TOLERANCE = {  # dtype: (forward, gradients)
@@ -109,18 +110,24 @@ def random_problem(rng, kind, num_steps, batch, hidden, dtype):
     return arrays, lengths
 
 
-def pallas_grids(jaxpr) -> list[tuple[int, ...]]:
-    """The grid of every ``pallas_call`` in a jaxpr, nested jaxprs included."""
-    grids = []
+def iter_eqns(jaxpr):
+    """Every equation of a jaxpr, those of nested jaxprs included."""
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "pallas_call":
-            grids.append(tuple(eqn.params["grid_mapping"].grid))
+        yield eqn
         for value in eqn.params.values():
             for item in value if isinstance(value, (tuple, list)) else (value,):
                 inner = getattr(item, "jaxpr", item)
                 if hasattr(inner, "eqns"):
-                    grids += pallas_grids(inner)
-    return grids
+                    yield from iter_eqns(inner)
+
+
+def pallas_grids(jaxpr) -> list[tuple[int, ...]]:
+    """The grid of every ``pallas_call`` in a jaxpr, nested jaxprs included."""
+    return [
+        tuple(eqn.params["grid_mapping"].grid)
+        for eqn in iter_eqns(jaxpr)
+        if eqn.primitive.name == "pallas_call"
+    ]
 
 
 class TestKernelsGPU:
@@ -134,7 +141,8 @@ class TestKernelsGPU:
             yield
 
     def options(self, **overrides):
-        return {"tiles": SMALL, "interpret": self.INTERPRET, **overrides}
+        fields = {"tiles": SMALL, "interpret": self.INTERPRET, **overrides}
+        return {"options": kernels.Pallas(**fields)}
 
     @pytest.mark.parametrize("kind", ["lstm", "gru", "gru_original", "tanh", "relu"])
     @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
@@ -179,13 +187,13 @@ class TestKernelsGPU:
 
     @pytest.mark.parametrize("kind", ["lstm", "gru_original", "tanh"])
     def test_every_output_element_is_written(self, rng, kind):
-        """Outputs start as NaN (``poisoned_outputs``): any element a kernel leaves
+        """Outputs start as NaN (``Pallas(poison=True)``): any element a kernel leaves
         unwritten and later uses turns the results or the gradients into NaN."""
         kernel, _, _ = recurrence(kind)
         arrays, lengths = random_problem(rng, kind, 5, 3, 24, jnp.float32)
-        with _persistent.poisoned_outputs():
-            outputs, vjp = jax.vjp(lambda *a: kernel(*a, lengths, **self.options()), *arrays)
-            gradients = vjp(jax.tree_util.tree_map(jnp.ones_like, outputs))
+        poisoned = self.options(poison=True)
+        outputs, vjp = jax.vjp(lambda *a: kernel(*a, lengths, **poisoned), *arrays)
+        gradients = vjp(jax.tree_util.tree_map(jnp.ones_like, outputs))
         for leaf in jax.tree_util.tree_leaves((outputs, gradients)):
             assert bool(jnp.all(jnp.isfinite(leaf)))
 
@@ -274,7 +282,7 @@ class TestKernelsGPU:
         budget. B = 20 is two batch blocks, so in interpret mode one copy of the grid is 2
         programs: a budget of 2 runs the copies one at a time, 4 runs the seeds as a group
         of two plus a remainder of one, 32 (the CPU default) all side by side
-        (``_persistent.resident_vmap``)."""
+        (``_launch.resident_vmap``)."""
         kernel, _, _ = recurrence("gru_original")  # two barriers per step each way
         tiles = dataclasses.replace(SMALL, max_programs=max_programs)
         seeds, batches = 3, 2
@@ -294,7 +302,7 @@ class TestKernelsGPU:
         )
         per_seed = [jnp.stack([p[k] for p in problems]) for k in (1, 2, 3)]  # (seeds, ...)
         batched = jax.vmap(jax.vmap(gradient), in_axes=(0, None, None, None))
-        budget = max_programs or _persistent.device_programs()
+        budget = max_programs or testing.device_programs()
         grids = pallas_grids(jax.make_jaxpr(batched)(projected, *per_seed).jaxpr)
         assert len(grids) >= 2 and max(int(np.prod(g)) for g in grids) <= budget
         got = jax.jit(batched)(projected, *per_seed)
@@ -407,6 +415,36 @@ class TestChoosing:
             kernels.Tiles(block_hidden=24)
         with pytest.raises(ValueError, match="backward must be one of"):
             kernels.Pallas(backward="cudnn")
+        with pytest.raises(ValueError, match="Pallas.poison must be True or False"):
+            kernels.Pallas(poison="yes")
+        arrays = [jnp.ones((2, 1, 16)), jnp.ones((16, 16)), jnp.ones((1, 16))]
+        with pytest.raises(ValueError, match="options must be a seqlab.kernels.Pallas"):
+            kernels.rnn_recurrence(*arrays, jnp.ones((1,), jnp.int32), options={"tiles": None})
+
+    def test_poison_is_part_of_the_jit_key(self, rng):
+        """One jitted function, called with and without poison: the poisoned call traces
+        anew and feeds the kernel one NaN-filled buffer per output (the old global flag,
+        read at trace time, was ignored by a function jitted before it was set)."""
+        arrays, lengths = random_problem(rng, "tanh", 4, 3, 16, jnp.float32)
+        traces = []
+
+        @functools.partial(jax.jit, static_argnames="options")
+        def forward(projected, w_hh, h0, options):
+            traces.append(options)
+            return kernels.rnn_recurrence(projected, w_hh, h0, lengths, options=options)
+
+        def kernel_inputs(options):
+            jaxpr = jax.make_jaxpr(lambda *a: forward(*a, options=options))(*arrays[:3])
+            (call,) = [e for e in iter_eqns(jaxpr.jaxpr) if e.primitive.name == "pallas_call"]
+            return len(call.invars)
+
+        plain = kernels.Pallas(interpret=True)
+        poisoned = kernels.Pallas(interpret=True, poison=True)
+        np.testing.assert_array_equal(
+            forward(*arrays[:3], options=plain), forward(*arrays[:3], options=poisoned)
+        )
+        assert traces == [plain, poisoned]
+        assert kernel_inputs(poisoned) == kernel_inputs(plain) + 1  # one output: hs
         with pytest.raises(ValueError, match="implementation must be one of"):
             _scan.resolve_implementation("triton")
 
@@ -429,20 +467,20 @@ class TestChoosing:
     def test_gpu_layout_splits_hidden_within_the_resident_limit(self):
         """(B, H) = (64, 1024) on a 132-SM device: one 64-row batch block (the default
         block_batch) x 32 programs; with 16-row blocks, 4 x 32 = 128 programs."""
-        layout = _persistent.make_layout(
+        layout = testing.make_layout(
             512, 64, 1024, kernels.Tiles(max_programs=132), interpret=False
         )
         assert layout.tiles.block_batch == 64 and layout.grid == (1, 32)
         assert layout.tiles_per_program == 1
         tiles = kernels.Tiles(block_batch=16, max_programs=132)
-        layout = _persistent.make_layout(512, 64, 1024, tiles, interpret=False)
+        layout = testing.make_layout(512, 64, 1024, tiles, interpret=False)
         assert layout.grid == (4, 32)
-        assert _persistent.resident_programs_ok(layout)
-        assert _persistent.make_layout(9, 5, 8, kernels.Tiles(), False).tiles.block_batch == 16
-        small = _persistent.make_layout(512, 16, 1000, kernels.Tiles(max_programs=20), False)
+        assert testing.resident_programs_ok(layout)
+        assert testing.make_layout(9, 5, 8, kernels.Tiles(), False).tiles.block_batch == 16
+        small = testing.make_layout(512, 16, 1000, kernels.Tiles(max_programs=20), False)
         assert small.hidden_padded == 1024 and small.batch_blocks == 1
         assert small.hidden_programs == 16 and small.tiles_per_program == 2
-        interpreted = _persistent.make_layout(512, 64, 1024, tiles, interpret=True)
+        interpreted = testing.make_layout(512, 64, 1024, tiles, interpret=True)
         assert interpreted.grid == (4, 1)
 
 
@@ -474,11 +512,13 @@ class TestLowering:
             jnp.ones((batch, hidden), jnp.float32),
             jnp.ones((batch, hidden), jnp.float32),
         )
-        layout = _persistent.make_layout(steps, batch, hidden, tiles, interpret=False)
+        layout = testing.make_layout(steps, batch, hidden, tiles, interpret=False)
         assert layout.hidden_programs == programs
 
         def loss(*a):
-            leaves = jax.tree_util.tree_leaves(kernel(*a, lengths, tiles=tiles, interpret=False))
+            leaves = jax.tree_util.tree_leaves(
+                kernel(*a, lengths, options=kernels.Pallas(tiles=tiles, interpret=False))
+            )
             return sum(jnp.sum(leaf.astype(jnp.float32)) for leaf in leaves)
 
         gradient = jax.grad(loss, argnums=(0, 1, 2))
@@ -504,7 +544,7 @@ class TestLowering:
         )
 
         def loss(*a):
-            hs, cs = kernel(*a, lengths, tiles=tiles, interpret=False)
+            hs, cs = kernel(*a, lengths, options=kernels.Pallas(tiles=tiles, interpret=False))
             return jnp.sum(hs) + jnp.sum(cs)
 
         gradient = jax.vmap(jax.grad(loss, argnums=(0, 1, 2)))

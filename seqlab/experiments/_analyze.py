@@ -153,10 +153,11 @@ def samples(experiment, params, *, count: int = 4) -> list | None:
 def _summary_lines(result: dict) -> list[str]:
     lines = []
     for direction in result["directions"]:
+        label = "" if direction == "forward" else f" ({direction})"
         for fit in result[f"decay_fit_{direction}"]:
             factor = "n/a" if fit["factor"] is None else f"{fit['factor']:.4f}"
             lines.append(
-                f"step {result['step']}, layer {fit['layer']} {direction}: gradient norm "
+                f"step {result['step']}, layer {fit['layer']}{label}: gradient norm "
                 f"decays by {factor} per step"
             )
     first = np.asarray(result["mean_norm"])[:, 0]

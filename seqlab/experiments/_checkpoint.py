@@ -11,6 +11,8 @@ the best and is deleted at the next save.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pathlib
 
 import orbax.checkpoint as ocp
@@ -22,6 +24,18 @@ from seqlab.experiments import _rundir
 # missing item (KeyError), and a step folder without its metadata (FileNotFoundError,
 # an OSError). Anything else is a bug and propagates.
 DAMAGED = (OSError, ValueError, KeyError)
+
+
+@contextlib.contextmanager
+def _absl_below_error():
+    """Drop absl's (orbax's) warnings while the block runs; errors still show."""
+    logger = logging.getLogger("absl")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 class Checkpoints:
@@ -59,10 +73,15 @@ class Checkpoints:
             read_only=read_only,
             cleanup_tmp_directories=not read_only,
             enable_async_checkpointing=not read_only,
+            save_interval_steps=0 if read_only else 1,  # what orbax sets, with a warning
         )
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "meta")
-        )
+        # Opening read-only is what we asked for: orbax's warning that the directory is
+        # read-only would only be noise on every load_run (absl logs through "absl").
+        quiet = _absl_below_error() if read_only else contextlib.nullcontext()
+        with quiet:
+            self.manager = ocp.CheckpointManager(
+                self.directory, options=options, item_names=("state", "meta")
+            )
         self._scores: dict[int, float | None] = {}
 
     def _score(self, step: int) -> float | None:

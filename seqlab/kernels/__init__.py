@@ -2,16 +2,18 @@
 
 Each module holds a forward kernel, a reverse-time backward kernel tied to it with
 ``jax.custom_vjp``, and a plain ``*_reference`` in float32 that the tests compare against.
-The shared grid, tiling and barrier scheme is described in ``_persistent.py``. Most users
+The shared grid, tiling and barrier scheme is described in ``_program.py``;
+``Pallas`` is the one options object of every kernel (``options=``), and
+``seqlab.kernels.testing`` is what tests and benchmarks may inspect of the machinery. Most users
 reach these through ``seqlab.scan(..., implementation="pallas")``; the functions here take
 the input projection already computed, time-major. ``lower_for_gpu`` lowers any function
 of them for CUDA on a machine without a GPU (ahead-of-time checks of the Triton lowering).
 """
 
+from seqlab.kernels._layout import Tiles as Tiles
 from seqlab.kernels._lowering import gpu_target as gpu_target
 from seqlab.kernels._lowering import lower_for_gpu as lower_for_gpu
 from seqlab.kernels._options import Pallas as Pallas
-from seqlab.kernels._persistent import Tiles as Tiles
 from seqlab.kernels.gru import gru_recurrence as gru_recurrence
 from seqlab.kernels.gru import gru_recurrence_reference as gru_recurrence_reference
 from seqlab.kernels.lstm import lstm_recurrence as lstm_recurrence

@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from seqlab.kernels import _persistent as persistent
-from seqlab.kernels._persistent import Settings, Tiles
+from seqlab.kernels import _launch, _layout, _program
+from seqlab.kernels._options import Pallas, resolve_options
+from seqlab.kernels._program import Product, Term
 from seqlab.typing import Array
 
 NUM_GATES = 3
@@ -53,7 +54,7 @@ def _forward_kernel(
 ):
     """``saved_ref`` (T, B, 4H): r, z, n, and h W_hn + b_hn (cudnn; unused for original,
     whose r * h goes to ``rh_ref`` (T, B, H) instead)."""
-    program = persistent.Program(layout, counter_ref)
+    program = _program.Program(layout, counter_ref)
     rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
     lengths = lengths_ref[rows]
 
@@ -77,15 +78,15 @@ def _forward_kernel(
     def cudnn_step(t, column):
         gate_cols = _gate_columns(layout, column, range(3))
         terms = [
-            (
+            Term(
                 h_chunk(t),
                 [
-                    (lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], False, gate)
+                    Product(lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], output=gate)
                     for gate, c in enumerate(gate_cols)
                 ],
             )
         ]
-        h_r, h_z, h_n = persistent.accumulate(program, terms, 3, w_ref.dtype, precision)
+        h_r, h_z, h_n = _program.accumulate(program, terms, 3, w_ref.dtype, precision)
         x_r, x_z, x_n = (x_ref[t, rows, c].astype(f32) for c in gate_cols)
         r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
         h_n = h_n + b_hn_ref[0, pl.ds(column, width)].astype(f32)[None, :]
@@ -98,15 +99,15 @@ def _forward_kernel(
         cols = pl.ds(column, width)
         gate_cols = _gate_columns(layout, column, range(2))
         terms = [
-            (
+            Term(
                 h_chunk(t),
                 [
-                    (lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], False, gate)
+                    Product(lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], output=gate)
                     for gate, c in enumerate(gate_cols)
                 ],
             )
         ]
-        h_r, h_z = persistent.accumulate(program, terms, 2, w_ref.dtype, precision)
+        h_r, h_z = _program.accumulate(program, terms, 2, w_ref.dtype, precision)
         r = jax.nn.sigmoid(x_ref[t, rows, gate_cols[0]].astype(f32) + h_r)
         z = jax.nn.sigmoid(x_ref[t, rows, gate_cols[1]].astype(f32) + h_z)
         saved_ref[t, rows, gate_cols[0]] = r
@@ -116,12 +117,12 @@ def _forward_kernel(
     def original_candidate(t, column):
         (n_col,) = _gate_columns(layout, column, (2,))
         terms = [
-            (
+            Term(
                 lambda k0: program.load_shared(rh_ref, (t, rows, pl.ds(k0, chunk))),
-                [(lambda k0: w_ref[pl.ds(k0, chunk), n_col], False, 0)],
+                [Product(lambda k0: w_ref[pl.ds(k0, chunk), n_col], output=0)],
             )
         ]
-        (rh_n,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
+        (rh_n,) = _program.accumulate(program, terms, 1, w_ref.dtype, precision)
         n = jnp.tanh(x_ref[t, rows, n_col].astype(f32) + rh_n)
         saved_ref[t, rows, n_col] = n
         z = saved_ref[t, rows, _gate_columns(layout, column, (1,))[0]]
@@ -132,7 +133,7 @@ def _forward_kernel(
         if variant == "cudnn"
         else [(original_gates, True), (original_candidate, True)]
     )
-    persistent.run_steps(program, layout.num_steps, phases, reverse=False)
+    _program.run_steps(program, layout.num_steps, phases, reverse=False)
 
 
 def _backward_kernel(
@@ -153,7 +154,7 @@ def _backward_kernel(
     """``dpre_ref`` (T, B, 3H): gradients w.r.t. the three recurrent products' outputs
     (h W_hr, h W_hz, and h W_hn + b_hn for cudnn or (r * h) W_hn for original);
     ``dxn_ref`` (T, B, H): gradient w.r.t. x_n (equal to the third block for original)."""
-    program = persistent.Program(layout, counter_ref)
+    program = _program.Program(layout, counter_ref)
     rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
     hidden = layout.hidden_padded
     lengths = lengths_ref[rows]
@@ -187,12 +188,18 @@ def _backward_kernel(
         cols = pl.ds(column, width)
         r_col = _gate_columns(layout, column, (0,))[0]
         terms = [
-            (
+            Term(
                 lambda k0: program.load_shared(dpre_ref, (t, rows, pl.ds(2 * hidden + k0, chunk))),
-                [(lambda k0: w_ref[cols, pl.ds(2 * hidden + k0, chunk)], True, 0)],
+                [
+                    Product(
+                        lambda k0: w_ref[cols, pl.ds(2 * hidden + k0, chunk)],
+                        output=0,
+                        transpose=True,
+                    )
+                ],
             )
         ]
-        (d_rh,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
+        (d_rh,) = _program.accumulate(program, terms, 1, w_ref.dtype, precision)
         r = saved_ref[t, rows, r_col]
         h_prev = hs_ref[t, rows, cols]
         dpre_ref[t, rows, r_col] = d_rh * h_prev * r * (1 - r)  # d_rh is 0 on invalid rows
@@ -202,39 +209,45 @@ def _backward_kernel(
         cols = pl.ds(column, width)
         gates = range(3) if variant == "cudnn" else range(2)
         terms = [
-            (
+            Term(
                 lambda k0, gate=gate: program.load_shared(
                     dpre_ref, (t, rows, pl.ds(gate * hidden + k0, chunk))
                 ),
-                [(lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)], True, 0)],
+                [
+                    Product(
+                        lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)],
+                        output=0,
+                        transpose=True,
+                    )
+                ],
             )
             for gate in gates
         ]
-        (dh_prev,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
+        (dh_prev,) = _program.accumulate(program, terms, 1, w_ref.dtype, precision)
         dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
 
     if variant == "cudnn":
         phases = [(local_phase, True), (recurrent_phase, False)]
     else:
         phases = [(local_phase, True), (reset_phase, True), (recurrent_phase, False)]
-    persistent.run_steps(program, layout.num_steps, phases, reverse=True)
+    _program.run_steps(program, layout.num_steps, phases, reverse=True)
 
 
-def _layout(projected, settings: Settings):
+def _problem_layout(projected, options: Pallas):
     num_steps, batch, gates = projected.shape
-    return persistent.make_layout(
-        num_steps, batch, gates // NUM_GATES, settings.tiles, settings.interpret
+    return _layout.make_layout(
+        num_steps, batch, gates // NUM_GATES, options.tiles, options.interpret
     )
 
 
-def _forward(projected, w_hh, b_hn, h0, lengths, variant, settings):
-    layout = _layout(projected, settings)
+def _forward(projected, w_hh, b_hn, h0, lengths, variant, options):
+    layout = _problem_layout(projected, options)
     padded = (
-        persistent.pad_axis(lengths, 0, layout.batch_padded),
-        persistent.pad_sequence(projected, layout, NUM_GATES),
-        persistent.pad_weights(w_hh, layout, NUM_GATES),
-        persistent.pad_axis(b_hn, 0, layout.hidden_padded)[None, :],
-        persistent.pad_sequence(h0, layout, 1),
+        _layout.pad_axis(lengths, 0, layout.batch_padded),
+        _layout.pad_sequence(projected, layout, NUM_GATES),
+        _layout.pad_weights(w_hh, layout, NUM_GATES),
+        _layout.pad_axis(b_hn, 0, layout.hidden_padded)[None, :],
+        _layout.pad_sequence(h0, layout, 1),
     )
     steps, batch, hidden = layout.num_steps, layout.batch_padded, layout.hidden_padded
     out_shapes = [
@@ -247,29 +260,31 @@ def _forward(projected, w_hh, b_hn, h0, lengths, variant, settings):
         _forward_kernel,
         layout=layout,
         variant=variant,
-        precision=persistent.matmul_precision(w_hh.dtype),
+        precision=_program.matmul_precision(w_hh.dtype),
     )
-    hs, saved, rh = persistent.call(kernel, layout, out_shapes, "seqlab_gru_forward", *padded)
+    hs, saved, rh = _launch.call(
+        kernel, layout, out_shapes, "seqlab_gru_forward", *padded, poison=options.poison
+    )
     return layout, padded, hs, saved, rh
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _gru(projected, w_hh, b_hn, h0, lengths, variant, settings):
-    layout, _, hs, _, _ = _forward(projected, w_hh, b_hn, h0, lengths, variant, settings)
-    return persistent.unpad_states(layout, hs, projected.dtype)
+def _gru(projected, w_hh, b_hn, h0, lengths, variant, options):
+    layout, _, hs, _, _ = _forward(projected, w_hh, b_hn, h0, lengths, variant, options)
+    return _layout.unpad_states(layout, hs, projected.dtype)
 
 
-def _gru_fwd(projected, w_hh, b_hn, h0, lengths, variant, settings):
-    if settings.backward == "xla":
-        outputs = _gru(projected, w_hh, b_hn, h0, lengths, variant, settings)
+def _gru_fwd(projected, w_hh, b_hn, h0, lengths, variant, options):
+    if options.backward == "xla":
+        outputs = _gru(projected, w_hh, b_hn, h0, lengths, variant, options)
         return outputs, (projected, w_hh, b_hn, h0, lengths)
-    layout, padded, hs, saved, rh = _forward(projected, w_hh, b_hn, h0, lengths, variant, settings)
+    layout, padded, hs, saved, rh = _forward(projected, w_hh, b_hn, h0, lengths, variant, options)
     residuals = (padded[0], padded[2], hs, saved, rh, b_hn)
-    return persistent.unpad_states(layout, hs, projected.dtype), residuals
+    return _layout.unpad_states(layout, hs, projected.dtype), residuals
 
 
-def _gru_bwd(variant, settings, residuals, d_hs):
-    if settings.backward == "xla":
+def _gru_bwd(variant, options, residuals, d_hs):
+    if options.backward == "xla":
         projected, w_hh, b_hn, h0, lengths = residuals
         _, vjp = jax.vjp(
             lambda *a: gru_recurrence_reference(*a, lengths, variant=variant),
@@ -280,7 +295,7 @@ def _gru_bwd(variant, settings, residuals, d_hs):
         )
         return (*vjp(d_hs), None)
     lengths, w_hh, hs, saved, rh, b_hn = residuals
-    layout = _layout(_fake_projected(d_hs), settings)
+    layout = _problem_layout(_fake_projected(d_hs), options)
     batch, hidden = layout.batch_padded, layout.hidden_padded
     out_shapes = [
         jax.ShapeDtypeStruct((layout.num_steps, batch, NUM_GATES * hidden), f32),
@@ -291,9 +306,9 @@ def _gru_bwd(variant, settings, residuals, d_hs):
         _backward_kernel,
         layout=layout,
         variant=variant,
-        precision=persistent.matmul_precision(w_hh.dtype),
+        precision=_program.matmul_precision(w_hh.dtype),
     )
-    dpre, dxn, dh0 = persistent.call(
+    dpre, dxn, dh0 = _launch.call(
         kernel,
         layout,
         out_shapes,
@@ -302,7 +317,8 @@ def _gru_bwd(variant, settings, residuals, d_hs):
         saved,
         hs,
         w_hh,
-        persistent.pad_sequence(d_hs.astype(f32), layout, 1),
+        _layout.pad_sequence(d_hs.astype(f32), layout, 1),
+        poison=options.poison,
     )
     h, b = layout.hidden, layout.batch
     if variant == "cudnn":
@@ -314,8 +330,8 @@ def _gru_bwd(variant, settings, residuals, d_hs):
         d_w_hh = jnp.concatenate([d_w_rz, d_w_n], axis=-1)
         d_b_hn = jnp.zeros_like(b_hn, f32)
     d_projected = jnp.concatenate([dpre[..., : 2 * hidden], dxn], axis=-1)
-    d_projected = persistent.unpad_gates(d_projected[:, :b], NUM_GATES, h, hidden)
-    d_w_hh = persistent.unpad_gates(d_w_hh[:h], NUM_GATES, h, hidden)
+    d_projected = _layout.unpad_gates(d_projected[:, :b], NUM_GATES, h, hidden)
+    d_w_hh = _layout.unpad_gates(d_w_hh[:h], NUM_GATES, h, hidden)
     return (
         d_projected.astype(d_hs.dtype),
         d_w_hh.astype(w_hh.dtype),
@@ -342,9 +358,7 @@ def gru_recurrence(
     seq_lengths: Array,
     *,
     variant: str = "cudnn",
-    tiles: Tiles | None = None,
-    backward: str = "pallas",
-    interpret: bool | None = None,
+    options: Pallas | None = None,
 ) -> Array:
     """The GRU recurrence after the input projection, one fused kernel each way.
 
@@ -354,7 +368,7 @@ def gru_recurrence(
         means zeros; must be None for the original variant). h0: (B, H).
       seq_lengths: (B,) ints in [0, T].
       variant: ``"cudnn"`` or ``"original"`` (as ``seqlab.cells.GRU``).
-      tiles, backward, interpret: as for ``lstm_recurrence``.
+      options: as for ``lstm_recurrence``.
 
     Returns:
       hs: (T, B, H), the hidden state after every step (frozen past a row's length).
@@ -363,19 +377,19 @@ def gru_recurrence(
         raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
     if variant == "original" and b_hn is not None:
         raise ValueError("the original GRU variant has no b_hn; pass None")
-    settings = persistent.resolve_settings(tiles, backward, interpret)
-    seq_lengths = persistent.check_lengths_dtype(seq_lengths, projected.shape[1])
+    options = resolve_options(options)
+    seq_lengths = _layout.check_lengths_dtype(seq_lengths, projected.shape[1])
     if b_hn is None:
         b_hn = jnp.zeros((w_hh.shape[0],), w_hh.dtype)
-    return _gru(projected, w_hh, b_hn, h0.astype(f32), seq_lengths, variant, settings)
+    return _gru(projected, w_hh, b_hn, h0.astype(f32), seq_lengths, variant, options)
 
 
 def gru_recurrence_reference(projected, w_hh, b_hn, h0, seq_lengths, *, variant="cudnn"):
     """``gru_recurrence`` as a plain ``lax.scan``: float32 state and accumulation, matmul
-    operands in ``w_hh``'s dtype (``_persistent.reference_matmul``)."""
+    operands in ``w_hh``'s dtype (``__program.reference_matmul``)."""
     hidden = w_hh.shape[0]
     b_hn = (jnp.zeros((hidden,), f32) if b_hn is None else b_hn.astype(f32))[None, :]
-    matmul = persistent.reference_matmul
+    matmul = _program.reference_matmul
 
     def step(h, inputs):
         x, t = inputs

@@ -5,7 +5,7 @@ The recurrence starts after the hoisted input projection (``projected = x W_ih +
     i, f, g, o = σ, σ, tanh, σ  of  projected_t + h_{t-1} W_hh        (gate order i, f, g, o)
     c_t = f * c_{t-1} + i * g          h_t = o * tanh(c_t)
 
-and past ``seq_lengths[b]`` the carry of row b stays frozen. See ``_persistent.py`` for the
+and past ``seq_lengths[b]`` the carry of row b stays frozen. See ``_program.py`` for the
 grid, tiles and the step barrier. The forward kernel saves the four gate activations and
 every c_t for the backward kernel (cuDNN's reserve space holds the same); the backward
 kernel never recomputes a recurrent matmul forward, it runs one transposed matmul per step.
@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from seqlab.kernels import _persistent as persistent
-from seqlab.kernels._persistent import Settings, Tiles
+from seqlab.kernels import _launch, _layout, _program
+from seqlab.kernels._options import Pallas, resolve_options
+from seqlab.kernels._program import Product, Term
 from seqlab.typing import Array
 
 NUM_GATES = 4
@@ -40,7 +41,7 @@ def _forward_kernel(
     layout,
     precision,
 ):
-    program = persistent.Program(layout, counter_ref)
+    program = _program.Program(layout, counter_ref)
     rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
     hidden = layout.hidden_padded
     lengths = lengths_ref[rows]
@@ -57,15 +58,15 @@ def _forward_kernel(
         cols = pl.ds(column, width)
         gate_cols = [pl.ds(gate * hidden + column, width) for gate in range(NUM_GATES)]
         terms = [
-            (
+            Term(
                 lambda k0: program.load_shared(hs_ref, (t, rows, pl.ds(k0, chunk))),
                 [
-                    (lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], False, gate)
+                    Product(lambda k0, c=c: w_ref[pl.ds(k0, chunk), c], output=gate)
                     for gate, c in enumerate(gate_cols)
                 ],
             )
         ]
-        pre = persistent.accumulate(program, terms, NUM_GATES, w_ref.dtype, precision)
+        pre = _program.accumulate(program, terms, NUM_GATES, w_ref.dtype, precision)
         pre = [p + x_ref[t, rows, c].astype(f32) for p, c in zip(pre, gate_cols, strict=True)]
         i, f, o = (jax.nn.sigmoid(pre[k]) for k in (0, 1, 3))
         g = jnp.tanh(pre[2])
@@ -79,7 +80,7 @@ def _forward_kernel(
             for value, c in zip((i, f, g, o), gate_cols, strict=True):
                 saved[0][t, rows, c] = value
 
-    persistent.run_steps(program, layout.num_steps, [(step, True)], reverse=False)
+    _program.run_steps(program, layout.num_steps, [(step, True)], reverse=False)
 
 
 def _backward_kernel(
@@ -99,7 +100,7 @@ def _backward_kernel(
 ):
     """Reverse time. ``dh_ref``/``dc_ref`` carry the gradient w.r.t. the carry from step to
     step (each program only its own columns) and end as the gradient of the initial carry."""
-    program = persistent.Program(layout, counter_ref)
+    program = _program.Program(layout, counter_ref)
     rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
     hidden = layout.hidden_padded
     lengths = lengths_ref[rows]
@@ -136,20 +137,26 @@ def _backward_kernel(
     def recurrent_phase(t, column):
         cols = pl.ds(column, width)
         terms = [
-            (
+            Term(
                 lambda k0, gate=gate: program.load_shared(
                     dpre_ref, (t, rows, pl.ds(gate * hidden + k0, chunk))
                 ),
-                [(lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)], True, 0)],
+                [
+                    Product(
+                        lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)],
+                        output=0,
+                        transpose=True,
+                    )
+                ],
             )
             for gate in range(NUM_GATES)
         ]
-        (dh_prev,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
+        (dh_prev,) = _program.accumulate(program, terms, 1, w_ref.dtype, precision)
         dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
 
     # The recurrent phase needs no barrier after it: the next (earlier) step writes other
     # rows of dpre and only this program's columns of dh and dc.
-    persistent.run_steps(
+    _program.run_steps(
         program,
         layout.num_steps,
         [(gates_phase, True), (recurrent_phase, False)],
@@ -159,23 +166,23 @@ def _backward_kernel(
 
 def _pad_inputs(layout, projected, w_hh, h0, c0, lengths):
     return (
-        persistent.pad_axis(lengths, 0, layout.batch_padded),  # padded rows have length 0
-        persistent.pad_sequence(projected, layout, NUM_GATES),
-        persistent.pad_weights(w_hh, layout, NUM_GATES),
-        persistent.pad_sequence(h0, layout, 1),
-        persistent.pad_sequence(c0, layout, 1),
+        _layout.pad_axis(lengths, 0, layout.batch_padded),  # padded rows have length 0
+        _layout.pad_sequence(projected, layout, NUM_GATES),
+        _layout.pad_weights(w_hh, layout, NUM_GATES),
+        _layout.pad_sequence(h0, layout, 1),
+        _layout.pad_sequence(c0, layout, 1),
     )
 
 
-def _layout(projected, settings: Settings):
+def _problem_layout(projected, options: Pallas):
     num_steps, batch, gates = projected.shape
-    return persistent.make_layout(
-        num_steps, batch, gates // NUM_GATES, settings.tiles, settings.interpret
+    return _layout.make_layout(
+        num_steps, batch, gates // NUM_GATES, options.tiles, options.interpret
     )
 
 
-def _forward(projected, w_hh, h0, c0, lengths, settings: Settings, save: bool):
-    layout = _layout(projected, settings)
+def _forward(projected, w_hh, h0, c0, lengths, options: Pallas, save: bool):
+    layout = _problem_layout(projected, options)
     padded = _pad_inputs(layout, projected, w_hh, h0, c0, lengths)
     steps, batch, hidden = layout.num_steps, layout.batch_padded, layout.hidden_padded
     state = jax.ShapeDtypeStruct((steps + 1, batch, hidden), f32)
@@ -183,44 +190,44 @@ def _forward(projected, w_hh, h0, c0, lengths, settings: Settings, save: bool):
     if save:
         out_shapes.append(jax.ShapeDtypeStruct((steps, batch, NUM_GATES * hidden), f32))
     kernel = functools.partial(
-        _forward_kernel, layout=layout, precision=persistent.matmul_precision(w_hh.dtype)
+        _forward_kernel, layout=layout, precision=_program.matmul_precision(w_hh.dtype)
     )
-    outputs = persistent.call(kernel, layout, out_shapes, "seqlab_lstm_forward", *padded)
+    outputs = _launch.call(
+        kernel, layout, out_shapes, "seqlab_lstm_forward", *padded, poison=options.poison
+    )
     return layout, padded, outputs
 
 
 def _public(layout, hs, cs, dtype):
-    return persistent.unpad_states(layout, hs, dtype), persistent.unpad_states(layout, cs, dtype)
+    return _layout.unpad_states(layout, hs, dtype), _layout.unpad_states(layout, cs, dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _lstm(projected, w_hh, h0, c0, lengths, settings):
-    layout, _, (hs, cs) = _forward(projected, w_hh, h0, c0, lengths, settings, save=False)
+def _lstm(projected, w_hh, h0, c0, lengths, options):
+    layout, _, (hs, cs) = _forward(projected, w_hh, h0, c0, lengths, options, save=False)
     return _public(layout, hs, cs, projected.dtype)
 
 
-def _lstm_fwd(projected, w_hh, h0, c0, lengths, settings):
-    if settings.backward == "xla":
-        outputs = _lstm(projected, w_hh, h0, c0, lengths, settings)
+def _lstm_fwd(projected, w_hh, h0, c0, lengths, options):
+    if options.backward == "xla":
+        outputs = _lstm(projected, w_hh, h0, c0, lengths, options)
         return outputs, (projected, w_hh, h0, c0, lengths)
-    layout, padded, (hs, cs, gates) = _forward(
-        projected, w_hh, h0, c0, lengths, settings, save=True
-    )
+    layout, padded, (hs, cs, gates) = _forward(projected, w_hh, h0, c0, lengths, options, save=True)
     return _public(layout, hs, cs, projected.dtype), (padded[2], padded[0], hs, cs, gates)
 
 
-def _lstm_bwd(settings, residuals, cotangents):
-    if settings.backward == "xla":
+def _lstm_bwd(options, residuals, cotangents):
+    if options.backward == "xla":
         projected, w_hh, h0, c0, lengths = residuals
         _, vjp = jax.vjp(lambda *a: lstm_recurrence_reference(*a, lengths), projected, w_hh, h0, c0)
         return (*vjp(cotangents), None)
     w_hh, lengths, hs, cs, gates = residuals
     num_steps, batch, hidden = cotangents[0].shape
-    layout = persistent.make_layout(num_steps, batch, hidden, settings.tiles, settings.interpret)
+    layout = _layout.make_layout(num_steps, batch, hidden, options.tiles, options.interpret)
     batch, hidden = layout.batch_padded, layout.hidden_padded
 
     def pad_cotangent(d):
-        return persistent.pad_axis(persistent.pad_axis(d.astype(f32), 2, hidden), 1, batch)
+        return _layout.pad_axis(_layout.pad_axis(d.astype(f32), 2, hidden), 1, batch)
 
     dhs, dcs = (pad_cotangent(d) for d in cotangents)
     out_shapes = [
@@ -228,15 +235,25 @@ def _lstm_bwd(settings, residuals, cotangents):
         jax.ShapeDtypeStruct((batch, hidden), f32),
         jax.ShapeDtypeStruct((batch, hidden), f32),
     ]
-    precision = persistent.matmul_precision(w_hh.dtype)
+    precision = _program.matmul_precision(w_hh.dtype)
     kernel = functools.partial(_backward_kernel, layout=layout, precision=precision)
-    dpre, dh0, dc0 = persistent.call(
-        kernel, layout, out_shapes, "seqlab_lstm_backward", lengths, gates, cs, w_hh, dhs, dcs
+    dpre, dh0, dc0 = _launch.call(
+        kernel,
+        layout,
+        out_shapes,
+        "seqlab_lstm_backward",
+        lengths,
+        gates,
+        cs,
+        w_hh,
+        dhs,
+        dcs,
+        poison=options.poison,
     )
     d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)
     h, b = layout.hidden, layout.batch
-    d_projected = persistent.unpad_gates(dpre[:, :b], NUM_GATES, h, hidden)
-    d_w_hh = persistent.unpad_gates(d_w_hh[:h], NUM_GATES, h, hidden)
+    d_projected = _layout.unpad_gates(dpre[:, :b], NUM_GATES, h, hidden)
+    d_w_hh = _layout.unpad_gates(d_w_hh[:h], NUM_GATES, h, hidden)
     # h0 and c0 enter as float32 (see lstm_recurrence); the rest keep their dtypes.
     return (
         d_projected.astype(cotangents[0].dtype),
@@ -257,9 +274,7 @@ def lstm_recurrence(
     c0: Array,
     seq_lengths: Array,
     *,
-    tiles: Tiles | None = None,
-    backward: str = "pallas",
-    interpret: bool | None = None,
+    options: Pallas | None = None,
 ) -> tuple[Array, Array]:
     """The LSTM recurrence after the input projection, as one fused kernel each way.
 
@@ -269,30 +284,29 @@ def lstm_recurrence(
       w_hh: (H, 4H) recurrent weights, gate blocks i, f, g, o (``seqlab.cells.LSTM``).
       h0, c0: (B, H) initial carry.
       seq_lengths: (B,) ints in [0, T]; past its length a row's carry stays frozen.
-      tiles: tile sizes (``Tiles()`` when None).
-      backward: ``"pallas"`` (fused reverse-time kernel) or ``"xla"`` (autodiff of
-        ``lstm_recurrence_reference``).
-      interpret: run in Pallas interpret mode; None means "unless on a GPU".
+      options: a ``seqlab.kernels.Pallas`` (``Pallas()`` when None): tiles, the
+        backward (``"pallas"``, the fused reverse-time kernel, or ``"xla"``, autodiff of
+        ``lstm_recurrence_reference``), interpret mode, poisoned outputs.
 
     Returns:
       ``(hs, cs)``: (T, B, H) each, the carry after every step (frozen past a row's
       length, not zeroed), in ``projected``'s dtype. State and accumulation are float32.
     """
-    settings = persistent.resolve_settings(tiles, backward, interpret)
-    seq_lengths = persistent.check_lengths_dtype(seq_lengths, projected.shape[1])
+    options = resolve_options(options)
+    seq_lengths = _layout.check_lengths_dtype(seq_lengths, projected.shape[1])
     # The state is float32 inside; entering as float32 lets autodiff cast its gradient back.
-    return _lstm(projected, w_hh, h0.astype(f32), c0.astype(f32), seq_lengths, settings)
+    return _lstm(projected, w_hh, h0.astype(f32), c0.astype(f32), seq_lengths, options)
 
 
 def lstm_recurrence_reference(projected, w_hh, h0, c0, seq_lengths):
     """``lstm_recurrence`` as a plain ``lax.scan``: float32 state and accumulation, matmul
-    operands in ``w_hh``'s dtype (``_persistent.reference_matmul``)."""
+    operands in ``w_hh``'s dtype (``__program.reference_matmul``)."""
     num_steps = projected.shape[0]
 
     def step(carry, inputs):
         h, c = carry
         x, t = inputs
-        pre = x.astype(f32) + persistent.reference_matmul(h, w_hh)
+        pre = x.astype(f32) + _program.reference_matmul(h, w_hh)
         i, f, g, o = jnp.split(pre, NUM_GATES, axis=-1)
         c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)

@@ -6,7 +6,7 @@ After the hoisted input projection (``projected = x W_ih + b``)::
 
 frozen past ``seq_lengths``. φ' is read off the saved output (1 - h² for tanh, h > 0 for
 relu), so the forward kernel saves nothing beyond the states it returns. See
-``_persistent.py`` for the grid, tiles and barrier.
+``_program.py`` for the grid, tiles and barrier.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from seqlab.kernels import _persistent as persistent
-from seqlab.kernels._persistent import Settings, Tiles
+from seqlab.kernels import _launch, _layout, _program
+from seqlab.kernels._options import Pallas, resolve_options
+from seqlab.kernels._program import Product, Term
 from seqlab.typing import Array
 
 ACTIVATIONS = {
@@ -32,7 +33,7 @@ f32 = jnp.float32
 def _forward_kernel(
     lengths_ref, x_ref, w_ref, h0_ref, counter_ref, hs_ref, *, layout, precision, activation
 ):
-    program = persistent.Program(layout, counter_ref)
+    program = _program.Program(layout, counter_ref)
     rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
     lengths = lengths_ref[rows]
     function = ACTIVATIONS[activation][0]
@@ -47,17 +48,17 @@ def _forward_kernel(
     def step(t, column):
         cols = pl.ds(column, width)
         terms = [
-            (
+            Term(
                 lambda k0: program.load_shared(hs_ref, (t, rows, pl.ds(k0, chunk))),
-                [(lambda k0: w_ref[pl.ds(k0, chunk), cols], False, 0)],
+                [Product(lambda k0: w_ref[pl.ds(k0, chunk), cols], output=0)],
             )
         ]
-        (pre,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
+        (pre,) = _program.accumulate(program, terms, 1, w_ref.dtype, precision)
         h = function(pre + x_ref[t, rows, cols].astype(f32))
         valid = (t < lengths)[:, None]
         hs_ref[t + 1, rows, cols] = jnp.where(valid, h, hs_ref[t, rows, cols])
 
-    persistent.run_steps(program, layout.num_steps, [(step, True)], reverse=False)
+    _program.run_steps(program, layout.num_steps, [(step, True)], reverse=False)
 
 
 def _backward_kernel(
@@ -73,7 +74,7 @@ def _backward_kernel(
     precision,
     activation,
 ):
-    program = persistent.Program(layout, counter_ref)
+    program = _program.Program(layout, counter_ref)
     rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
     lengths = lengths_ref[rows]
     derivative = ACTIVATIONS[activation][1]
@@ -94,15 +95,15 @@ def _backward_kernel(
     def recurrent_phase(t, column):
         cols = pl.ds(column, width)
         terms = [
-            (
+            Term(
                 lambda k0: program.load_shared(dpre_ref, (t, rows, pl.ds(k0, chunk))),
-                [(lambda k0: w_ref[cols, pl.ds(k0, chunk)], True, 0)],
+                [Product(lambda k0: w_ref[cols, pl.ds(k0, chunk)], output=0, transpose=True)],
             )
         ]
-        (dh_prev,) = persistent.accumulate(program, terms, 1, w_ref.dtype, precision)
+        (dh_prev,) = _program.accumulate(program, terms, 1, w_ref.dtype, precision)
         dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
 
-    persistent.run_steps(
+    _program.run_steps(
         program,
         layout.num_steps,
         [(local_phase, True), (recurrent_phase, False)],
@@ -110,18 +111,18 @@ def _backward_kernel(
     )
 
 
-def _layout(projected, settings: Settings):
+def _problem_layout(projected, options: Pallas):
     num_steps, batch, hidden = projected.shape
-    return persistent.make_layout(num_steps, batch, hidden, settings.tiles, settings.interpret)
+    return _layout.make_layout(num_steps, batch, hidden, options.tiles, options.interpret)
 
 
-def _forward(projected, w_hh, h0, lengths, activation, settings):
-    layout = _layout(projected, settings)
+def _forward(projected, w_hh, h0, lengths, activation, options):
+    layout = _problem_layout(projected, options)
     padded = (
-        persistent.pad_axis(lengths, 0, layout.batch_padded),
-        persistent.pad_sequence(projected, layout, 1),
-        persistent.pad_weights(w_hh, layout, 1),
-        persistent.pad_sequence(h0, layout, 1),
+        _layout.pad_axis(lengths, 0, layout.batch_padded),
+        _layout.pad_sequence(projected, layout, 1),
+        _layout.pad_weights(w_hh, layout, 1),
+        _layout.pad_sequence(h0, layout, 1),
     )
     state = jax.ShapeDtypeStruct(
         (layout.num_steps + 1, layout.batch_padded, layout.hidden_padded), f32
@@ -130,28 +131,30 @@ def _forward(projected, w_hh, h0, lengths, activation, settings):
         _forward_kernel,
         layout=layout,
         activation=activation,
-        precision=persistent.matmul_precision(w_hh.dtype),
+        precision=_program.matmul_precision(w_hh.dtype),
     )
-    (hs,) = persistent.call(kernel, layout, [state], "seqlab_rnn_forward", *padded)
+    (hs,) = _launch.call(
+        kernel, layout, [state], "seqlab_rnn_forward", *padded, poison=options.poison
+    )
     return layout, padded, hs
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _rnn(projected, w_hh, h0, lengths, activation, settings):
-    layout, _, hs = _forward(projected, w_hh, h0, lengths, activation, settings)
-    return persistent.unpad_states(layout, hs, projected.dtype)
+def _rnn(projected, w_hh, h0, lengths, activation, options):
+    layout, _, hs = _forward(projected, w_hh, h0, lengths, activation, options)
+    return _layout.unpad_states(layout, hs, projected.dtype)
 
 
-def _rnn_fwd(projected, w_hh, h0, lengths, activation, settings):
-    if settings.backward == "xla":
-        outputs = _rnn(projected, w_hh, h0, lengths, activation, settings)
+def _rnn_fwd(projected, w_hh, h0, lengths, activation, options):
+    if options.backward == "xla":
+        outputs = _rnn(projected, w_hh, h0, lengths, activation, options)
         return outputs, (projected, w_hh, h0, lengths)
-    layout, padded, hs = _forward(projected, w_hh, h0, lengths, activation, settings)
-    return persistent.unpad_states(layout, hs, projected.dtype), (padded[0], padded[2], hs)
+    layout, padded, hs = _forward(projected, w_hh, h0, lengths, activation, options)
+    return _layout.unpad_states(layout, hs, projected.dtype), (padded[0], padded[2], hs)
 
 
-def _rnn_bwd(activation, settings, residuals, d_hs):
-    if settings.backward == "xla":
+def _rnn_bwd(activation, options, residuals, d_hs):
+    if options.backward == "xla":
         projected, w_hh, h0, lengths = residuals
         _, vjp = jax.vjp(
             lambda *a: rnn_recurrence_reference(*a, lengths, activation=activation),
@@ -161,7 +164,7 @@ def _rnn_bwd(activation, settings, residuals, d_hs):
         )
         return (*vjp(d_hs), None)
     lengths, w_hh, hs = residuals
-    layout = _layout(d_hs, settings)
+    layout = _problem_layout(d_hs, options)
     batch, hidden = layout.batch_padded, layout.hidden_padded
     out_shapes = [
         jax.ShapeDtypeStruct((layout.num_steps, batch, hidden), f32),
@@ -171,9 +174,9 @@ def _rnn_bwd(activation, settings, residuals, d_hs):
         _backward_kernel,
         layout=layout,
         activation=activation,
-        precision=persistent.matmul_precision(w_hh.dtype),
+        precision=_program.matmul_precision(w_hh.dtype),
     )
-    dpre, dh0 = persistent.call(
+    dpre, dh0 = _launch.call(
         kernel,
         layout,
         out_shapes,
@@ -181,7 +184,8 @@ def _rnn_bwd(activation, settings, residuals, d_hs):
         lengths,
         hs,
         w_hh,
-        persistent.pad_sequence(d_hs.astype(f32), layout, 1),
+        _layout.pad_sequence(d_hs.astype(f32), layout, 1),
+        poison=options.poison,
     )
     h, b = layout.hidden, layout.batch
     d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)[:h, :h]
@@ -198,9 +202,7 @@ def rnn_recurrence(
     seq_lengths: Array,
     *,
     activation: str = "tanh",
-    tiles: Tiles | None = None,
-    backward: str = "pallas",
-    interpret: bool | None = None,
+    options: Pallas | None = None,
 ) -> Array:
     """The Elman recurrence after the input projection, one fused kernel each way.
 
@@ -208,23 +210,23 @@ def rnn_recurrence(
       projected: (T, B, H), ``x_t W_ih + b`` for every step (time-major).
       w_hh: (H, H). h0: (B, H). seq_lengths: (B,) ints in [0, T].
       activation: ``"tanh"``, ``"relu"`` or ``"identity"`` (as ``seqlab.cells.RNN``).
-      tiles, backward, interpret: as for ``lstm_recurrence``.
+      options: as for ``lstm_recurrence``.
 
     Returns:
       hs: (T, B, H), the hidden state after every step (frozen past a row's length).
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    settings = persistent.resolve_settings(tiles, backward, interpret)
-    seq_lengths = persistent.check_lengths_dtype(seq_lengths, projected.shape[1])
-    return _rnn(projected, w_hh, h0.astype(f32), seq_lengths, activation, settings)
+    options = resolve_options(options)
+    seq_lengths = _layout.check_lengths_dtype(seq_lengths, projected.shape[1])
+    return _rnn(projected, w_hh, h0.astype(f32), seq_lengths, activation, options)
 
 
 def rnn_recurrence_reference(projected, w_hh, h0, seq_lengths, *, activation="tanh"):
     """``rnn_recurrence`` as a plain ``lax.scan``: float32 state and accumulation, matmul
-    operands in ``w_hh``'s dtype (``_persistent.reference_matmul``)."""
+    operands in ``w_hh``'s dtype (``__program.reference_matmul``)."""
     function = ACTIVATIONS[activation][0]
-    matmul = persistent.reference_matmul
+    matmul = _program.reference_matmul
 
     def step(h, inputs):
         x, t = inputs

@@ -69,25 +69,20 @@ def scan_pallas(
             if seq_lengths is None
             else reverse_within_lengths(projected, lengths)
         )
-    settings = {
-        "tiles": options.tiles,
-        "backward": options.backward,
-        "interpret": options.interpret,
-    }
     w_hh = params["w_hh"]
     match cell:
         case LSTM():
-            hs, cs = lstm_recurrence(projected, w_hh, carry.h, carry.c, lengths, **settings)
+            hs, cs = lstm_recurrence(projected, w_hh, carry.h, carry.c, lengths, options=options)
             final_carry = LSTMState(hs[-1].astype(carry.h.dtype), cs[-1].astype(carry.c.dtype))
         case GRU():
             b_hn = params.get("b_hn") if cell.variant == "cudnn" else None
             hs = gru_recurrence(
-                projected, w_hh, b_hn, carry, lengths, variant=cell.variant, **settings
+                projected, w_hh, b_hn, carry, lengths, variant=cell.variant, options=options
             )
             final_carry = hs[-1].astype(carry.dtype)
         case RNN():
             hs = rnn_recurrence(
-                projected, w_hh, carry, lengths, activation=cell.activation, **settings
+                projected, w_hh, carry, lengths, activation=cell.activation, options=options
             )
             final_carry = hs[-1].astype(carry.dtype)
     outputs = hs

@@ -1,0 +1,48 @@
+"""What the benchmark scripts share: the checkout on the import path, timing, errors.
+
+Importing this module first lets a script run from a checkout without seqlab installed
+(``python benchmarks/gpu_scan.py`` on the device machine, where the tree is copied but
+not installed): it puts the repository root on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def block(tree):
+    """``tree`` once every array in it is computed."""
+    return jax.tree_util.tree_map(lambda leaf: leaf.block_until_ready(), tree)
+
+
+def median_ms(fn, repeats: int, *, warmups: int = 1) -> float:
+    """Median wall time of ``fn()`` in milliseconds over ``repeats`` calls, after
+    ``warmups`` untimed calls (the first compiles). ``fn`` must block until its work is
+    done (``block``)."""
+    for _ in range(warmups):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def relative_error(actual, expected) -> float:
+    """max |actual - expected| / max(max |expected|, 1e-30), in float64 (bfloat16 and
+    float32 arrays are compared exactly as they are)."""
+    actual = np.asarray(jnp.asarray(actual, jnp.float32), np.float64)
+    expected = np.asarray(jnp.asarray(expected, jnp.float32), np.float64)
+    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
