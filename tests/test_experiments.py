@@ -342,3 +342,26 @@ def test_load_run_is_silent(trained, caplog):
     finally:
         absl.setLevel(before)
     assert [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= 30] == []
+
+
+def test_equal_experiments_share_compiled_programs(standard_promotion):
+    """Experiments built from the same config by the task are equal (their traced
+    computation is the same) and reuse one compiled training chunk; an experiment given
+    its data equals only itself."""
+    config = apply_overrides(
+        default_config("adding"), ["model.hidden_size=8", "data.seq_len=10", "train.batch_size=8"]
+    )
+    first, second = Experiment.from_config(config), Experiment.from_config(config)
+    assert first == second and hash(first) == hash(second)
+    other = Experiment.from_config(apply_overrides(config, ["train.lr=0.01"]))
+    assert other != first
+    given = Experiment.from_config(config, data=first.data)
+    assert given != first and given == given
+    compiled = Experiment._train_chunk
+    state = first.init_state()
+    first.train_chunk(state, 0, 3)
+    size = compiled._cache_size()
+    second.train_chunk(state, 0, 3)
+    assert compiled._cache_size() == size
+    given.train_chunk(state, 0, 3)
+    assert compiled._cache_size() == size + 1

@@ -1,4 +1,4 @@
-"""The one-way import rule of shared/STYLE.md, checked: no import cycle inside seqlab, and
+"""The one-way import rule of the team style guide, checked: no import cycle inside seqlab, and
 no import of a seqlab module inside a function (where it would hide one)."""
 
 from __future__ import annotations

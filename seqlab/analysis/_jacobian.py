@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from seqlab._checks import check_rank, require
+from seqlab._checks import check_one_of, check_rank
 from seqlab.analysis._grad_norms import _check_layer
 from seqlab.layers import RNNLayer
 from seqlab.typing import Array, Params
@@ -97,10 +97,7 @@ def jacobian_norms(
     """
     _check_layer(layer)
     check_rank("xs", xs, 3, "(T, B, D)" if layer.time_major else "(B, T, D)")
-    require(
-        direction in layer.directions,
-        f"direction must be one of {list(layer.directions)}, got {direction!r}",
-    )
+    check_one_of("direction", direction, layer.directions)
     xs_time_major = xs if layer.time_major else jnp.swapaxes(xs, 0, 1)
     if layer.num_layers > 1:
         lower = dataclasses.replace(

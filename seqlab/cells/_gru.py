@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from seqlab._checks import require
+from seqlab._checks import check_one_of
 from seqlab.cells._affine import AffineInputCell, add_bias, split_gates
 
 GRU_VARIANTS = ("cudnn", "original")
@@ -33,10 +33,7 @@ class GRU(AffineInputCell):
 
     def __post_init__(self):
         super().__post_init__()
-        require(
-            self.variant in GRU_VARIANTS,
-            f"variant must be one of {list(GRU_VARIANTS)}, got {self.variant!r}",
-        )
+        check_one_of("variant", self.variant, GRU_VARIANTS)
 
     def _extra_params(self, key):
         if self.variant == "cudnn" and self.use_bias:

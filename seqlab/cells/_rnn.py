@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from seqlab._checks import require
+from seqlab._checks import check_one_of
 from seqlab.cells._affine import AffineInputCell
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda z: z}
@@ -31,10 +31,7 @@ class RNN(AffineInputCell):
 
     def __post_init__(self):
         super().__post_init__()
-        require(
-            self.activation in ACTIVATIONS,
-            f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}",
-        )
+        check_one_of("activation", self.activation, sorted(ACTIVATIONS))
 
     def step_projected(self, params, carry, projected):
         h = ACTIVATIONS[self.activation](projected + carry @ params["w_hh"])

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from seqlab._checks import check_one_of
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options
 from seqlab.kernels._program import Product, Term
@@ -373,8 +374,7 @@ def gru_recurrence(
     Returns:
       hs: (T, B, H), the hidden state after every step (frozen past a row's length).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+    check_one_of("variant", variant, VARIANTS)
     if variant == "original" and b_hn is not None:
         raise ValueError("the original GRU variant has no b_hn; pass None")
     options = resolve_options(options)

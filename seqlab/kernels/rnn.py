@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from seqlab._checks import check_one_of
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options
 from seqlab.kernels._program import Product, Term
@@ -215,8 +216,7 @@ def rnn_recurrence(
     Returns:
       hs: (T, B, H), the hidden state after every step (frozen past a row's length).
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    check_one_of("activation", activation, sorted(ACTIVATIONS))
     options = resolve_options(options)
     seq_lengths = _layout.check_lengths_dtype(seq_lengths, projected.shape[1])
     return _rnn(projected, w_hh, h0.astype(f32), seq_lengths, activation, options)

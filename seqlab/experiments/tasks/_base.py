@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from seqlab._checks import check_one_of, require
 from seqlab.layers import ARCHITECTURES
 
 KINDS = tuple(ARCHITECTURES)  # the architecture kinds a task may name
@@ -51,10 +52,11 @@ class TaskData:
     augment: Callable | None = None
 
     def __post_init__(self):
-        if (self.train is None) == (self.sample is None):
-            raise ValueError("a task needs exactly one of a training set or a sampler")
-        if self.info.get("kind") not in KINDS:
-            raise ValueError(f"task kind must be one of {KINDS}, got {self.info.get('kind')!r}")
+        require(
+            (self.train is None) != (self.sample is None),
+            "a task needs exactly one of a training set or a sampler",
+        )
+        check_one_of("task kind", self.info.get("kind"), KINDS)
 
 
 @dataclasses.dataclass(frozen=True)
