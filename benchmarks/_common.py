@@ -7,6 +7,7 @@ not installed): it puts the repository root on ``sys.path``.
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import statistics
 import sys
@@ -46,3 +47,21 @@ def relative_error(actual, expected) -> float:
     actual = np.asarray(jnp.asarray(actual, jnp.float32), np.float64)
     expected = np.asarray(jnp.asarray(expected, jnp.float32), np.float64)
     return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
+
+
+def forward_and_backward(loss, *args):
+    """Two timed callables for ``loss(*args)``: the jitted forward pass, and the jitted
+    gradient with respect to the first two arguments (parameters and inputs); each blocks
+    until its result is computed."""
+    forward = jax.jit(loss)
+    backward = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    return (lambda: block(forward(*args))), (lambda: block(backward(*args)))
+
+
+def preset_parser(description: str, presets) -> argparse.ArgumentParser:
+    """The command line every benchmark shares: ``--preset`` (default "ci", the size CI
+    runs) and ``--out`` (default benchmarks/results)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", choices=sorted(presets), default="ci")
+    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
+    return parser

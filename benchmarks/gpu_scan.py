@@ -36,7 +36,6 @@ marked incomplete. Exit status 1 when any check fails, 3 when the watchdog stops
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import faulthandler
@@ -54,7 +53,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import block, median_ms, relative_error
+from _common import block, forward_and_backward, median_ms, preset_parser, relative_error
 
 import seqlab
 from seqlab import kernels
@@ -87,7 +86,7 @@ PRESETS = {
         },
     ),
 }
-KINDS = ("lstm", "gru", "gru_original", "tanh", "relu")
+KINDS = testing.KINDS
 
 
 # --- a watchdog: a kernel whose barrier never opens hangs the process for good ----------
@@ -180,52 +179,16 @@ def floor_ms(
 
 
 def kernel_pair(kind, tiles, interpret, poison=False):
-    """(kernel, reference, gates) over (projected, w_hh, h0, c0, lengths); ``poison``
-    starts the kernel's outputs as NaN (``kernels.Pallas.poison``)."""
-    options = {"options": kernels.Pallas(tiles=tiles, interpret=interpret, poison=poison)}
-    if kind == "lstm":
-        return (
-            lambda *a: kernels.lstm_recurrence(*a, **options),
-            kernels.lstm_recurrence_reference,
-            4,
-        )
-    if kind.startswith("gru"):
-        variant = "original" if kind == "gru_original" else "cudnn"
-
-        def b_hn(c0):
-            return c0[0] if variant == "cudnn" else None
-
-        return (
-            lambda p, w, h0, c0, n: kernels.gru_recurrence(
-                p, w, b_hn(c0), h0, n, variant=variant, **options
-            ),
-            lambda p, w, h0, c0, n: kernels.gru_recurrence_reference(
-                p, w, b_hn(c0), h0, n, variant=variant
-            ),
-            3,
-        )
-    return (
-        lambda p, w, h0, c0, n: kernels.rnn_recurrence(p, w, h0, n, activation=kind, **options),
-        lambda p, w, h0, c0, n: kernels.rnn_recurrence_reference(p, w, h0, n, activation=kind),
-        1,
-    )
+    """(kernel, reference, gates) over (projected, w_hh, h0, c0, lengths), the kernel with
+    these options; ``poison`` starts its outputs as NaN (``kernels.Pallas.poison``)."""
+    kernel, reference, gates = testing.recurrence(kind)
+    options = kernels.Pallas(tiles=tiles, interpret=interpret, poison=poison)
+    return functools.partial(kernel, options=options), reference, gates
 
 
 def problem(rng, kind, shape, dtype):
     batch, steps, hidden = shape
-    gates = kernel_pair(kind, None, True)[2]
-
-    def normal(*s, scale=1.0):
-        return jnp.asarray(rng.normal(scale=scale, size=s), jnp.float32).astype(dtype)
-
-    arrays = (
-        normal(steps, batch, gates * hidden),
-        normal(hidden, gates * hidden, scale=1.2 / np.sqrt(hidden)),
-        normal(batch, hidden, scale=0.5),
-        normal(batch, hidden, scale=0.5),
-    )
-    lengths = jnp.asarray(rng.integers(0, steps + 1, size=batch), jnp.int32).at[0].set(steps)
-    return arrays, lengths
+    return testing.random_problem(rng, kind, steps, batch, hidden, dtype)
 
 
 def check_kernel(kind, shape, dtype, tiles, interpret, rng) -> dict:
@@ -389,9 +352,7 @@ def seqlab_fns(cell_name, shape, implementation, dtype):
         outputs, _ = seqlab.scan(cell, params, xs, implementation=implementation)
         return jnp.sum(outputs.astype(jnp.float32))
 
-    forward = jax.jit(loss)
-    backward = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    return (lambda: block(forward(params, xs))), (lambda: block(backward(params, xs)))
+    return forward_and_backward(loss, params, xs)
 
 
 def jax_cudnn_fns(shape):
@@ -408,9 +369,7 @@ def jax_cudnn_fns(shape):
         outputs, _, _ = rnn.lstm(xs, h0, h0, weights, lengths, hidden, hidden, 1, 0.0, False)
         return jnp.sum(outputs)
 
-    forward = jax.jit(loss)
-    backward = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    return (lambda: block(forward(weights, xs))), (lambda: block(backward(weights, xs)))
+    return forward_and_backward(loss, weights, xs)
 
 
 def torch_fns(cell_name, shape, bf16):
@@ -594,9 +553,7 @@ class Report:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="ci")
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
+    parser = preset_parser(__doc__.splitlines()[0], PRESETS)
     parser.add_argument("--skip-checks", action="store_true")
     parser.add_argument("--skip-timings", action="store_true")
     args = parser.parse_args(argv)

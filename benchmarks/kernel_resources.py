@@ -28,7 +28,6 @@ target where jax asks for one, 0.11 on).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import itertools
@@ -41,9 +40,9 @@ import subprocess
 import sys
 import tempfile
 
-import _common  # noqa: F401  (the checkout on sys.path)
 import jax
 import jax.numpy as jnp
+from _common import preset_parser  # (also puts the checkout on sys.path)
 from gpu_scan import KINDS, kernel_pair  # noqa: E402
 
 from seqlab import kernels  # noqa: E402
@@ -353,9 +352,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="ci")
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
+    parser = preset_parser(__doc__.splitlines()[0], PRESETS)
     args = parser.parse_args(argv)
     if not triton_available():
         print("kernel_resources needs the triton package: pip install triton", file=sys.stderr)

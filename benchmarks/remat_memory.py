@@ -13,7 +13,6 @@ most 1/8 of the plain scan's.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import pathlib
@@ -22,9 +21,9 @@ import statistics
 import sys
 import time
 
-import _common  # noqa: F401  (the checkout on sys.path)
 import jax
 import jax.numpy as jnp
+from _common import preset_parser  # (also puts the checkout on sys.path)
 
 import seqlab  # noqa: E402
 
@@ -60,9 +59,7 @@ def measure(remat, repeats: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="ci")
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
+    parser = preset_parser(__doc__.splitlines()[0], PRESETS)
     args = parser.parse_args(argv)
     repeats = PRESETS[args.preset]["repeats"]
     plain = measure(False, repeats)

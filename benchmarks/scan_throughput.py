@@ -20,7 +20,6 @@ Writes ``scan_throughput_<preset>_<backend>_<date>.{md,json}`` to ``--out``
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -30,7 +29,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
-from _common import block, median_ms
+from _common import forward_and_backward, median_ms, preset_parser
 
 import seqlab  # noqa: E402
 
@@ -56,9 +55,7 @@ def seqlab_fns(cell_name, shape, hoist, unroll):
         outputs, _ = seqlab.scan(cell, params, xs, hoist_input_projection=hoist, unroll=unroll)
         return jnp.sum(outputs)
 
-    forward = jax.jit(loss)
-    backward = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    return (lambda: block(forward(params, xs))), (lambda: block(backward(params, xs)))
+    return forward_and_backward(loss, params, xs)
 
 
 def flax_fns(cell_name, shape, unroll):
@@ -77,9 +74,7 @@ def flax_fns(cell_name, shape, unroll):
     def loss(variables, xs):
         return jnp.sum(rnn.apply(variables, xs))
 
-    forward = jax.jit(loss)
-    backward = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    return (lambda: block(forward(variables, xs))), (lambda: block(backward(variables, xs)))
+    return forward_and_backward(loss, variables, xs)
 
 
 def torch_fns(cell_name, shape):
@@ -174,9 +169,7 @@ def table(rows: list[Row]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="ci")
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
+    parser = preset_parser(__doc__.splitlines()[0], PRESETS)
     args = parser.parse_args(argv)
 
     device = jax.devices()[0]

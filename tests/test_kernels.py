@@ -29,7 +29,9 @@ import pytest
 import seqlab
 from seqlab import cells, kernels
 from seqlab.kernels import _lowering, testing
+from seqlab.kernels.testing import random_problem, recurrence
 from seqlab.unroll import _scan
+from tests.references import relative_error
 
 TOLERANCE = {  # dtype: (forward, gradients)
     jnp.float32: (1e-5, 1e-4),
@@ -40,12 +42,6 @@ SMALL = kernels.Tiles(block_batch=16, block_hidden=16, block_k=32)
 HAS_GPU = jax.default_backend() == "gpu"
 
 
-def relative_error(actual, expected) -> float:
-    actual = np.asarray(jnp.asarray(actual, jnp.float32), np.float64)
-    expected = np.asarray(jnp.asarray(expected, jnp.float32), np.float64)
-    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
-
-
 def assert_trees_close(got, want, tolerance: float) -> None:
     """Every leaf of ``got`` within ``tolerance`` (relative) of the same leaf of ``want``."""
     got, want = jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)
@@ -53,61 +49,6 @@ def assert_trees_close(got, want, tolerance: float) -> None:
     for index, (a, b) in enumerate(zip(got, want, strict=True)):
         error = relative_error(a, b)
         assert error <= tolerance, f"leaf {index}: relative error {error:.2e} > {tolerance}"
-
-
-def recurrence(kind: str):
-    """(kernel, reference, gate count) for each covered cell, over (projected, w_hh, h0, c0)."""
-    match kind:
-        case "lstm":
-            return kernels.lstm_recurrence, kernels.lstm_recurrence_reference, 4
-        case "gru" | "gru_original":
-            variant = "cudnn" if kind == "gru" else "original"
-
-            def kernel(projected, w_hh, h0, c0, lengths, **options):
-                b_hn = c0[0] if variant == "cudnn" else None  # any random (H,) vector
-                return kernels.gru_recurrence(
-                    projected, w_hh, b_hn, h0, lengths, variant=variant, **options
-                )
-
-            def reference(projected, w_hh, h0, c0, lengths):
-                b_hn = c0[0] if variant == "cudnn" else None
-                return kernels.gru_recurrence_reference(
-                    projected, w_hh, b_hn, h0, lengths, variant=variant
-                )
-
-            return kernel, reference, 3
-        case "tanh" | "relu":
-
-            def kernel(projected, w_hh, h0, c0, lengths, **options):
-                del c0
-                return kernels.rnn_recurrence(
-                    projected, w_hh, h0, lengths, activation=kind, **options
-                )
-
-            def reference(projected, w_hh, h0, c0, lengths):
-                del c0
-                return kernels.rnn_recurrence_reference(
-                    projected, w_hh, h0, lengths, activation=kind
-                )
-
-            return kernel, reference, 1
-
-
-def random_problem(rng, kind, num_steps, batch, hidden, dtype):
-    _, _, gates = recurrence(kind)
-
-    def normal(*shape, scale=1.0):
-        return jnp.asarray(rng.normal(scale=scale, size=shape), jnp.float32).astype(dtype)
-
-    arrays = (
-        normal(num_steps, batch, gates * hidden),
-        normal(hidden, gates * hidden, scale=1.2 / np.sqrt(hidden)),
-        normal(batch, hidden, scale=0.5),
-        normal(batch, hidden, scale=0.5),
-    )
-    lengths = jnp.asarray(rng.integers(0, num_steps + 1, size=batch), jnp.int32)
-    lengths = lengths.at[0].set(num_steps)  # at least one full-length row
-    return arrays, lengths
 
 
 def iter_eqns(jaxpr):
