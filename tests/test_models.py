@@ -9,6 +9,7 @@ from flax import nnx
 
 import seqlab
 from seqlab.layers import (
+    ARCHITECTURES,
     Embedding,
     EncoderDecoder,
     LabelEncoder,
@@ -179,6 +180,66 @@ def test_one_to_many_generates_from_a_vector(rng):
         model.generate(params, vectors, 6, temperature=1.0)
     with pytest.raises(ValueError, match=r"\(B, D\)"):
         model.generate(params, vectors[None], 6)
+
+
+def _architecture(kind, hidden=5, output_size=6):
+    def make_rnn(bidirectional):
+        return RNNLayer(seqlab.cells.LSTM(hidden), bidirectional=bidirectional)
+
+    return ARCHITECTURES[kind].build(
+        make_rnn, output_size, bidirectional=kind != "one_to_many", embed_size=3
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(ARCHITECTURES))
+def test_every_architecture_speaks_one_interface(kind, rng):
+    """``forward`` is ``apply`` in one signature, and equals ``from_encoding(encode(.))``
+    (what the gradient analysis differentiates through); ``output_mask`` counts the valid
+    outputs."""
+    model = _architecture(kind)
+    assert model.kind == kind and isinstance(model, ARCHITECTURES[kind])
+    batch, steps, out_steps = 3, 6, 4
+    lengths = jnp.asarray([6, 2, 4])
+    targets = jnp.asarray(rng.integers(4, 6, size=(batch, out_steps)), jnp.int32)
+    targets = targets.at[1, 2:].set(0)  # padding after a short target
+    inputs = _xs(rng, batch, steps, 4) if model.reads_sequence else _xs(rng, batch, 4)
+    params = model.init(jax.random.key(1), 4)
+    forward = model.forward(params, inputs, lengths, targets)
+    if kind in ("many_to_one", "many_to_many"):
+        applied = model.apply(params, inputs, seq_lengths=lengths)
+    elif kind == "encoder_decoder":
+        applied = model.apply(params, inputs, targets, source_lengths=lengths)
+    else:
+        applied = model.apply(params, inputs, targets)
+    np.testing.assert_array_equal(forward, applied)
+    if model.reads_sequence:
+        encoded = model.encode(params, inputs, lengths)
+        assert encoded.shape == (batch, steps, 10)  # bidirectional: 2H
+        recomposed = model.from_encoding(params, encoded, lengths, targets)
+        np.testing.assert_allclose(recomposed, forward, rtol=1e-6, atol=1e-7)
+    else:
+        with pytest.raises(ValueError, match="no encoder over an input sequence"):
+            model.encode(params, inputs, lengths)
+    mask = np.asarray(model.output_mask(lengths, targets))
+    if kind == "many_to_one":
+        np.testing.assert_array_equal(mask, np.ones(batch))
+    elif kind == "many_to_many":
+        np.testing.assert_array_equal(
+            mask, np.arange(out_steps)[None] < np.asarray(lengths)[:, None]
+        )
+    else:
+        np.testing.assert_array_equal(mask, np.asarray(targets) != 0)
+    assert model.generative == (kind in ("encoder_decoder", "one_to_many"))
+
+
+def test_one_to_many_cannot_be_bidirectional():
+    with pytest.raises(ValueError, match="cannot be bidirectional"):
+        ARCHITECTURES["one_to_many"].build(
+            lambda b: RNNLayer(seqlab.cells.GRU(4), bidirectional=b),
+            5,
+            bidirectional=True,
+            embed_size=3,
+        )
 
 
 def test_vocabulary_round_trip_and_padding():
