@@ -168,6 +168,33 @@ def accumulate(
     return list(lax.fori_loop(0, layout.hidden_padded // chunk, body, start))
 
 
+def gate_gradients_back(
+    program: Program, dpre_ref, w_ref, t, cols, gates: Sequence[int], precision
+) -> Array:
+    """Σ over ``gates`` of dpre_g[t] W_g^T for this program's rows and columns ``cols``:
+    the gradient that reaches h_{t-1} through the recurrent matmul of those gates.
+    ``dpre_ref`` (T, Bp, G*Hp) holds every program's pre-activation gradients (loaded
+    shared); ``w_ref`` (Hp, G*Hp) is the recurrent matrix, read transposed."""
+    hidden, chunk = program.layout.hidden_padded, program.layout.tiles.block_k
+    terms = [
+        Term(
+            lambda k0, gate=gate: program.load_shared(
+                dpre_ref, (t, program.rows, pl.ds(gate * hidden + k0, chunk))
+            ),
+            [
+                Product(
+                    lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)],
+                    output=0,
+                    transpose=True,
+                )
+            ],
+        )
+        for gate in gates
+    ]
+    (total,) = accumulate(program, terms, 1, w_ref.dtype, precision)
+    return total
+
+
 def run_steps(
     program: Program,
     num_steps: int,

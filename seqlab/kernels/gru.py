@@ -156,8 +156,7 @@ def _backward_kernel(
     (h W_hr, h W_hz, and h W_hn + b_hn for cudnn or (r * h) W_hn for original);
     ``dxn_ref`` (T, B, H): gradient w.r.t. x_n (equal to the third block for original)."""
     program = _program.Program(layout, counter_ref)
-    rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
-    hidden = layout.hidden_padded
+    rows, width = program.rows, layout.tiles.block_hidden
     lengths = lengths_ref[rows]
 
     def initial(column):
@@ -188,19 +187,7 @@ def _backward_kernel(
     def reset_phase(t, column):  # original only: through (r * h) W_hn
         cols = pl.ds(column, width)
         r_col = _gate_columns(layout, column, (0,))[0]
-        terms = [
-            Term(
-                lambda k0: program.load_shared(dpre_ref, (t, rows, pl.ds(2 * hidden + k0, chunk))),
-                [
-                    Product(
-                        lambda k0: w_ref[cols, pl.ds(2 * hidden + k0, chunk)],
-                        output=0,
-                        transpose=True,
-                    )
-                ],
-            )
-        ]
-        (d_rh,) = _program.accumulate(program, terms, 1, w_ref.dtype, precision)
+        d_rh = _program.gate_gradients_back(program, dpre_ref, w_ref, t, cols, (2,), precision)
         r = saved_ref[t, rows, r_col]
         h_prev = hs_ref[t, rows, cols]
         dpre_ref[t, rows, r_col] = d_rh * h_prev * r * (1 - r)  # d_rh is 0 on invalid rows
@@ -209,22 +196,7 @@ def _backward_kernel(
     def recurrent_phase(t, column):
         cols = pl.ds(column, width)
         gates = range(3) if variant == "cudnn" else range(2)
-        terms = [
-            Term(
-                lambda k0, gate=gate: program.load_shared(
-                    dpre_ref, (t, rows, pl.ds(gate * hidden + k0, chunk))
-                ),
-                [
-                    Product(
-                        lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)],
-                        output=0,
-                        transpose=True,
-                    )
-                ],
-            )
-            for gate in gates
-        ]
-        (dh_prev,) = _program.accumulate(program, terms, 1, w_ref.dtype, precision)
+        dh_prev = _program.gate_gradients_back(program, dpre_ref, w_ref, t, cols, gates, precision)
         dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
 
     if variant == "cudnn":

@@ -101,7 +101,7 @@ def _backward_kernel(
     """Reverse time. ``dh_ref``/``dc_ref`` carry the gradient w.r.t. the carry from step to
     step (each program only its own columns) and end as the gradient of the initial carry."""
     program = _program.Program(layout, counter_ref)
-    rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
+    rows, width = program.rows, layout.tiles.block_hidden
     hidden = layout.hidden_padded
     lengths = lengths_ref[rows]
     zeros = jnp.zeros((layout.tiles.block_batch, width), f32)
@@ -136,22 +136,8 @@ def _backward_kernel(
 
     def recurrent_phase(t, column):
         cols = pl.ds(column, width)
-        terms = [
-            Term(
-                lambda k0, gate=gate: program.load_shared(
-                    dpre_ref, (t, rows, pl.ds(gate * hidden + k0, chunk))
-                ),
-                [
-                    Product(
-                        lambda k0, gate=gate: w_ref[cols, pl.ds(gate * hidden + k0, chunk)],
-                        output=0,
-                        transpose=True,
-                    )
-                ],
-            )
-            for gate in range(NUM_GATES)
-        ]
-        (dh_prev,) = _program.accumulate(program, terms, 1, w_ref.dtype, precision)
+        gates = range(NUM_GATES)
+        dh_prev = _program.gate_gradients_back(program, dpre_ref, w_ref, t, cols, gates, precision)
         dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
 
     # The recurrent phase needs no barrier after it: the next (earlier) step writes other

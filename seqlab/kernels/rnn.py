@@ -76,7 +76,7 @@ def _backward_kernel(
     activation,
 ):
     program = _program.Program(layout, counter_ref)
-    rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
+    rows, width = program.rows, layout.tiles.block_hidden
     lengths = lengths_ref[rows]
     derivative = ACTIVATIONS[activation][1]
 
@@ -95,13 +95,7 @@ def _backward_kernel(
 
     def recurrent_phase(t, column):
         cols = pl.ds(column, width)
-        terms = [
-            Term(
-                lambda k0: program.load_shared(dpre_ref, (t, rows, pl.ds(k0, chunk))),
-                [Product(lambda k0: w_ref[cols, pl.ds(k0, chunk)], output=0, transpose=True)],
-            )
-        ]
-        (dh_prev,) = _program.accumulate(program, terms, 1, w_ref.dtype, precision)
+        dh_prev = _program.gate_gradients_back(program, dpre_ref, w_ref, t, cols, (0,), precision)
         dh_ref[rows, cols] = dh_ref[rows, cols] + dh_prev
 
     _program.run_steps(
