@@ -65,3 +65,34 @@ def preset_parser(description: str, presets) -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=sorted(presets), default="ci")
     parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
     return parser
+
+
+def torch_fns(cell_name: str, shape, *, bf16: bool = False):
+    """PyTorch's fused ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (cuDNN on a GPU, oneDNN on
+    CPU) at (B, T, H) = ``shape``: timed (forward, forward+backward) callables, or None
+    when torch is not installed."""
+    try:
+        import torch  # optional: only the benchmarks that compare against it need it
+    except ImportError:
+        return None
+    batch, steps, hidden = shape
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell_name](
+        hidden, hidden, batch_first=True
+    ).to(device, dtype)
+    xs = torch.randn(batch, steps, hidden, device=device, dtype=dtype, requires_grad=True)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def forward():
+        with torch.no_grad():
+            module(xs)[0].float().sum()
+        sync()
+
+    def backward():
+        module.zero_grad()
+        xs.grad = None
+        module(xs)[0].float().sum().backward()
+        sync()
+
+    return forward, backward

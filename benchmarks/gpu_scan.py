@@ -53,7 +53,14 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import block, forward_and_backward, median_ms, preset_parser, relative_error
+from _common import (
+    block,
+    forward_and_backward,
+    median_ms,
+    preset_parser,
+    relative_error,
+    torch_fns,
+)
 
 import seqlab
 from seqlab import kernels
@@ -372,32 +379,6 @@ def jax_cudnn_fns(shape):
     return forward_and_backward(loss, weights, xs)
 
 
-def torch_fns(cell_name, shape, bf16):
-    import torch
-
-    batch, steps, hidden = shape
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell_name](
-        hidden, hidden, batch_first=True
-    ).to(device, dtype)
-    xs = torch.randn(batch, steps, hidden, device=device, dtype=dtype, requires_grad=True)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def forward():
-        with torch.no_grad():
-            module(xs)[0].float().sum()
-        sync()
-
-    def backward():
-        module.zero_grad()
-        xs.grad = None
-        module(xs)[0].float().sum().backward()
-        sync()
-
-    return forward, backward
-
-
 @dataclasses.dataclass
 class Row:
     cell: str
@@ -415,12 +396,12 @@ def competitors_for(cell_name, shape, settings, on_gpu) -> dict:
     partial = functools.partial
     competitors = {}
     if on_gpu:
-        competitors["torch cuDNN (TF32 default)"] = partial(torch_fns, cell_name, shape, False)
-        competitors["torch cuDNN bf16"] = partial(torch_fns, cell_name, shape, True)
+        competitors["torch cuDNN (TF32 default)"] = partial(torch_fns, cell_name, shape, bf16=False)
+        competitors["torch cuDNN bf16"] = partial(torch_fns, cell_name, shape, bf16=True)
         if cell_name == "lstm":
             competitors["jax.experimental.rnn (cuDNN)"] = partial(jax_cudnn_fns, shape)
     else:
-        competitors["torch (CPU)"] = partial(torch_fns, cell_name, shape, False)
+        competitors["torch (CPU)"] = partial(torch_fns, cell_name, shape, bf16=False)
     tiles = {"": settings["tiles"]} | {f", {k}": v for k, v in settings["variants"].items()}
     for label, variant in tiles.items():
         pallas = kernels.Pallas(tiles=variant, interpret=not on_gpu)

@@ -29,7 +29,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
-from _common import forward_and_backward, median_ms, preset_parser
+from _common import forward_and_backward, median_ms, preset_parser, torch_fns
 
 import seqlab  # noqa: E402
 
@@ -75,33 +75,6 @@ def flax_fns(cell_name, shape, unroll):
         return jnp.sum(rnn.apply(variables, xs))
 
     return forward_and_backward(loss, variables, xs)
-
-
-def torch_fns(cell_name, shape):
-    try:
-        import torch
-    except ImportError:
-        return None
-    batch, steps, hidden = shape
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell_name](
-        hidden, hidden, batch_first=True
-    ).to(device)
-    xs = torch.randn(batch, steps, hidden, device=device, requires_grad=True)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def forward():
-        with torch.no_grad():
-            module(xs)[0].sum()
-        sync()
-
-    def backward():
-        module.zero_grad()
-        xs.grad = None
-        module(xs)[0].sum().backward()
-        sync()
-
-    return forward, backward
 
 
 @dataclasses.dataclass
