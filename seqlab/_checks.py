@@ -78,8 +78,9 @@ def check_seq_lengths(seq_lengths, batch_size: int, max_length: int) -> jax.Arra
     """Validate ``seq_lengths``: integers of shape (B,) within [0, T].
 
     The range is checked whenever the values are concrete. Inside ``jit`` they are
-    traced and cannot be checked; there a length above T acts as T and one below 0
-    acts as 0 (the mask ``t < length`` is all that uses them).
+    traced and cannot be checked; there they are clamped: a length above T acts as T and
+    one below 0 as 0, for every implementation and both directions (the returned
+    lengths are the clamped ones; a reverse scan indexes with them).
     """
     seq_lengths = jax.numpy.asarray(seq_lengths)
     check_integer("seq_lengths", seq_lengths)
@@ -96,7 +97,7 @@ def check_seq_lengths(seq_lengths, batch_size: int, max_length: int) -> jax.Arra
                 f"seq_lengths must lie in [0, T] = [0, {max_length}]; "
                 f"seq_lengths[{index}] = {int(values[index])}"
             )
-    return seq_lengths
+    return jax.numpy.clip(seq_lengths, 0, max_length)
 
 
 def check_same_structure(name: str, got, expected) -> None:

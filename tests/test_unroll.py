@@ -218,3 +218,42 @@ def test_hoisting_a_cell_without_projection_raises():
     )
     with pytest.raises(ValueError, match="hoist_input_projection=True needs"):
         seqlab.scan(cell, cell.init(None, 3), jnp.ones((2, 4, 3)), hoist_input_projection=True)
+
+
+@pytest.mark.parametrize("implementation", ["xla", "pallas"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_traced_lengths_outside_the_range_are_clamped(implementation, reverse, rng):
+    """Inside jit (and vmap) a length above T acts as T and one below 0 as 0, in both
+    directions and every implementation: outputs, final carry and gradients equal those
+    of the clamped lengths, with no NaN (a reverse scan used to index past the end)."""
+    cell = seqlab.cells.LSTM(8)
+    params = random_params(cell, jax.random.key(3), 3)
+    xs = jnp.asarray(rng.normal(size=(3, 5, 3)), jnp.float32)
+    implementation = seqlab.kernels.Pallas(interpret=True) if implementation == "pallas" else "xla"
+
+    def loss(params, xs, lengths):
+        outputs, carry = seqlab.scan(
+            cell, params, xs, seq_lengths=lengths, reverse=reverse, implementation=implementation
+        )
+        return jnp.sum(jnp.sin(outputs)) + jnp.sum(jnp.cos(carry.c)), (outputs, carry)
+
+    run = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+    wild, clamped = jnp.asarray([6, 5, -2]), jnp.asarray([5, 5, 0])
+    got, want = run(params, xs, wild), run(params, xs, clamped)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        assert np.all(np.isfinite(np.asarray(a)))
+        np.testing.assert_array_equal(a, b)
+    batched = jax.vmap(run, in_axes=(None, None, 0))(params, xs, jnp.stack([wild, clamped]))
+    for leaf in jax.tree_util.tree_leaves(batched):
+        np.testing.assert_array_equal(leaf[0], leaf[1])
+
+
+def test_bidirectional_layer_clamps_traced_lengths(rng):
+    layer = seqlab.layers.RNNLayer(seqlab.cells.GRU(6), num_layers=2, bidirectional=True)
+    head = seqlab.layers.ManyToOne(layer, output_size=2)
+    params = head.init(jax.random.key(0), 3)
+    xs = jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
+    apply = jax.jit(lambda lengths: head.apply(params, xs, seq_lengths=lengths))
+    got, want = apply(jnp.asarray([6, 5])), apply(jnp.asarray([5, 5]))
+    assert np.all(np.isfinite(np.asarray(got)))
+    np.testing.assert_array_equal(got, want)

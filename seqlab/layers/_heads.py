@@ -38,7 +38,7 @@ def last_valid_outputs(
     lengths = (
         jnp.full((batch_size,), num_steps, jnp.int32)
         if seq_lengths is None
-        else jnp.asarray(seq_lengths)
+        else jnp.clip(jnp.asarray(seq_lengths), 0, num_steps)  # as seqlab.scan clamps them
     )
     last = jnp.clip(lengths - 1, 0, None)
     forward = jnp.take_along_axis(outputs, last[:, None, None], axis=1)[:, 0]

@@ -20,9 +20,11 @@ def reverse_within_lengths(tree, seq_lengths: Array):
     """Reverse each sequence of a time-major pytree within its own length.
 
     Entry (t, b) with t < seq_lengths[b] moves to (seq_lengths[b] - 1 - t, b); padded
-    entries stay where they are. The map is its own inverse.
+    entries stay where they are. The map is its own inverse. Lengths are clamped to
+    [0, T] (traced lengths cannot be checked), so no index ever leaves the array.
     """
     num_steps = jax.tree_util.tree_leaves(tree)[0].shape[0]
+    seq_lengths = jnp.clip(seq_lengths, 0, num_steps)
     time = jnp.arange(num_steps, dtype=seq_lengths.dtype)[:, None]
     index = jnp.where(time < seq_lengths[None, :], seq_lengths[None, :] - 1 - time, time)
 
