@@ -2,7 +2,7 @@
 
     seqlab run EXPERIMENT [key=value ...] [--out DIR]     train one config
     seqlab sweep EXPERIMENT [key=v1,v2 ...] [--kfold K] [--out DIR]
-    seqlab resume DIR                                      continue after a crash
+    seqlab resume DIR                                      continue a run or a sweep
     seqlab report DIR                                      report.md of a run or sweep
     seqlab analyze DIR [--step N]                          gradient norms of a checkpoint
     seqlab demo [--out DIR]                                the main job (about 3 minutes)
@@ -34,7 +34,7 @@ def _quiet_libraries() -> None:
 
 def _run(args) -> int:
     config = experiments.apply_overrides(experiments.find(args.experiment), args.overrides)
-    out = args.out or f"runs/{config.task}-{_stamp()}"
+    out = args.out = args.out or f"runs/{config.task}-{_stamp()}"
     experiments.run(config, out)
     print(f"run directory: {out}")
     return 0
@@ -46,13 +46,17 @@ def _sweep(args) -> int:
     shared = {k: v[0] for k, v in grid.items() if len(v) == 1}
     config = experiments.apply_overrides(config, [f"{k}={v}" for k, v in shared.items()])
     axes = {k: v for k, v in grid.items() if len(v) > 1}
-    out = args.out or f"runs/sweep-{config.task}-{_stamp()}"
+    out = args.out = args.out or f"runs/sweep-{config.task}-{_stamp()}"
     experiments.sweep(config, axes, out, kfold=args.kfold)
     return 0
 
 
 def _resume(args) -> int:
-    experiments.resume(args.directory)
+    args.out = args.directory
+    if os.path.exists(os.path.join(args.directory, "sweep.json")):
+        experiments.resume_sweep(args.directory)
+    else:
+        experiments.resume(args.directory)
     return 0
 
 
@@ -99,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", help="sweep directory (default: runs/sweep-<task>-<time>)")
     sweep.set_defaults(run=_sweep)
 
-    resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")
+    resume = commands.add_parser(
+        "resume", help="continue a run from its latest checkpoint, or an interrupted sweep"
+    )
     resume.add_argument("directory")
     resume.set_defaults(run=_resume)
 
@@ -133,12 +139,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except ValueError as error:
-        message = " ".join(str(error).split())
-        print(f"seqlab {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return _fail(args.command, str(error))
+    except OSError as error:  # a file or folder that cannot be made, read or written
+        where = f": {error.filename}" if error.filename else ""
+        return _fail(args.command, f"{error.strerror or error}{where}")
     except KeyboardInterrupt:
-        print(f"seqlab {args.command}: interrupted; `seqlab resume` continues", file=sys.stderr)
+        out = getattr(args, "out", None)
+        hint = f"`seqlab resume {out}` continues" if out else "nothing was saved"
+        if args.command in ("report", "analyze"):
+            hint = "run the command again"
+        elif args.command == "demo":
+            hint = "start it again with another --out"
+        print(f"seqlab {args.command}: interrupted; {hint}", file=sys.stderr)
         return 130
+
+
+def _fail(command: str, message: str) -> int:
+    """The one-line error of the command line (exit status 2)."""
+    print(f"seqlab {command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

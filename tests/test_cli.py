@@ -161,6 +161,7 @@ def test_sweep_table_plots_and_restart_skips_finished_points(tmp_path):
     assert "already finished" not in second.stdout and summary.exists()
     changed = seqlab(*args[:2], "model.cell=rnn,lstm", *args[3:], check=False)
     assert changed.returncode == 2 and "holds a different sweep" in changed.stderr
+    assert main(["resume", str(out)]) == 0  # what the Ctrl-C hint says: continues the sweep
 
 
 def test_kfold_sweep_writes_cross_validation_table(tmp_path):
@@ -182,12 +183,69 @@ def test_kfold_sweep_writes_cross_validation_table(tmp_path):
         (["sweep", "adding", "model.cell"], "key=v1,v2"),
         (["resume", "/nonexistent/run"], "not a run directory"),
         (["report", "/nonexistent/run"], "neither a run"),
+        (["run", "/etc/passwd"], "an experiment file is a Python module (.py)"),
+        (["run", "adding", "seed=-1"], "seed must be in [0, 4294967295]"),
+        (["run", "adding", "train.lr=inf"], "train.lr must be finite"),
+        (["sweep", "adding", "--kfold", "2"], "--kfold needs a fixed dataset to split"),
+        (["sweep", "digits", "data.seq_len=8,1"], "sweep point data.seq_len=1:"),
     ],
 )
 def test_bad_input_is_one_line_with_status_2(argv, message, capsys):
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error
+
+
+def test_files_in_the_way_are_one_line_with_status_2(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    for argv in (["run", "adding", "--out", str(afile)], ["demo", "--out", str(afile)]):
+        assert main(argv) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "Not a directory" in error, error
+    assert afile.read_text() == "keep me"
+
+
+def test_resume_refuses_what_would_contradict_the_records(finished_run, tmp_path):
+    """An edited config.yaml, or deleted checkpoints: resume refuses in one line, touches
+    nothing, and leaves no noise from orbax's async machinery at exit."""
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    (out / "summary.json").unlink()  # make it resumable
+    config = (out / "config.yaml").read_text()
+    (out / "config.yaml").write_text(config.replace("lr: 0.01", "lr: 0.3"))
+    before = tree_digest(out)
+    edited = seqlab("resume", out, check=False)
+    assert edited.returncode == 2 and edited.stderr.count("\n") == 1, edited.stderr
+    assert "was changed since the run started (train.lr 0.01 -> 0.3)" in edited.stderr
+    assert tree_digest(out) == before
+    (out / "config.yaml").write_text(config)
+    shutil.rmtree(out / "checkpoints")
+    before = tree_digest(out)
+    deleted = seqlab("resume", out, check=False)
+    assert deleted.returncode == 2 and deleted.stderr.count("\n") == 1, deleted.stderr
+    assert "metric records up to step 60 but no checkpoint" in deleted.stderr
+    assert tree_digest(out) == before
+
+
+def test_interrupt_hint_names_the_command_that_continues(tmp_path, monkeypatch, capsys):
+    from seqlab import experiments
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "sweep", interrupted)
+    monkeypatch.setattr(experiments, "run", interrupted)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "adding", "model.cell=rnn,gru", "--out", str(out)]) == 130
+    assert f"interrupted; `seqlab resume {out}` continues" in capsys.readouterr().err
+    assert main(["run", "adding", "--out", str(tmp_path / "run")]) == 130
+    assert f"`seqlab resume {tmp_path / 'run'}` continues" in capsys.readouterr().err
+
+
+def test_summary_names_a_checkpointed_best_step(finished_run):
+    summary = json.loads((finished_run[0] / "summary.json").read_text())
+    assert summary["best_step"] in (20, 40, 60)  # checkpoints every 20, records every 10
 
 
 def test_a_run_directory_is_never_overwritten(finished_run, capsys):

@@ -14,6 +14,7 @@ from seqlab.experiments import (
     Checkpoints,
     Experiment,
     _analyze,
+    _rundir,
     _seeds,
     apply_overrides,
     default_config,
@@ -62,6 +63,16 @@ def test_every_task_speaks_the_required_keys(task):
         ("model.cell=lstmm", "model.cell must be one of"),
         ("checkpoint.every=15", "multiple of train.log_every"),
         ("data.fold=3", "data.fold must be in"),
+        # refused, not accepted and broken later:
+        ("train.lr=nan", r"train.lr must be finite numbers, got \[nan\]"),
+        ("train.lr=inf", "train.lr must be finite"),
+        ("train.clip_norm=nan", "train.clip_norm must be finite"),
+        ("train.l2=nan", "train.l2 must be finite"),
+        ("train.warmup_steps=-5", "train.warmup_steps must be >= 0"),
+        ("seed=-1", r"seed must be in \[0, 4294967295\]"),
+        ("seed=1099511627776", r"seed must be in \[0, 4294967295\]"),
+        ("data.eval_size=0", "data.eval_size must be positive"),
+        ("data.eval_size=-5", "data.eval_size must be positive"),
     ],
 )
 def test_bad_overrides_name_the_problem(override, message):
@@ -365,3 +376,84 @@ def test_equal_experiments_share_compiled_programs(standard_promotion):
     assert compiled._cache_size() == size
     given.train_chunk(state, 0, 3)
     assert compiled._cache_size() == size + 1
+
+
+def test_run_directory_readers_refuse_damaged_files_and_restore_non_finite(tmp_path):
+    """Non-finite numbers come back as floats (a diverged run's metric is NaN, not the
+    string 'nan'); records, summaries and sweep plans of the wrong shape are a ValueError
+    naming the file."""
+    log = MetricLog(tmp_path, tensorboard=False)
+    log.write({"step": 10, "train/loss": float("nan"), "eval/loss": float("inf")})
+    log.close()
+    (record,) = read_metrics(tmp_path / "metrics.jsonl")
+    assert np.isnan(record["train/loss"]) and record["eval/loss"] == np.inf
+    for line in ("[1, 2]", '{"foo": 1}', '{"step": "ten"}'):
+        (tmp_path / "bad.jsonl").write_text(line + "\n" + '{"step": 20}\n')
+        with pytest.raises(ValueError, match=r"bad.jsonl:1 must be a JSON object"):
+            read_metrics(tmp_path / "bad.jsonl")
+    (tmp_path / "summary.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object, got list"):
+        _rundir.read_summary(tmp_path)
+    (tmp_path / "summary.json").write_text('{"status": "finished"}')
+    with pytest.raises(ValueError, match="damaged: it lacks step, final, main_metric"):
+        _rundir.read_summary(tmp_path)
+    (tmp_path / "sweep.json").write_text('{"base": {}, "grid": {}, "kfold": 0}')
+    with pytest.raises(ValueError, match="damaged: it lacks points"):
+        _rundir.read_sweep(tmp_path)
+
+
+def test_a_run_checks_everything_before_writing(tmp_path, standard_promotion):
+    """Mistakes found only by tracing (an implementation the cell lacks, a best metric the
+    task lacks) and task-specific limits fail before the run directory exists."""
+    base = default_config("adding")
+    tiny = ["model.hidden_size=8", "data.seq_len=10", "train.steps=10", "train.log_every=10",
+            "checkpoint.every=10", "train.batch_size=8", "data.eval_size=16"]  # fmt: skip
+    cases = [
+        (["model.implementation=pallas", "model.cell=mgu"], "Pallas kernels cover"),
+        (["checkpoint.best_metric=eval/bogus"], "is not a metric of task adding; it has eval/"),
+        (["data.seq_len=1"], "data.seq_len must be >= 2 for the adding problem"),
+    ]
+    for index, (overrides, message) in enumerate(cases):
+        out = tmp_path / f"run{index}"
+        with pytest.raises(ValueError, match=message):
+            run(apply_overrides(base, tiny + overrides), out, progress=False, echo=lambda *_: None)
+        assert not out.exists()
+
+
+def test_summary_best_step_has_a_checkpoint(tmp_path, standard_promotion):
+    """Evaluations every 10 steps, checkpoints every 20: the summary's best step is the
+    best checkpointed one, and load_run restores it."""
+    config = apply_overrides(
+        default_config("adding"),
+        ["model.hidden_size=8", "data.seq_len=10", "train.steps=60", "train.log_every=10",
+         "checkpoint.every=20", "checkpoint.keep=1", "train.batch_size=8",
+         "data.eval_size=32", "train.lr=0.03"],
+    )  # fmt: skip
+    summary = run(config, tmp_path / "run", progress=False, echo=lambda *_: None)
+    loaded = load_run(tmp_path / "run")
+    assert summary["best_step"] == loaded.best_step and summary["best_step"] in loaded.steps
+    records = {r["step"]: r["eval/mse"] for r in loaded.metrics}
+    assert summary["best"] == min(records[s] for s in (20, 40, 60))
+    jax.block_until_ready(loaded.restore(summary["best_step"]))
+
+
+def test_a_run_that_diverges_but_stays_finite_is_flagged(tmp_path, standard_promotion):
+    """train.lr=100 on the adding problem: losses in the thousands, all finite. The run
+    ends, warns in its summary and report, and neither TensorBoard nor matplotlib warns
+    (pytest turns warnings into errors)."""
+    config = apply_overrides(
+        default_config("adding"),
+        ["model.hidden_size=8", "data.seq_len=10", "train.steps=20", "train.log_every=10",
+         "checkpoint.every=10", "train.batch_size=8", "data.eval_size=32", "train.lr=100",
+         "train.clip_norm=0"],
+    )  # fmt: skip
+    lines = []
+    summary = run(config, tmp_path / "run", progress=False, echo=lines.append)
+    assert summary["status"] == "finished"  # every loss finite
+    (warning,) = summary["warnings"]
+    assert "more than 10x the task's baseline" in warning
+    assert any(line.startswith("  warning: final eval/mse") for line in lines)
+    experiments.report(tmp_path / "run")
+    assert "**Warning:** final eval/mse" in (tmp_path / "run" / "report.md").read_text()
+    loaded = load_run(tmp_path / "run")
+    assert loaded.metric("train/loss")[1].dtype == np.float64

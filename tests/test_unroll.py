@@ -257,3 +257,15 @@ def test_bidirectional_layer_clamps_traced_lengths(rng):
     got, want = apply(jnp.asarray([6, 5])), apply(jnp.asarray([5, 5]))
     assert np.all(np.isfinite(np.asarray(got)))
     np.testing.assert_array_equal(got, want)
+
+
+def test_bad_implementation_and_carry_dtype_are_value_errors():
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        seqlab.layers.RNNLayer(seqlab.cells.GRU(4), implementation="bogus")  # at construction
+    cell = seqlab.cells.GRU(4)
+    params = cell.init(jax.random.key(0), 3)
+    xs = jnp.ones((2, 5, 3), jnp.float32)
+    carry = jnp.zeros((2, 4), jnp.float16)
+    with jax.numpy_dtype_promotion("standard"):  # the default: step promotes to float32
+        with pytest.raises(ValueError, match=r"carry must have dtype float32 .* got float16"):
+            seqlab.scan(cell, params, xs, carry)

@@ -42,6 +42,7 @@ from seqlab.experiments._rundir import write_text as write_text
 from seqlab.experiments._seeds import SEED_BATCHING as SEED_BATCHING
 from seqlab.experiments._seeds import resolve_seed_batching as resolve_seed_batching
 from seqlab.experiments._sweep import parse_grid as parse_grid
+from seqlab.experiments._sweep import resume_sweep as resume_sweep
 from seqlab.experiments._sweep import sweep as sweep
 from seqlab.experiments._train import Experiment as Experiment
 
@@ -75,6 +76,7 @@ __all__ = [
     "report",
     "resolve_seed_batching",
     "resume",
+    "resume_sweep",
     "run",
     "save_figure",
     "sweep",

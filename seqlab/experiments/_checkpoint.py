@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import pathlib
+import textwrap
 
 import orbax.checkpoint as ocp
 
@@ -135,6 +136,11 @@ class Checkpoints:
                 scored.append((score, step))
         return min(scored)[1] if scored else None
 
+    def metric(self, step: int) -> float | None:
+        """The ``best_metric`` value saved with ``step`` (None when it has none)."""
+        value = self.restore_meta(step).get("metrics", {}).get(self.best_metric)
+        return None if value is None else float(value)
+
     def restore_meta(self, step: int) -> dict:
         restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(restored.meta)
@@ -177,6 +183,7 @@ def restore_state(checkpoints: Checkpoints, experiment, step: int):
     except DAMAGED as error:
         text = str(error).strip()
         reason = text.splitlines()[0] if text else type(error).__name__
+        reason = textwrap.shorten(reason, 200, placeholder=" ...")  # cut at a word
         raise ValueError(
-            f"checkpoint {step} in {checkpoints.directory} cannot be restored ({reason[:200]})"
+            f"checkpoint {step} in {checkpoints.directory} cannot be restored ({reason})"
         ) from None

@@ -11,6 +11,7 @@ lists the valid keys, before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -144,14 +145,36 @@ def apply_overrides(config: Any, overrides: list[str]) -> DictConfig:
     return merged
 
 
+def _non_finite(config: DictConfig) -> list[str]:
+    """The dotted keys of every float in ``config`` that is NaN or infinite."""
+    return [
+        key
+        for key in valid_keys(config)
+        if isinstance(value := OmegaConf.select(config, key), float) and not math.isfinite(value)
+    ]
+
+
+# The seeds seed, seed + 1, ... become uint32 PRNG seeds.
+MAX_SEED = 2**32 - 1
+
+
 def validate(config: DictConfig) -> None:
     """Checks across keys that a type cannot express (a ValueError naming the key)."""
+    bad = _non_finite(config)
+    values = [OmegaConf.select(config, key) for key in bad]
+    require(not bad, f"{', '.join(bad)} must be finite numbers, got {values}")
     check_one_of("model.cell", config.model.cell, cells.registered())
+    last_seed = config.seed + max(config.train.num_seeds, 1) - 1
+    require(
+        0 <= config.seed and last_seed <= MAX_SEED,
+        f"seed must be in [0, {MAX_SEED}] with train.num_seeds seeds after it, got {config.seed}",
+    )
     positive = (
         "model.hidden_size",
         "model.num_layers",
         "model.embed_size",
         "data.seq_len",
+        "data.eval_size",
         "train.steps",
         "train.batch_size",
         "train.lr",
@@ -171,7 +194,13 @@ def validate(config: DictConfig) -> None:
         0.0 <= config.model.dropout < 1.0,
         f"model.dropout must be in [0, 1), got {config.model.dropout}",
     )
-    for name in ("train.l1", "train.l2", "train.weight_decay", "train.clip_norm"):
+    for name in (
+        "train.l1",
+        "train.l2",
+        "train.weight_decay",
+        "train.clip_norm",
+        "train.warmup_steps",
+    ):
         check_non_negative(name, OmegaConf.select(config, name))
     require(
         config.checkpoint.every % config.train.log_every == 0,

@@ -51,6 +51,8 @@ def find(name_or_path: str):
     """The typed config of an experiment name or file."""
     path = pathlib.Path(name_or_path)
     if path.suffix == ".py" or path.parent != pathlib.Path("."):
+        if path.suffix != ".py":
+            raise ValueError(f"an experiment file is a Python module (.py), got {path}")
         if not path.is_file():
             raise ValueError(f"no experiment file at {path}")
         return load_file(path)

@@ -33,6 +33,13 @@ def save_figure(fig: Figure, path: str | pathlib.Path, *, dpi: int = 100) -> pat
     return path
 
 
+def _log_scale(ax, values) -> None:
+    """Log-scale the y axis when some value is positive and finite (a diverged run's NaN
+    or a curve of zeros would leave matplotlib nothing to scale, with a warning)."""
+    if any(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in values):
+        ax.set_yscale("log")
+
+
 def plot_run(run_dir) -> list[pathlib.Path]:
     """plots/learning_curves.png: train and eval loss, and the task's other eval metrics."""
     run_dir = pathlib.Path(run_dir)
@@ -44,10 +51,13 @@ def plot_run(run_dir) -> list[pathlib.Path]:
     panels = 1 + len(others)
     fig, axes = figure(1, panels, size=(5 * panels, 3.6))
     ax = axes[0, 0]
+    losses = []
     for name in ("train/loss", "eval/loss"):
-        ax.plot(steps, [r.get(name) for r in records], label=name)
+        values = [r.get(name, math.nan) for r in records]
+        ax.plot(steps, values, label=name)
+        losses += values
     ax.set_xlabel("step")
-    ax.set_yscale("log")
+    _log_scale(ax, losses)
     ax.set_title("loss (train: mean over the steps since the last record)")
     ax.legend()
     for ax, name in zip(axes[0, 1:], others, strict=True):
@@ -62,10 +72,12 @@ def plot_gradnorms(run_dir, result: dict) -> pathlib.Path:
     fig, axes = figure(size=(6, 3.6))
     ax = axes[0, 0]
     distances = result["distance"]
+    norms = []
     for layer, per_direction in enumerate(result["mean_norm"]):
         for direction, curve in zip(result["directions"], per_direction, strict=True):
             ax.plot(distances, curve, label=f"layer {layer} {direction}")
-    ax.set_yscale("log")
+            norms += list(curve)
+    _log_scale(ax, norms)
     ax.set_xlabel("distance d from where the loss enters each sequence")
     ax.set_ylabel("mean ||dL/dh_t||")
     ax.set_title(f"gradient norms at step {result['step']}")
@@ -97,13 +109,15 @@ def plot_sweep(out_dir, rows: list[dict]) -> list[pathlib.Path]:
     bars = save_figure(fig, out_dir / "plots" / "final_metric.png")
     fig, axes = figure(size=(6.5, 4))
     ax = axes[0, 0]
+    curves = []
     for row, label in zip(done, labels, strict=True):
         records = _rundir.read_metrics(out_dir / "points" / row["point"] / _rundir.METRICS)
-        ax.plot([r["step"] for r in records], [r.get(metric) for r in records], label=label)
+        values = [r.get(metric, math.nan) for r in records]
+        ax.plot([r["step"] for r in records], values, label=label)
+        curves += values
     if metric.endswith(("loss", "mse")):
-        ax.set_yscale("log")
+        _log_scale(ax, curves)
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
-    curves = save_figure(fig, out_dir / "plots" / "learning_curves.png")
-    return [bars, curves]
+    return [bars, save_figure(fig, out_dir / "plots" / "learning_curves.png")]

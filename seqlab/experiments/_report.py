@@ -46,6 +46,7 @@ def report_run(run_dir) -> pathlib.Path:
             f"{summary['best_step']}.",
         ]
         final, baselines = summary["final"], summary.get("baselines", {})
+        lines += [f"\n**Warning:** {warning}" for warning in summary.get("warnings", [])]
     names = [k for k in final if k not in ("elapsed", "step")]
     if names:
         lines += ["", "| metric | final | baseline |", "|---|---|---|"]
@@ -73,7 +74,7 @@ def report_run(run_dir) -> pathlib.Path:
 
 def sweep_rows(out_dir: pathlib.Path) -> tuple[list[dict], dict]:
     """(one row per point: its overrides, status and final metrics; the sweep's plan)."""
-    plan = _rundir.read_json(out_dir / _rundir.SWEEP)
+    plan = _rundir.read_sweep(out_dir)
     rows = []
     for point in plan["points"]:
         point_dir = out_dir / "points" / point["name"]

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from seqlab.experiments import _analyze, _plots, _rundir
 from seqlab.experiments._checkpoint import open_checkpoints, restore_state
-from seqlab.experiments._config import structured, to_yaml, validate
+from seqlab.experiments._config import structured, to_dict, to_yaml, validate
 from seqlab.experiments._train import Experiment
 
 
@@ -37,32 +37,95 @@ def run(config, out_dir, *, progress: bool | None = None, echo=print, data=None)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} exists and is not empty; choose another --out")
     experiment = Experiment.from_config(config, data=data)
+    experiment.check()  # everything that can fail does so before the first byte is written
     out_dir.mkdir(parents=True, exist_ok=True)
     _rundir.write_text(out_dir / _rundir.CONFIG, to_yaml(config))
+    _rundir.write_json(out_dir / _rundir.RUN, {"config": to_dict(config)})
     _rundir.write_json(out_dir / _rundir.TASK, experiment.data.info)
     state = experiment.init_state()
     return _train_loop(experiment, out_dir, state, 0, {}, progress=progress, echo=echo)
 
 
+# Keys of config.yaml that may differ from the config a run started with when it is
+# resumed: none of them changes the computation already done. train.steps may grow or
+# shrink only under the constant schedule (the others are functions of train.steps).
+CHANGEABLE_ON_RESUME = ("train.steps", "train.early_stopping_patience", "checkpoint.keep")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_unchanged(run_dir: pathlib.Path, config) -> None:
+    """Refuse a config.yaml edited since the run started (``run.json`` keeps that config)
+    in any key but ``CHANGEABLE_ON_RESUME``; record the allowed changes."""
+    path = run_dir / _rundir.RUN
+    if not path.exists():
+        return  # a run directory from before run.json existed: nothing to compare with
+    started = _flatten(_rundir.read_json(path).get("config", {}))
+    now = _flatten(to_dict(config))
+    changed = sorted(k for k in started.keys() | now.keys() if started.get(k) != now.get(k))
+    allowed = set(CHANGEABLE_ON_RESUME)
+    if config.train.schedule != "constant":
+        allowed.discard("train.steps")
+    refused = [k for k in changed if k not in allowed]
+    if refused:
+        differences = ", ".join(f"{k} {started.get(k)!r} -> {now.get(k)!r}" for k in refused)
+        raise ValueError(
+            f"{run_dir / _rundir.CONFIG} was changed since the run started ({differences}); "
+            "its records and checkpoints belong to the old config. Undo the change, or start "
+            f"a new run with it (only {', '.join(CHANGEABLE_ON_RESUME)} may change on resume, "
+            "train.steps under the constant schedule only)"
+        )
+    if changed:
+        _rundir.write_json(path, {"config": to_dict(config)})
+
+
 def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
     """Continue the run in ``run_dir`` from its latest checkpoint (from step 0 when it
-    has none); a finished run is left as it is and its summary returned."""
+    has none); a finished run is left as it is and its summary returned.
+
+    Refused with a ValueError: a ``config.yaml`` changed since the run started (but for
+    ``CHANGEABLE_ON_RESUME``), and metric records without the checkpoints behind them (a
+    deleted ``checkpoints/``), which a restart from step 0 would contradict.
+    """
     run_dir = pathlib.Path(run_dir)
+    if (run_dir / _rundir.SWEEP).exists():
+        raise ValueError(
+            f"{run_dir} is a sweep directory; seqlab.experiments.resume_sweep (or "
+            "`seqlab resume`) continues it"
+        )
     config = _rundir.read_config(run_dir)
     summary = _rundir.read_summary(run_dir)
     if summary is not None and summary.get("status") in _rundir.FINAL_STATUSES:
         echo(f"{run_dir} is already {summary['status']} at step {summary['step']}")
         return summary
+    _check_unchanged(run_dir, config)
     experiment = Experiment.from_config(config)
+    records = _rundir.read_metrics(run_dir / _rundir.METRICS)
     checkpoints = open_checkpoints(run_dir, experiment)
-    step = checkpoints.latest_step()
-    if step is None:
-        echo(f"{run_dir} has no checkpoint yet: starting from step 0")
-        state, meta = experiment.init_state(), {}
-    else:
-        state, meta = restore_state(checkpoints, experiment, step)
-        echo(f"resuming {run_dir} from step {step}")
-    checkpoints.close()
+    try:
+        step = checkpoints.latest_step()
+        if step is None and records and records[-1]["step"] > config.checkpoint.every:
+            raise ValueError(
+                f"{run_dir} has metric records up to step {records[-1]['step']} but no "
+                f"checkpoint in {_rundir.CHECKPOINTS}/ (deleted?): a restart from step 0 "
+                "would contradict them; start a new run instead"
+            )
+        if step is None:
+            echo(f"{run_dir} has no checkpoint yet: starting from step 0")
+            state, meta = experiment.init_state(), {}
+        else:
+            state, meta = restore_state(checkpoints, experiment, step)
+            echo(f"resuming {run_dir} from step {step}")
+    finally:
+        checkpoints.close()  # also on errors: orbax's async machinery must not outlive us
     return _train_loop(experiment, run_dir, state, step or 0, meta, progress=progress, echo=echo)
 
 
@@ -144,6 +207,12 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
                 )
             bar.set_postfix({"loss": f"{record['train/loss']:.4g}", metric: f"{value:.4g}"})
             bar.update(num_steps)
+        # The summary names the best step that has a checkpoint (the one kept as best), so
+        # that load_run(...).restore(best_step) works; early stopping above counts every
+        # evaluation, checkpointed or not.
+        checkpoints.wait()
+        best_step = checkpoints.best_step()
+        best = (best_step, None if best_step is None else checkpoints.metric(best_step))
     finally:
         bar.close()
         checkpoints.wait()
@@ -151,13 +220,14 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
         log.close()
     if status == "running":
         status = "finished"
-    summary = finish(experiment, run_dir, state, step, record, stopping, status)
+    summary = finish(experiment, run_dir, state, step, record, best, status)
     _echo_summary(summary, echo)
     return summary
 
 
-def finish(experiment, run_dir, state, step, record, stopping, status) -> dict:
-    """Write summary.json, the plots and the final gradient-norm analysis of a run."""
+def finish(experiment, run_dir, state, step, record, best, status) -> dict:
+    """Write summary.json, the plots and the final gradient-norm analysis of a run;
+    ``best`` is (step, value) of the best checkpointed step (or (None, None))."""
     metric, mode = experiment.main_metric()
     info = experiment.data.info
     summary = {
@@ -167,8 +237,8 @@ def finish(experiment, run_dir, state, step, record, stopping, status) -> dict:
         "seeds": list(experiment.seeds),
         "main_metric": metric,
         "mode": mode,
-        "best_step": stopping.get("best_step"),
-        "best": stopping.get("best"),
+        "best_step": best[0],
+        "best": best[1],
         "final": {k: v for k, v in (record or {}).items() if k not in ("seeds", "step")},
         "baselines": info.get("baselines", {}),
         "backend": jax.default_backend(),
@@ -176,6 +246,9 @@ def finish(experiment, run_dir, state, step, record, stopping, status) -> dict:
     }
     if record and "seeds" in record:
         summary["final_per_seed"] = record["seeds"]
+    warnings = _warnings(metric, mode, summary["final"], summary["baselines"])
+    if warnings:
+        summary["warnings"] = warnings
     extra = _analyze.samples(experiment, state["params"])
     if extra:
         summary["samples"] = extra
@@ -188,6 +261,24 @@ def finish(experiment, run_dir, state, step, record, stopping, status) -> dict:
     return summary
 
 
+# A final main metric this many times worse than the task's trivial baseline flags a run
+# that diverged while staying finite (train.lr=100 on the adding problem: MSE in the
+# thousands against a baseline of 0.167).
+DIVERGED_FACTOR = 10.0
+
+
+def _warnings(metric: str, mode: str, final: dict, baselines: dict) -> list[str]:
+    value, baseline = final.get(metric), baselines.get(metric)
+    if value is None or baseline is None or mode != "min" or not baseline > 0:
+        return []
+    if np.isfinite(value) and value <= DIVERGED_FACTOR * baseline:
+        return []
+    return [
+        f"final {metric} {value:.4g} is more than {DIVERGED_FACTOR:g}x the task's baseline "
+        f"{baseline:.4g}: the run has probably diverged (a lower train.lr?)"
+    ]
+
+
 def _echo_summary(summary: dict, echo) -> None:
     final = summary["final"]
     parts = [f"{k} {v:.4g}" for k, v in final.items() if k.startswith("eval") and "/" in k]
@@ -195,3 +286,5 @@ def _echo_summary(summary: dict, echo) -> None:
     echo(f"{summary['status']} at step {summary['step']}: " + ", ".join(parts))
     if baselines:
         echo(f"  baseline: {baselines}")
+    for warning in summary.get("warnings", []):
+        echo(f"  warning: {warning}")

@@ -2,6 +2,8 @@
 survives a kill.
 
 config.yaml      the resolved config (OmegaConf)
+run.json         the config the run started with: resume refuses a config.yaml edited
+                 since (but for the keys seqlab.experiments._run.CHANGEABLE_ON_RESUME)
 task.json        the task's info: what the model is built from, vocabularies, baselines
 metrics.jsonl    one JSON record per log step, flushed and fsynced as written
 tensorboard/     TensorBoard event files (tensorboardX)
@@ -31,6 +33,7 @@ CONFIG = "config.yaml"
 TASK = "task.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+RUN = "run.json"
 CHECKPOINTS = "checkpoints"
 SWEEP = "sweep.json"
 # The statuses of a run that has ended: resume and sweeps leave such a run as it is.
@@ -54,13 +57,21 @@ def read_config(run_dir: str | pathlib.Path):
     return config
 
 
-def read_json(path: str | pathlib.Path) -> dict:
-    """A JSON file of a run or sweep directory; a ValueError names the file otherwise."""
+def read_json(path: str | pathlib.Path, *, expect: type = dict):
+    """A JSON file of a run or sweep directory, non-finite numbers (written as "nan",
+    "inf", "-inf") back as floats; a ValueError names the file when it cannot be read or
+    does not hold a ``expect`` (a JSON object by default)."""
     path = pathlib.Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ValueError(f"{path} cannot be read: {error}") from None
+    if not isinstance(payload, expect):
+        raise ValueError(
+            f"{path} must hold a JSON {'object' if expect is dict else expect.__name__}, "
+            f"got {type(payload).__name__}"
+        )
+    return _from_json_safe(payload)
 
 
 def read_info(run_dir: str | pathlib.Path) -> dict:
@@ -68,10 +79,29 @@ def read_info(run_dir: str | pathlib.Path) -> dict:
     return read_json(pathlib.Path(run_dir) / TASK)
 
 
+def _require_keys(path: pathlib.Path, payload: dict, keys: tuple[str, ...]) -> dict:
+    missing = [key for key in keys if key not in payload]
+    if missing:
+        raise ValueError(f"{path} is damaged: it lacks {', '.join(missing)}")
+    return payload
+
+
 def read_summary(run_dir: str | pathlib.Path) -> dict | None:
     """``run_dir/summary.json``, or None while the run has not ended."""
     path = pathlib.Path(run_dir) / SUMMARY
-    return read_json(path) if path.exists() else None
+    if not path.exists():
+        return None
+    return _require_keys(path, read_json(path), ("status", "step", "final", "main_metric"))
+
+
+def read_sweep(out_dir: str | pathlib.Path) -> dict:
+    """The plan of a sweep directory (``sweep.json``): base config, grid, folds, points."""
+    path = pathlib.Path(out_dir) / SWEEP
+    plan = _require_keys(path, read_json(path), ("base", "grid", "kfold", "points"))
+    for point in plan["points"]:
+        if not isinstance(point, dict) or set(point) != {"name", "overrides"}:
+            raise ValueError(f"{path} is damaged: a point must have a name and overrides")
+    return plan
 
 
 def read_metrics(path: str | pathlib.Path) -> list[dict]:
@@ -91,10 +121,29 @@ def read_metrics(path: str | pathlib.Path) -> list[dict]:
             if number == len(lines):  # a partial last line: the write was interrupted
                 break
             raise ValueError(f"{path}:{number} is not a JSON record") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise ValueError(
+                f"{path}:{number} must be a JSON object with an integer step, got {line[:80]!r}"
+            )
+        record = _from_json_safe(record)
         if record.get("step") not in seen:
             seen.add(record.get("step"))
             records.append(record)
     return records
+
+
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _from_json_safe(value):
+    """Inverse of ``_json_safe``: the strings "nan", "inf", "-inf" back to floats."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _from_json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json_safe(v) for v in value]
+    return value
 
 
 def _json_safe(value):
@@ -141,7 +190,9 @@ class MetricLog:
         self.steps.add(record["step"])
         if self.writer is not None:
             for name, value in record.items():
-                if name != "step" and isinstance(value, int | float):
+                # TensorBoard gets finite scalars only (NaN/inf stay in metrics.jsonl)
+                finite = isinstance(value, int | float) and math.isfinite(value)
+                if name != "step" and finite:
                     self.writer.add_scalar(name, value, record["step"])
         return True
 

@@ -15,10 +15,14 @@ import json
 import pathlib
 import re
 
+from omegaconf import OmegaConf
+
 from seqlab.experiments import _rundir
-from seqlab.experiments._config import apply_overrides, structured, to_dict
+from seqlab.experiments._config import apply_overrides, structured, to_dict, validate
+from seqlab.experiments._lookup import default_config
 from seqlab.experiments._report import report_sweep, write_results
 from seqlab.experiments._run import resume, run
+from seqlab.experiments._train import Experiment
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -63,6 +67,17 @@ def sweep(
     config = structured(config)
     points = expand(grid, kfold)
     configs = [apply_overrides(config, overrides) for overrides in points]  # all checked first
+    for overrides, point_config in zip(points, configs, strict=True):
+        # each point's task-specific constraints (its data loads), before anything trains
+        try:
+            experiment = Experiment.from_config(point_config)
+        except ValueError as error:
+            raise ValueError(f"sweep point {' '.join(overrides) or 'base'}: {error}") from None
+        if kfold and experiment.data.train is None:
+            raise ValueError(
+                f"--kfold needs a fixed dataset to split; task {config.task} generates its "
+                "data (every fold would be the same)"
+            )
     names = [f"p{i:03d}_{_slug(o)}" for i, o in enumerate(points)]
     plan = {
         "base": to_dict(config),
@@ -72,7 +87,7 @@ def sweep(
     }
     sweep_file = out_dir / _rundir.SWEEP
     if sweep_file.exists():
-        saved = _rundir.read_json(sweep_file)
+        saved = _rundir.read_sweep(out_dir)
         if saved != json.loads(json.dumps(plan)):
             raise ValueError(
                 f"{out_dir} holds a different sweep (other config, grid or folds); choose "
@@ -101,3 +116,19 @@ def sweep(
     report_sweep(out_dir)
     echo(f"results: {results}")
     return results
+
+
+def resume_sweep(out_dir, *, progress=None, echo=print):
+    """Continue the sweep in ``out_dir`` from its ``sweep.json``: finished points are
+    skipped, an interrupted one resumes from its checkpoint, the rest run; returns the path
+    of results.csv."""
+    out_dir = pathlib.Path(out_dir)
+    if not (out_dir / _rundir.SWEEP).exists():
+        raise ValueError(f"{out_dir} is not a sweep directory: {_rundir.SWEEP} is missing")
+    plan = _rundir.read_sweep(out_dir)
+    base = plan["base"]
+    if not isinstance(base, dict) or "task" not in base:
+        raise ValueError(f"{out_dir / _rundir.SWEEP} is damaged: its base config has no task")
+    config = OmegaConf.merge(default_config(base["task"]), base)
+    validate(config)
+    return sweep(config, plan["grid"], out_dir, kfold=plan["kfold"], progress=progress, echo=echo)

@@ -311,6 +311,26 @@ class Experiment:
             {f"eval_ensemble/{k}": float(v) for k, v in ensemble.items()},
         )
 
+    def check(self) -> None:
+        """Trace one training step and one evaluation without running them (``eval_shape``)
+        so that everything the config gets wrong fails now, as a ValueError, before a run
+        writes anything: an implementation the cell does not support, a best metric the
+        task does not have, shapes that do not fit. The traces are reused by the run."""
+        abstract = self.abstract_state()
+        jax.eval_shape(
+            lambda state, arrays: self._train_chunk(state, jnp.int32(0), 1, arrays),
+            abstract,
+            self.train_arrays,
+        )
+        per_seed, ensemble = jax.eval_shape(self._evaluate, abstract["params"], self.eval_batches)
+        names = [f"eval/{k}" for k in per_seed] + [f"eval_ensemble/{k}" for k in ensemble]
+        metric, _ = self.main_metric()
+        if metric not in names:
+            raise ValueError(
+                f"checkpoint.best_metric {metric!r} is not a metric of task {self.config.task}; "
+                f"it has {', '.join(names)}"
+            )
+
     def main_metric(self) -> tuple[str, str]:
         """(metric, mode) that early stopping and the best checkpoint watch."""
         name = self.config.checkpoint.best_metric or self.task.main_metric

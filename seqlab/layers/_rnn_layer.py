@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from seqlab._checks import check_rank, require
 from seqlab.cells._base import PerturbedHidden, check_cell
 from seqlab.typing import Array, Params, PRNGKey, Shape
-from seqlab.unroll import scan
+from seqlab.unroll import resolve_implementation, scan
 
 DIRECTIONS = ("forward", "backward")
 
@@ -94,6 +94,7 @@ class RNNLayer:
             object.__setattr__(self, "cell", tuple(self.cell))
         for cell in self.cells:
             check_cell(cell)
+        resolve_implementation(self.implementation)  # a bad name fails here, not at apply
 
     @property
     def cells(self) -> tuple:

@@ -90,6 +90,16 @@ def _check_step_accepts(cell, params, carry, x_t) -> None:
             f"cell.step rejected a carry and an input of shape {tuple(x_t.shape)}: {error}"
         ) from None
     check_same_structure("the carry returned by cell.step", new_carry, carry)
+    for (path, given), returned in zip(
+        jax.tree_util.tree_leaves_with_path(carry),
+        jax.tree_util.tree_leaves(new_carry),
+        strict=True,
+    ):
+        require(
+            jnp.dtype(given.dtype) == jnp.dtype(returned.dtype),
+            f"carry{jax.tree_util.keystr(path)} must have dtype {jnp.dtype(returned.dtype)} "
+            f"(what cell.step returns for it), got {jnp.dtype(given.dtype)}",
+        )
 
 
 def scan(

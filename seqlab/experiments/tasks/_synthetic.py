@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqlab._checks import require
 from seqlab.experiments._config import DataConfig
 from seqlab.experiments.tasks._base import Task, TaskData, register
 
@@ -49,6 +50,11 @@ def _adding_batch(key, batch_size, seq_len):
 
 def load_adding(config) -> TaskData:
     data = config.data
+    require(
+        data.seq_len >= 2,
+        f"data.seq_len must be >= 2 for the adding problem (one marker in each half), got "
+        f"{data.seq_len}",
+    )
     eval_batch = _adding_batch(jax.random.key(data.split_seed), data.eval_size, data.seq_len)
     return TaskData(
         info={
