@@ -246,7 +246,7 @@ def finish(experiment, run_dir, state, step, record, best, status) -> dict:
     }
     if record and "seeds" in record:
         summary["final_per_seed"] = record["seeds"]
-    warnings = _warnings(metric, mode, summary["final"], summary["baselines"])
+    warnings = [] if status == "diverged" else _warnings(metric, mode, summary["final"], info)
     if warnings:
         summary["warnings"] = warnings
     extra = _analyze.samples(experiment, state["params"])
@@ -267,11 +267,14 @@ def finish(experiment, run_dir, state, step, record, best, status) -> dict:
 DIVERGED_FACTOR = 10.0
 
 
-def _warnings(metric: str, mode: str, final: dict, baselines: dict) -> list[str]:
-    value, baseline = final.get(metric), baselines.get(metric)
+def _warnings(metric: str, mode: str, final: dict, info: dict) -> list[str]:
+    """Warnings for a run that ended without diverging (its train loss stayed finite)."""
+    value, baseline = final.get(metric), info.get("baselines", {}).get(metric)
     if value is None or baseline is None or mode != "min" or not baseline > 0:
         return []
-    if np.isfinite(value) and value <= DIVERGED_FACTOR * baseline:
+    if not np.isfinite(value):
+        return [f"final {metric} is {value}, though the train loss stayed finite"]
+    if value <= DIVERGED_FACTOR * baseline:
         return []
     return [
         f"final {metric} {value:.4g} is more than {DIVERGED_FACTOR:g}x the task's baseline "
