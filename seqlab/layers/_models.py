@@ -20,6 +20,7 @@ each ``kind`` to its class: a fifth architecture is one more class in this file.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable
 from typing import ClassVar
@@ -39,7 +40,7 @@ def _check_batch_major(layer: RNNLayer, role: str) -> None:
     require(not layer.time_major, f"{role} must be batch-major (time_major=False)")
 
 
-class Architecture:
+class Architecture(abc.ABC):
     """The interface the four architectures share (see the module docstring).
 
     Attributes:
@@ -54,32 +55,32 @@ class Architecture:
     reads_sequence: ClassVar[bool] = True
 
     @classmethod
+    @abc.abstractmethod
     def build(
         cls, make_rnn: Callable[[bool], RNNLayer], output_size: int, *, bidirectional, embed_size
     ):
         """The architecture over RNNLayers from ``make_rnn(bidirectional)``, with
         ``output_size`` outputs (classes, values or a vocabulary) and ``embed_size``-wide
         token embeddings for decoders."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def forward(self, params, inputs, lengths=None, targets=None, *, key=None, train=False):
         """What ``apply`` computes, in one signature for every architecture: ``lengths``
         of the input sequences, ``targets`` for teacher forcing (ignored by the
         architectures that predict from the inputs alone)."""
-        raise NotImplementedError
 
     def encode(self, params, inputs, lengths=None, *, key=None, train=False) -> Array:
         """The per-step outputs (B, T, H or 2H) of the RNN encoder over ``inputs``."""
         raise ValueError(f"a {self.kind} model has no encoder over an input sequence")
 
+    @abc.abstractmethod
     def from_encoding(self, params, encoded, lengths=None, targets=None, *, key=None, train=False):
         """``encode``'s outputs through the head or decoder: ``forward``'s result."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def output_mask(self, lengths, targets) -> Array:
         """Which outputs a loss counts, as floats: (B,) for one output per sequence,
         (B, T) for one per step."""
-        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)
