@@ -225,7 +225,7 @@ def test_resume_refuses_what_would_contradict_the_records(finished_run, tmp_path
     deleted = seqlab("resume", out, check=False)
     assert deleted.returncode == 2 and deleted.stderr.count("\n") == 1, deleted.stderr
     assert "metric records up to step 60 but no checkpoint" in deleted.stderr
-    assert tree_digest(out) == before
+    assert tree_digest(out) == before and not (out / "checkpoints").exists()
 
 
 def test_interrupt_hint_names_the_command_that_continues(tmp_path, monkeypatch, capsys):

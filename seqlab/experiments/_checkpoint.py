@@ -159,6 +159,9 @@ class Checkpoints:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
+        """Finish pending saves (and orbax's background clean-up), then close: nothing of
+        orbax's async machinery outlives the manager to fail at interpreter exit."""
+        self.manager.wait_until_finished()
         self.manager.close()
 
 

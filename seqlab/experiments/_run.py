@@ -109,23 +109,28 @@ def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
     _check_unchanged(run_dir, config)
     experiment = Experiment.from_config(config)
     records = _rundir.read_metrics(run_dir / _rundir.METRICS)
-    checkpoints = open_checkpoints(run_dir, experiment)
-    try:
-        step = checkpoints.latest_step()
-        if step is None and records and records[-1]["step"] > config.checkpoint.every:
-            raise ValueError(
-                f"{run_dir} has metric records up to step {records[-1]['step']} but no "
-                f"checkpoint in {_rundir.CHECKPOINTS}/ (deleted?): a restart from step 0 "
-                "would contradict them; start a new run instead"
-            )
-        if step is None:
-            echo(f"{run_dir} has no checkpoint yet: starting from step 0")
-            state, meta = experiment.init_state(), {}
-        else:
-            state, meta = restore_state(checkpoints, experiment, step)
-            echo(f"resuming {run_dir} from step {step}")
-    finally:
-        checkpoints.close()  # also on errors: orbax's async machinery must not outlive us
+    step, state, meta = None, None, {}
+    if (run_dir / _rundir.CHECKPOINTS).is_dir():
+        # Read-only: nothing is created or cleaned up, and no background work of orbax's
+        # can outlive an error raised here (the training loop opens its own manager).
+        checkpoints = open_checkpoints(run_dir, experiment, read_only=True)
+        try:
+            step = checkpoints.latest_step()
+            if step is not None:
+                state, meta = restore_state(checkpoints, experiment, step)
+        finally:
+            checkpoints.close()
+    if step is None and records and records[-1]["step"] > config.checkpoint.every:
+        raise ValueError(
+            f"{run_dir} has metric records up to step {records[-1]['step']} but no "
+            f"checkpoint in {_rundir.CHECKPOINTS}/ (deleted?): a restart from step 0 "
+            "would contradict them; start a new run instead"
+        )
+    if step is None:
+        echo(f"{run_dir} has no checkpoint yet: starting from step 0")
+        state = experiment.init_state()
+    else:
+        echo(f"resuming {run_dir} from step {step}")
     return _train_loop(experiment, run_dir, state, step or 0, meta, progress=progress, echo=echo)
 
 
