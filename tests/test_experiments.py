@@ -457,3 +457,32 @@ def test_a_run_that_diverges_but_stays_finite_is_flagged(tmp_path, standard_prom
     assert "**Warning:** final eval/mse" in (tmp_path / "run" / "report.md").read_text()
     loaded = load_run(tmp_path / "run")
     assert loaded.metric("train/loss")[1].dtype == np.float64
+
+
+def test_resume_allows_listed_config_changes_only(tmp_path, standard_promotion):
+    """train.steps may grow under the constant schedule (run.json follows); train.lr may
+    not change, and the refusal leaves run.json as it was."""
+    from seqlab.experiments import resume
+
+    out = tmp_path / "run"
+    config = apply_overrides(
+        default_config("adding"),
+        ["model.hidden_size=8", "data.seq_len=10", "train.steps=20", "train.log_every=10",
+         "checkpoint.every=10", "train.batch_size=8", "data.eval_size=32"],
+    )  # fmt: skip
+    run(config, out, progress=False, echo=lambda *_: None)
+    (out / "summary.json").unlink()  # as if killed after the last checkpoint
+    text = (out / "config.yaml").read_text()
+    (out / "config.yaml").write_text(text.replace("lr: 0.001", "lr: 0.1"))
+    started = (out / "run.json").read_text()
+    with pytest.raises(ValueError, match=r"train.lr 0.001 -> 0.1"):
+        resume(out, progress=False, echo=lambda *_: None)
+    assert (out / "run.json").read_text() == started
+    (out / "config.yaml").write_text(text.replace("steps: 20", "steps: 30"))
+    summary = resume(out, progress=False, echo=lambda *_: None)
+    assert summary["step"] == 30 and [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [
+        10,
+        20,
+        30,
+    ]
+    assert json.loads((out / "run.json").read_text())["config"]["train"]["steps"] == 30

@@ -62,12 +62,12 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _check_unchanged(run_dir: pathlib.Path, config) -> None:
+def _check_unchanged(run_dir: pathlib.Path, config) -> bool:
     """Refuse a config.yaml edited since the run started (``run.json`` keeps that config)
-    in any key but ``CHANGEABLE_ON_RESUME``; record the allowed changes."""
+    in any key but ``CHANGEABLE_ON_RESUME``; True when an allowed key changed."""
     path = run_dir / _rundir.RUN
     if not path.exists():
-        return  # a run directory from before run.json existed: nothing to compare with
+        return False  # a run directory from before run.json existed: nothing to compare
     started = _flatten(_rundir.read_json(path).get("config", {}))
     now = _flatten(to_dict(config))
     changed = sorted(k for k in started.keys() | now.keys() if started.get(k) != now.get(k))
@@ -83,8 +83,7 @@ def _check_unchanged(run_dir: pathlib.Path, config) -> None:
             f"a new run with it (only {', '.join(CHANGEABLE_ON_RESUME)} may change on resume, "
             "train.steps under the constant schedule only)"
         )
-    if changed:
-        _rundir.write_json(path, {"config": to_dict(config)})
+    return bool(changed)
 
 
 def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
@@ -106,7 +105,7 @@ def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
     if summary is not None and summary.get("status") in _rundir.FINAL_STATUSES:
         echo(f"{run_dir} is already {summary['status']} at step {summary['step']}")
         return summary
-    _check_unchanged(run_dir, config)
+    changed = _check_unchanged(run_dir, config)
     experiment = Experiment.from_config(config)
     records = _rundir.read_metrics(run_dir / _rundir.METRICS)
     step, state, meta = None, None, {}
@@ -126,6 +125,8 @@ def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
             f"checkpoint in {_rundir.CHECKPOINTS}/ (deleted?): a restart from step 0 "
             "would contradict them; start a new run instead"
         )
+    if changed:  # the allowed changes become part of the config the run goes on with
+        _rundir.write_json(run_dir / _rundir.RUN, {"config": to_dict(config)})
     if step is None:
         echo(f"{run_dir} has no checkpoint yet: starting from step 0")
         state = experiment.init_state()
