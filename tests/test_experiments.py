@@ -391,6 +391,13 @@ def test_run_directory_readers_refuse_damaged_files_and_restore_non_finite(tmp_p
         (tmp_path / "bad.jsonl").write_text(line + "\n" + '{"step": 20}\n')
         with pytest.raises(ValueError, match=r"bad.jsonl:1 must be a JSON object"):
             read_metrics(tmp_path / "bad.jsonl")
+    _rundir.write_json(tmp_path / "task.json", {"vocab": ["<pad>", "nan", "inf"]})
+    assert _rundir.read_info(tmp_path)["vocab"] == ["<pad>", "nan", "inf"]  # words stay words
+    summary = {"status": "diverged", "step": 10, "main_metric": "eval/loss",
+               "final": {"eval/loss": float("nan")}, "samples": ["nan"]}  # fmt: skip
+    _rundir.write_json(tmp_path / "summary.json", summary)
+    read = _rundir.read_summary(tmp_path)
+    assert np.isnan(read["final"]["eval/loss"]) and read["samples"] == ["nan"]
     (tmp_path / "summary.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="must hold a JSON object, got list"):
         _rundir.read_summary(tmp_path)

@@ -57,7 +57,7 @@ def report_run(run_dir) -> pathlib.Path:
         lines += ["", f"![{path.stem}](plots/{path.name})"]
     analyses = sorted((run_dir / "analysis").glob("gradnorms_step*.json"))
     for path in analyses:
-        result = _rundir.read_json(path)
+        result = _rundir.read_json(path, numbers=True)
         for direction in result.get("directions", ["forward"]):
             fits = ", ".join(
                 f"layer {f['layer']}: {_fmt(f['factor'])}" for f in result[f"decay_fit_{direction}"]

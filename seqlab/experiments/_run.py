@@ -15,11 +15,12 @@ import time
 
 import jax
 import numpy as np
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from seqlab.experiments import _analyze, _plots, _rundir
 from seqlab.experiments._checkpoint import open_checkpoints, restore_state
-from seqlab.experiments._config import structured, to_dict, to_yaml, validate
+from seqlab.experiments._config import structured, to_dict, to_yaml, valid_keys, validate
 from seqlab.experiments._train import Experiment
 
 
@@ -52,31 +53,24 @@ def run(config, out_dir, *, progress: bool | None = None, echo=print, data=None)
 CHANGEABLE_ON_RESUME = ("train.steps", "train.early_stopping_patience", "checkpoint.keep")
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _check_unchanged(run_dir: pathlib.Path, config) -> bool:
     """Refuse a config.yaml edited since the run started (``run.json`` keeps that config)
     in any key but ``CHANGEABLE_ON_RESUME``; True when an allowed key changed."""
     path = run_dir / _rundir.RUN
     if not path.exists():
         return False  # a run directory from before run.json existed: nothing to compare
-    started = _flatten(_rundir.read_json(path).get("config", {}))
-    now = _flatten(to_dict(config))
-    changed = sorted(k for k in started.keys() | now.keys() if started.get(k) != now.get(k))
+    started = OmegaConf.create(_rundir.read_json(path).get("config", {}))
+    keys = set(valid_keys(started)) | set(valid_keys(config))
+    changed = sorted(k for k in keys if OmegaConf.select(started, k) != OmegaConf.select(config, k))
     allowed = set(CHANGEABLE_ON_RESUME)
     if config.train.schedule != "constant":
         allowed.discard("train.steps")
     refused = [k for k in changed if k not in allowed]
     if refused:
-        differences = ", ".join(f"{k} {started.get(k)!r} -> {now.get(k)!r}" for k in refused)
+        differences = ", ".join(
+            f"{k} {OmegaConf.select(started, k)!r} -> {OmegaConf.select(config, k)!r}"
+            for k in refused
+        )
         raise ValueError(
             f"{run_dir / _rundir.CONFIG} was changed since the run started ({differences}); "
             "its records and checkpoints belong to the old config. Undo the change, or start "

@@ -57,21 +57,20 @@ def read_config(run_dir: str | pathlib.Path):
     return config
 
 
-def read_json(path: str | pathlib.Path, *, expect: type = dict):
-    """A JSON file of a run or sweep directory, non-finite numbers (written as "nan",
-    "inf", "-inf") back as floats; a ValueError names the file when it cannot be read or
-    does not hold a ``expect`` (a JSON object by default)."""
+def read_json(path: str | pathlib.Path, *, numbers: bool = False) -> dict:
+    """The JSON object in a file of a run or sweep directory; a ValueError names the file
+    when it cannot be read or holds something else. ``numbers``: the whole file holds
+    numbers (an analysis result), so the strings "nan", "inf", "-inf" that ``write_json``
+    wrote for non-finite floats are turned back into floats. Files that hold text (task
+    vocabularies, configs) are read as they are."""
     path = pathlib.Path(path)
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ValueError(f"{path} cannot be read: {error}") from None
-    if not isinstance(payload, expect):
-        raise ValueError(
-            f"{path} must hold a JSON {'object' if expect is dict else expect.__name__}, "
-            f"got {type(payload).__name__}"
-        )
-    return _from_json_safe(payload)
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(payload).__name__}")
+    return _from_json_safe(payload) if numbers else payload
 
 
 def read_info(run_dir: str | pathlib.Path) -> dict:
@@ -91,7 +90,11 @@ def read_summary(run_dir: str | pathlib.Path) -> dict | None:
     path = pathlib.Path(run_dir) / SUMMARY
     if not path.exists():
         return None
-    return _require_keys(path, read_json(path), ("status", "step", "final", "main_metric"))
+    summary = _require_keys(path, read_json(path), ("status", "step", "final", "main_metric"))
+    for key in ("final", "best", "final_per_seed"):  # the numbers of a summary
+        if key in summary:
+            summary[key] = _from_json_safe(summary[key])
+    return summary
 
 
 def read_sweep(out_dir: str | pathlib.Path) -> dict:

@@ -315,7 +315,7 @@ class Experiment:
         """Trace one training step and one evaluation without running them (``eval_shape``)
         so that everything the config gets wrong fails now, as a ValueError, before a run
         writes anything: an implementation the cell does not support, a best metric the
-        task does not have, shapes that do not fit. The traces are reused by the run."""
+        task does not have, shapes that do not fit. It costs a trace, not a compile."""
         abstract = self.abstract_state()
         jax.eval_shape(
             lambda state, arrays: self._train_chunk(state, jnp.int32(0), 1, arrays),
