@@ -31,6 +31,34 @@ class AffineInputCell:
 
     Subclasses set ``num_gates`` and implement ``step_projected`` (and may extend
     ``init`` through ``_bias_init`` and ``_extra_params``).
+
+    The built-in cells also carry their hand-derived backward, which ``seqlab.scan``
+    (``implementation="xla"``) uses instead of autodiff through the loop; each cell's
+    derivation is written once, in three methods (``seqlab/unroll/_bptt.py`` runs them):
+
+        forward_step(params, carry, projected) -> (carry, saved)
+            one step after the input projection; ``saved`` holds what the backward
+            needs beyond the carries (gate activations), a tuple of (*batch, ·) arrays
+        backward_weights(params) -> weights
+            what the backward loop multiplies by, prepared once before it: the
+            transposed recurrent matrices (a contiguous Wᵀ made once beats a transposed
+            operand in every step: 34 against 56 ms for 256 steps of (32, 1024) x
+            (1024, 256) on the 2-core CPU)
+        backward_step(weights, d_carry, saved, carry_prev, carry)
+                -> (d_projected, d_recurrent, d_carry_prev)
+            one step back: the gradient w.r.t. this step's projected input (its gate
+            pre-activations), per-step terms for the recurrent weights' gradients
+            (``()`` when ``d_projected`` suffices) and the gradient w.r.t. the carry
+            before the step; ``d_carry`` is the total gradient w.r.t. the carry after it
+        weight_gradients(params, xs, carries_prev, carries, saved, d_projected,
+                         d_recurrent) -> dict
+            every parameter's gradient over all steps at once, as large
+            (T·B)-contractions outside the time loop (arguments stacked time-major;
+            ``affine_gradients`` does the input projection's part)
+
+    A subclass that changes ``step_projected`` must override these too, or it silently
+    gets the parent's gradients; ``seqlab.scan`` therefore uses them only for the
+    built-in classes themselves, never for subclasses.
     """
 
     hidden_size: int
@@ -97,3 +125,42 @@ def add_bias(z: Array, bias: Array) -> Array:
 
 def split_gates(array: Array, num_gates: int) -> list[Array]:
     return jnp.split(array, num_gates, axis=-1)
+
+
+def contract_time_batch(left: Array, right: Array) -> Array:
+    """``Σ_t Σ_b left[t, b]ᵀ right[t, b]``: (T, B, I), (T, B, J) -> (I, J), one matmul in
+    ``right``'s dtype."""
+    left = left.astype(right.dtype).reshape(-1, left.shape[-1])
+    return left.T @ right.reshape(-1, right.shape[-1])
+
+
+def affine_gradients(params, xs: Array, d_pre: Array, recurrent: Array | None = None):
+    """The gradients of ``w_ih`` and ``b`` (and of ``w_hh`` when ``recurrent``, the
+    (T, B, R) inputs of the recurrent matmul, is given) from the gate pre-activations'
+    gradient ``d_pre`` (T, B, G·H).
+
+    With ``recurrent`` the two weight gradients are one matmul, ``[xs, recurrent]ᵀ d_pre``,
+    reading ``d_pre`` once (LSTM at (32, 256, 256) on the 2-core CPU: 50 against 71 ms
+    for two).
+    """
+    dtype, gradients = d_pre.dtype, {}
+    if "b" in params:
+        gradients["b"] = jnp.sum(d_pre, axis=(0, 1))
+    if recurrent is None:
+        gradients["w_ih"] = contract_time_batch(xs, d_pre)
+        return gradients
+    input_size = xs.shape[-1]
+    left = jnp.concatenate([xs.astype(dtype), recurrent.astype(dtype)], axis=-1)
+    both = contract_time_batch(left, d_pre)
+    gradients["w_ih"], gradients["w_hh"] = both[:input_size], both[input_size:]
+    return gradients
+
+
+def sigmoid_gradient(s: Array) -> Array:
+    """σ' read off the gate's value s = σ(a)."""
+    return s * (1 - s)
+
+
+def tanh_gradient(t: Array) -> Array:
+    """tanh' read off the value t = tanh(a)."""
+    return 1 - t * t

@@ -9,8 +9,42 @@ import jax
 import jax.numpy as jnp
 
 from seqlab._checks import require
-from seqlab.cells._affine import AffineInputCell, split_gates
+from seqlab.cells._affine import (
+    AffineInputCell,
+    affine_gradients,
+    contract_time_batch,
+    sigmoid_gradient,
+    split_gates,
+    tanh_gradient,
+)
 from seqlab.typing import Array
+
+
+def lstm_update(i, f, g, o, c_prev):
+    """The LSTM's pointwise step from the four gate pre-activations (each (..., H)).
+
+    Returns ``((i, f, g, o) activated, c, h)``. Shared by ``LSTM``, the hand-derived backward
+    and the Pallas kernels (``seqlab.kernels.lstm``), so the math is written once.
+    """
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c = f * c_prev + i * g
+    return (i, f, g, o), c, o * jnp.tanh(c)
+
+
+def lstm_update_backward(dh, dc, gates, c, c_prev):
+    """Backward of ``lstm_update``: ``dh`` and ``dc`` are the gradients w.r.t. its h and
+    c, ``gates`` its activated (i, f, g, o). Returns the four pre-activation gradients
+    and the gradient w.r.t. ``c_prev``."""
+    i, f, g, o = gates
+    tanh_c = jnp.tanh(c)
+    dc_total = dc + dh * o * tanh_gradient(tanh_c)
+    d_pre = (
+        dc_total * g * sigmoid_gradient(i),
+        dc_total * c_prev * sigmoid_gradient(f),
+        dc_total * i * tanh_gradient(g),
+        dh * tanh_c * sigmoid_gradient(o),
+    )
+    return d_pre, dc_total * f
 
 
 class LSTMState(NamedTuple):
@@ -80,18 +114,41 @@ class LSTM(AffineInputCell):
 
     def gate_values(self, params, carry, projected):
         """The sigmoid gates ``{"input", "forget", "output"}`` and the tanh candidate g."""
-        i, f, g, o = split_gates(projected + carry.h @ params["w_hh"], 4)
-        gates = {
-            "input": jax.nn.sigmoid(i),
-            "forget": jax.nn.sigmoid(f),
-            "output": jax.nn.sigmoid(o),
-        }
-        return gates, jnp.tanh(g)
+        (i, f, g, o), _, _ = lstm_update(*self._pre_activations(params, carry, projected), carry.c)
+        return {"input": i, "forget": f, "output": o}, g
+
+    def _pre_activations(self, params, carry, projected):
+        return split_gates(projected + carry.h @ params["w_hh"], 4)
 
     def step_projected(self, params, carry, projected):
-        gates, candidate = self.gate_values(params, carry, projected)
-        c = gates["forget"] * carry.c + gates["input"] * candidate
-        h = gates["output"] * jnp.tanh(c)
+        new_carry, _ = self.forward_step(params, carry, projected)
+        return new_carry, new_carry.h
+
+    # The hand-derived backward (see AffineInputCell). Saved: the activated gates.
+
+    def forward_step(self, params, carry, projected):
+        gates, c, h = lstm_update(*self._pre_activations(params, carry, projected), carry.c)
         if self.proj_size:
             h = h @ params["w_hr"]
-        return LSTMState(h, c), h
+        return LSTMState(h, c), gates
+
+    def backward_weights(self, params):
+        weights = {"w_hh_t": params["w_hh"].T}
+        if self.proj_size:
+            weights["w_hr_t"] = params["w_hr"].T
+        return weights
+
+    def backward_step(self, weights, d_carry, saved, carry_prev, carry):
+        dh = d_carry.h @ weights["w_hr_t"] if self.proj_size else d_carry.h
+        d_pre, dc_prev = lstm_update_backward(dh, d_carry.c, saved, carry.c, carry_prev.c)
+        d_pre = jnp.concatenate(d_pre, axis=-1)
+        # With a projection, dW_hr = Σ_t (o_t tanh c_t)ᵀ dh_t needs dh_t of every step.
+        d_recurrent = d_carry.h if self.proj_size else ()
+        return d_pre, d_recurrent, LSTMState(d_pre @ weights["w_hh_t"], dc_prev)
+
+    def weight_gradients(self, params, xs, carries_prev, carries, saved, d_pre, d_recurrent):
+        gradients = affine_gradients(params, xs, d_pre, carries_prev.h)
+        if self.proj_size:
+            unprojected = saved[3] * jnp.tanh(carries.c)
+            gradients["w_hr"] = contract_time_batch(unprojected, d_recurrent)
+        return gradients

@@ -8,9 +8,17 @@ import jax
 import jax.numpy as jnp
 
 from seqlab._checks import check_one_of
-from seqlab.cells._affine import AffineInputCell
+from seqlab.cells._affine import AffineInputCell, affine_gradients
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda z: z}
+
+# φ' read off the activation's output h = φ(a), so a backward pass needs only the states:
+# 1 - h² for tanh, [h > 0] for relu (0 at a = 0, as jax.nn.relu's own gradient), 1.
+ACTIVATION_GRADIENTS = {
+    "tanh": lambda h: 1 - h * h,
+    "relu": lambda h: (h > 0).astype(h.dtype),
+    "identity": jnp.ones_like,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,5 +42,22 @@ class RNN(AffineInputCell):
         check_one_of("activation", self.activation, sorted(ACTIVATIONS))
 
     def step_projected(self, params, carry, projected):
-        h = ACTIVATIONS[self.activation](projected + carry @ params["w_hh"])
+        h, _ = self.forward_step(params, carry, projected)
         return h, h
+
+    # The hand-derived backward (seqlab/unroll/_bptt.py explains the three methods).
+
+    def forward_step(self, params, carry, projected):
+        return ACTIVATIONS[self.activation](projected + carry @ params["w_hh"]), ()
+
+    def backward_weights(self, params):
+        return {"w_hh_t": params["w_hh"].T}
+
+    def backward_step(self, weights, d_carry, saved, carry_prev, carry):
+        del saved, carry_prev
+        d_pre = d_carry * ACTIVATION_GRADIENTS[self.activation](carry)
+        return d_pre, (), d_pre @ weights["w_hh_t"]
+
+    def weight_gradients(self, params, xs, carries_prev, carries, saved, d_pre, d_recurrent):
+        del carries, saved, d_recurrent
+        return affine_gradients(params, xs, d_pre, carries_prev)

@@ -52,6 +52,13 @@ DEFAULT_UNROLL = {"cpu": 1, "gpu": 8, "cuda": 8, "rocm": 8, "tpu": 1}
 AUTO_PALLAS: tuple[str, ...] = ()
 
 
+# The hand-derived backward (seqlab/unroll/_bptt.py) without hoisting computes the input
+# projection, the input gradients and the weight gradients of a chunk of steps as one matmul
+# each, inside the time loop; a chunk is BPTT_CHUNK_ROWS // B steps, so those matmuls have
+# about BPTT_CHUNK_ROWS rows whatever the batch size. TODO measured below.
+BPTT_CHUNK_ROWS = 512
+
+
 def resolve_unroll(unroll: int | bool | None) -> int | bool:
     """``unroll=None`` means the measured per-backend default above."""
     if unroll is None:

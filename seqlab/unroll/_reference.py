@@ -105,6 +105,16 @@ def _blocked_scan(body, carry, inputs, block: int, unroll):
     The time axis is padded with zeros up to a multiple of ``block``; ``body`` must leave
     the carry unchanged on padded steps (the masked step does: their ``valid`` is False).
     """
+    return blocked(lambda c, b: jax.lax.scan(body, c, b, unroll=unroll), carry, inputs, block)
+
+
+def blocked(run_block, carry, inputs, block: int):
+    """Run time-major ``inputs`` through ``run_block(carry, block_inputs) -> (carry,
+    outputs)`` in blocks of ``block`` steps, each under ``jax.checkpoint``.
+
+    The time axis is padded with zeros up to a multiple of ``block``; ``run_block`` must
+    leave the carry unchanged on padded steps (a False ``valid`` mask does that).
+    """
     num_steps = jax.tree_util.tree_leaves(inputs)[0].shape[0]
     num_blocks = -(-num_steps // block)
     padding = num_blocks * block - num_steps
@@ -113,11 +123,9 @@ def _blocked_scan(body, carry, inputs, block: int, unroll):
         leaf = jnp.pad(leaf, [(0, padding)] + [(0, 0)] * (leaf.ndim - 1))
         return leaf.reshape((num_blocks, block, *leaf.shape[1:]))
 
-    @jax.checkpoint
-    def run_block(carry, block_inputs):
-        return jax.lax.scan(body, carry, block_inputs, unroll=unroll)
-
-    final_carry, outputs = jax.lax.scan(run_block, carry, jax.tree_util.tree_map(to_blocks, inputs))
+    final_carry, outputs = jax.lax.scan(
+        jax.checkpoint(run_block), carry, jax.tree_util.tree_map(to_blocks, inputs)
+    )
     outputs = jax.tree_util.tree_map(
         lambda leaf: leaf.reshape((num_blocks * block, *leaf.shape[2:]))[:num_steps], outputs
     )

@@ -17,17 +17,19 @@ from seqlab._checks import (
 from seqlab.cells._base import check_cell
 from seqlab.kernels import Pallas
 from seqlab.typing import Array, Carry, Params
+from seqlab.unroll._bptt import hand_derived, scan_bptt
 from seqlab.unroll._pallas import scan_pallas, unsupported_reason
 from seqlab.unroll._policy import AUTO_PALLAS, resolve_unroll, should_hoist
 from seqlab.unroll._reference import scan_xla
 
-IMPLEMENTATIONS = (None, "xla", "pallas")
+IMPLEMENTATIONS = (None, "xla", "xla-autodiff", "pallas")
 
 
 def resolve_implementation(
     implementation, cell=None, params=None, xs=None, carry=None, *, hoist=True, remat=False
 ):
-    """Map ``implementation`` to ``("xla", None)`` or ``("pallas", Pallas options)``.
+    """Map ``implementation`` to ``("xla", None)``, ``("xla-autodiff", None)`` or
+    ``("pallas", Pallas options)``.
 
     ``None`` chooses by the table in ``seqlab/unroll/_policy.py`` (``AUTO_PALLAS``): the
     Pallas kernels where that table enables them for the backend and they support the
@@ -36,7 +38,7 @@ def resolve_implementation(
     the reason. Without a cell (the first positional argument only) just the name is
     checked.
     """
-    if implementation is None or implementation == "xla":
+    if implementation in (None, "xla", "xla-autodiff"):
         name, options = implementation, None
     elif implementation == "pallas" or isinstance(implementation, Pallas):
         name = "pallas"
@@ -46,7 +48,7 @@ def resolve_implementation(
             f"implementation must be one of {list(IMPLEMENTATIONS)} or a "
             f"seqlab.kernels.Pallas, got {implementation!r}"
         )
-    if cell is None or name == "xla":
+    if cell is None or name in ("xla", "xla-autodiff"):
         return name or "xla", options
     reason = unsupported_reason(cell, params, xs, carry)
     if reason is None and remat is not False:
@@ -136,7 +138,15 @@ def scan(
         picks the measured per-backend default in ``seqlab/unroll/_policy.py`` (1 on CPU,
         8 on GPU).
       implementation: None (choose automatically, by the table in
-        ``seqlab/unroll/_policy.py``), ``"xla"`` (``lax.scan``), or ``"pallas"`` / a
+        ``seqlab/unroll/_policy.py``), ``"xla"`` (``lax.scan``; for the built-in
+        ``cells.RNN``, ``LSTM``, ``GRU`` and ``MGU``, also inside
+        ``cells.TrainableInitialState``, differentiated by the cells' hand-derived
+        backward: one reverse-time scan carrying only the state gradients, weight
+        gradients as single matmuls after it, see ``seqlab/unroll/_bptt.py``; reverse
+        mode only: ``jax.jvp`` / ``jax.jacfwd`` raise, use ``"xla-autodiff"`` for them;
+        any other cell, subclasses included, gets autodiff), ``"xla-autodiff"``
+        (``lax.scan`` differentiated by JAX's autodiff for every cell: the reference the
+        hand-derived backward is tested against), or ``"pallas"`` / a
         ``seqlab.kernels.Pallas`` (fused kernels for ``cells.RNN``, ``LSTM`` without
         projection and ``GRU``, also inside ``cells.TrainableInitialState``, float32 or
         bfloat16; on a CPU they run in Pallas interpret mode, exact but slow). Pallas
@@ -190,8 +200,10 @@ def scan(
     )
 
     match implementation:
-        case "xla":
-            outputs, final_carry = scan_xla(
+        case "xla" | "xla-autodiff":
+            derived = implementation == "xla" and hand_derived(cell) and xs_time_major.shape[0]
+            unroll_xla = scan_bptt if derived else scan_xla
+            outputs, final_carry = unroll_xla(
                 cell,
                 params,
                 xs_time_major,

@@ -1,0 +1,300 @@
+"""Hand-derived backpropagation through time for the built-in cells on the XLA path.
+
+Autodiff through ``lax.scan`` keeps every intermediate of the forward loop and, in the
+reverse loop, accumulates each weight gradient step by step: one small (B, H)ᵀ(B, G·H)
+matmul and an add per step for the recurrent weights, and (without hoisting) another for
+the input weights. Here the built-in cells' own derivations run instead
+(``forward_step``, ``backward_step``, ``weight_gradients``; the contract is in
+``seqlab.cells._affine.AffineInputCell``), under one ``jax.custom_vjp``:
+
+- forward: one ``lax.scan`` that keeps the carry of every step (the outputs are the
+  hidden states anyway) and what each cell's backward needs beyond them (the activated
+  gates);
+- backward: one reverse-time ``lax.scan`` that carries only the gradient w.r.t. the carry
+  and emits the gradient w.r.t. every step's gate pre-activations; the only matmuls left
+  in it are the recurrent ones the chain rule needs (d_pre W_hhᵀ);
+- then the weight gradients as single (T·B)-long contractions outside the loop
+  (dW_hh = Σ_t h_{t-1}ᵀ d_pre_t, and dW_ih, db, dxs through the input projection's VJP).
+
+Past a sequence's length (``valid`` False) the carry is frozen, so that step's gate
+gradients are zero and the gradient w.r.t. the carry passes straight through, as the
+masked ``lax.scan`` of ``_reference.py`` gives by autodiff.
+
+Only reverse mode is defined: ``jax.jvp`` / ``jax.jacfwd`` through it raise JAX's
+"can't apply forward-mode autodiff (jvp) to a custom_vjp function"; use
+``implementation="xla-autodiff"`` for forward mode. Reverse-over-reverse works (the
+backward is plain differentiable JAX), so ``jax.hessian``-free second-order checks such as
+``jax.grad`` of a gradient norm do.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from seqlab.cells import GRU, LSTM, MGU, RNN, TrainableInitialState, hidden_of, replace_hidden
+from seqlab.typing import Array, Carry, Params
+from seqlab.unroll._policy import BPTT_CHUNK_ROWS
+from seqlab.unroll._reference import blocked, reverse_within_lengths
+
+# Exactly these classes (not subclasses, which may change the step) have the derivation.
+HAND_DERIVED = (RNN, LSTM, GRU, MGU)
+
+
+def unwrap(cell, params: Params):
+    """The cell under any ``TrainableInitialState`` wrappers and its parameters (the
+    learned initial state is already in the carry the scan passes in)."""
+    while isinstance(cell, TrainableInitialState):
+        cell, params = cell.cell, params["cell"]
+    return cell, params
+
+
+def hand_derived(cell) -> bool:
+    """Whether ``cell`` (possibly wrapped in ``TrainableInitialState``) has its own backward."""
+    while isinstance(cell, TrainableInitialState):
+        cell = cell.cell
+    return type(cell) in HAND_DERIVED
+
+
+class Static(NamedTuple):
+    """The recurrence's non-array settings (hashable: part of the custom_vjp's key)."""
+
+    cell: Any
+    chunk: int  # steps whose input-side work is done together (see the module docstring)
+    unroll: int | bool  # steps per iteration of the per-step loop inside a chunk
+
+
+def _where(valid_t: Array | None, new, old):
+    """``new`` on valid rows, ``old`` elsewhere, leaf by leaf (``new`` when no mask)."""
+    if valid_t is None:
+        return new
+
+    def pick(a, b):
+        return jnp.where(valid_t.reshape(valid_t.shape + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree_util.tree_map(pick, new, old)
+
+
+def _zeros_where_invalid(valid_t, tree):
+    return _where(valid_t, tree, jax.tree_util.tree_map(jnp.zeros_like, tree))
+
+
+def _map(function, *trees):
+    return jax.tree_util.tree_map(function, *trees)
+
+
+def _segments(static: Static, num_steps: int) -> list[tuple[int, int, int]]:
+    """Time split into ``(start, number of chunks, chunk length)``: as many whole chunks as
+    fit, then one shorter chunk for the rest (no padding, so no mask is needed)."""
+    chunk = min(static.chunk, num_steps)
+    whole, rest = divmod(num_steps, chunk)
+    segments = [(0, whole, chunk)] if whole else []
+    return segments + ([(whole * chunk, 1, rest)] if rest else [])
+
+
+def _split(tree, start: int, count: int, length: int):
+    """Steps ``start .. start + count·length`` of time-major leaves as (count, length, ...)."""
+    if tree is None:
+        return None
+    return _map(
+        lambda leaf: leaf[start : start + count * length].reshape(count, length, *leaf.shape[1:]),
+        tree,
+    )
+
+
+def _merge(parts):
+    """Inverse of ``_split`` over all segments: (count, length, ...) pieces back to (T, ...)."""
+    flat = [_map(lambda leaf: leaf.reshape(-1, *leaf.shape[2:]), part) for part in parts]
+    if len(flat) == 1:
+        return flat[0]
+    return jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves, axis=0), *flat)
+
+
+def _forward_chunk(static: Static, params, carry, xs, valid):
+    """One chunk forward: its input projection as one matmul, then the steps."""
+    cell = static.cell
+    projected = cell.project_inputs(params, xs)
+
+    def step(carry, step_inputs):
+        x, valid_t = step_inputs
+        new_carry, saved = cell.forward_step(params, carry, x)
+        new_carry = _where(valid_t, new_carry, carry)
+        return new_carry, (new_carry, saved)
+
+    return jax.lax.scan(step, carry, (projected, valid), unroll=static.unroll)
+
+
+def _forward(static: Static, params, xs, carry, valid):
+    """Returns the final carry and, per segment, the stacked (carries, saved) of its chunks."""
+    stacks = []
+    for start, count, length in _segments(static, xs.shape[0]):
+        carry, stacked = jax.lax.scan(
+            lambda c, inputs: _forward_chunk(static, params, c, *inputs),
+            carry,
+            (_split(xs, start, count, length), _split(valid, start, count, length)),
+        )
+        stacks.append(stacked)
+    return carry, stacks
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def recurrence(static: Static, params: Params, xs: Array, carry: Carry, valid: Array | None):
+    """Run a built-in cell over time-major ``xs`` (T, B, D) from ``carry``.
+
+    ``valid`` is None or a (T, B) bool mask; past a row's last valid step its carry stays
+    frozen. Returns ``(hs, final_carry)``: the hidden state after every step (T, B, ·),
+    frozen, not zeroed, past each length, and the carry after the last step.
+    """
+    final_carry, stacks = _forward(static, params, xs, carry, valid)
+    return _merge([hidden_of(carries) for carries, _ in stacks]), final_carry
+
+
+def _recurrence_fwd(static, params, xs, carry, valid):
+    final_carry, stacks = _forward(static, params, xs, carry, valid)
+    hs = _merge([hidden_of(carries) for carries, _ in stacks])
+    return (hs, final_carry), (params, xs, carry, valid, stacks)
+
+
+def _backward_chunk(static: Static, params, weights, d_carry, inputs):
+    """One chunk backward, last step first: the steps carry only the gradient w.r.t. the
+    carry; the chunk's weight gradients and input gradients are then single matmuls."""
+    cell = static.cell
+    xs, valid, d_hs, carries, saved, carry_before = inputs
+    carries_prev = jax.tree_util.tree_map(
+        lambda first, leaf: jnp.concatenate([first[None], leaf[:-1]], axis=0),
+        carry_before,
+        carries,
+    )
+
+    def step(d_carry, step_inputs):
+        d_h, saved_t, prev_t, carry_t, valid_t = step_inputs
+        d_carry = replace_hidden(d_carry, hidden_of(d_carry) + d_h)
+        d_pre, d_recurrent, d_prev = cell.backward_step(weights, d_carry, saved_t, prev_t, carry_t)
+        d_pre = _zeros_where_invalid(valid_t, d_pre)
+        d_recurrent = _zeros_where_invalid(valid_t, d_recurrent)
+        # A frozen step passes the gradient w.r.t. the carry straight on.
+        return _where(valid_t, d_prev, d_carry), (d_pre, d_recurrent)
+
+    d_carry, (d_pre, d_recurrent) = jax.lax.scan(
+        step,
+        d_carry,
+        (d_hs, saved, carries_prev, carries, valid),
+        reverse=True,
+        unroll=static.unroll,
+    )
+    dtype = jnp.result_type(*(params[name] for name in ("w_ih", "b") if name in params), xs)
+    d_pre = d_pre.astype(dtype)  # the projection's dtype (bfloat16 xs: float32)
+    gradients = cell.weight_gradients(params, xs, carries_prev, carries, saved, d_pre, d_recurrent)
+    d_xs = (d_pre @ params["w_ih"].T.astype(dtype)).astype(xs.dtype)
+    return d_carry, gradients, d_xs
+
+
+def _recurrence_bwd(static, residuals, cotangents):
+    params, xs, carry, valid, stacks = residuals
+    d_hs, d_carry = cotangents
+    weights = static.cell.backward_weights(params)
+    segments = _segments(static, xs.shape[0])
+    gradients = jax.tree_util.tree_map(jnp.zeros_like, params)
+    d_xs = [None] * len(segments)
+    # The carry before each chunk: the initial carry, then each chunk's last carry.
+    last = [_map(lambda leaf: leaf[:, -1], carries) for carries, _ in stacks]
+    before = _map(lambda first, *rest: jnp.concatenate([first[None], *rest])[:-1], carry, *last)
+    offset_of = []
+    offset = 0
+    for _, count, _ in segments:
+        offset_of.append(offset)
+        offset += count
+    for index in reversed(range(len(segments))):
+        start, count, length = segments[index]
+        carries, saved = stacks[index]
+        first = offset_of[index]
+        chunk_before = _map(lambda leaf, f=first, c=count: leaf[f : f + c], before)
+
+        def chunk(state, inputs):
+            d_carry, gradients = state
+            d_carry, chunk_gradients, d_xs = _backward_chunk(
+                static, params, weights, d_carry, inputs
+            )
+            gradients = {
+                name: gradients[name] + chunk_gradients[name].astype(gradients[name].dtype)
+                for name in gradients
+            }
+            return (d_carry, gradients), d_xs
+
+        (d_carry, gradients), d_xs[index] = jax.lax.scan(
+            chunk,
+            (d_carry, gradients),
+            (
+                _split(xs, start, count, length),
+                _split(valid, start, count, length),
+                _split(d_hs, start, count, length),
+                carries,
+                saved,
+                chunk_before,
+            ),
+            reverse=True,
+        )
+    d_carry = jax.tree_util.tree_map(lambda d, c: d.astype(c.dtype), d_carry, carry)
+    return gradients, _merge(d_xs), d_carry, None
+
+
+recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+def chunk_length(rows: int, batch_size: int, num_steps: int) -> int:
+    """Steps per chunk: about ``rows`` rows (steps x batch) per matmul, at least one step
+    and at most the whole sequence."""
+    return max(1, min(num_steps, rows // batch_size))
+
+
+def scan_bptt(
+    cell,
+    params: Params,
+    xs: Array,
+    carry: Carry,
+    *,
+    seq_lengths: Array | None,
+    reverse: bool,
+    unroll: int | bool,
+    hoist: bool,
+    remat_block: int | None = None,
+) -> tuple[Array, Carry]:
+    """``scan_xla``'s contract (time-major; same outputs and final carry) for a cell that
+    ``hand_derived`` accepts, differentiated by the cells' own backward.
+
+    With ``remat_block`` each block of that many steps runs under ``jax.checkpoint``: the
+    backward pass keeps the carries at block borders and re-runs one block's forward
+    (saving its gates) just before that block's backward.
+    """
+    cell, params = unwrap(cell, params)
+    num_steps, batch_size = xs.shape[:2]
+    chunk = num_steps if hoist else chunk_length(BPTT_CHUNK_ROWS, batch_size, num_steps)
+    static = Static(cell, chunk, unroll)
+    if seq_lengths is None and remat_block is None:
+        if reverse:
+            xs = jnp.flip(xs, 0)
+        hs, final_carry = recurrence(static, params, xs, carry, None)
+        return (jnp.flip(hs, 0) if reverse else hs), final_carry
+    if seq_lengths is None:  # blocks pad the time axis; the mask keeps the padding inert
+        seq_lengths = jnp.full((batch_size,), num_steps, jnp.int32)
+    if reverse:
+        xs = reverse_within_lengths(xs, seq_lengths)
+    valid = jnp.arange(num_steps, dtype=seq_lengths.dtype)[:, None] < seq_lengths[None, :]
+    if remat_block is None:
+        hs, final_carry = recurrence(static, params, xs, carry, valid)
+    else:
+        static = static._replace(chunk=min(static.chunk, remat_block))
+
+        def run_block(carry, block_inputs):
+            block_xs, block_valid = block_inputs
+            hs, final_carry = recurrence(static, params, block_xs, carry, block_valid)
+            return final_carry, hs
+
+        final_carry, hs = blocked(run_block, carry, (xs, valid), remat_block)
+    outputs = jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
+    if reverse:
+        outputs = reverse_within_lengths(outputs, seq_lengths)
+    return outputs, final_carry
