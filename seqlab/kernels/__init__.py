@@ -2,6 +2,11 @@
 
 Each module holds a forward kernel, a reverse-time backward kernel tied to it with
 ``jax.custom_vjp``, and a plain ``*_reference`` in float32 that the tests compare against.
+The pointwise math of a step and of its backward (``lstm_update`` /
+``lstm_update_backward``, ``gru_update`` / ``gru_update_backward`` / ``reset_backward``,
+the RNN's ``ACTIVATIONS`` / ``ACTIVATION_GRADIENTS``) is imported from ``seqlab.cells``,
+where the cells and the XLA path's hand-derived backward use the same functions: one
+derivation per cell.
 The shared grid, tiling and barrier scheme is described in ``_program.py``;
 ``Pallas`` is the one options object of every kernel (``options=``), and
 ``seqlab.kernels.testing`` is what tests and benchmarks may inspect of the machinery. Most users

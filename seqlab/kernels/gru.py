@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from seqlab._checks import check_one_of
+from seqlab.cells._gru import gru_update, gru_update_backward, reset_backward
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options
 from seqlab.kernels._program import Product, Term
@@ -72,7 +73,7 @@ def _forward_kernel(
     def finish(t, column, n, z):
         cols = pl.ds(column, width)
         h_prev = hs_ref[t, rows, cols]
-        h = (1 - z) * n + z * h_prev
+        h = gru_update(z, n, h_prev)
         valid = (t < lengths)[:, None]
         hs_ref[t + 1, rows, cols] = jnp.where(valid, h, h_prev)
 
@@ -172,17 +173,16 @@ def _backward_kernel(
         dh = dhs_ref[t, rows, cols] + dh_ref[rows, cols]
         h_prev = hs_ref[t, rows, cols]
         valid = (t < lengths)[:, None]
-        d_n = dh * (1 - z) * (1 - n * n)  # w.r.t. the tanh's argument
-        d_z = dh * (h_prev - n) * z * (1 - z)
+        d_n, d_z, dh_direct = gru_update_backward(dh, z, n, h_prev)  # d_n: the tanh's argument
         dxn_ref[t, rows, cols] = jnp.where(valid, d_n, 0.0)
         dpre_ref[t, rows, z_col] = jnp.where(valid, d_z, 0.0)
         if variant == "cudnn":
             h_n = saved_ref[t, rows, hn_col]
-            dpre_ref[t, rows, r_col] = jnp.where(valid, d_n * h_n * r * (1 - r), 0.0)
+            dpre_ref[t, rows, r_col] = jnp.where(valid, reset_backward(d_n, h_n, r), 0.0)
             dpre_ref[t, rows, n_col] = jnp.where(valid, d_n * r, 0.0)
         else:
             dpre_ref[t, rows, n_col] = jnp.where(valid, d_n, 0.0)
-        dh_ref[rows, cols] = jnp.where(valid, dh * z, dh)
+        dh_ref[rows, cols] = jnp.where(valid, dh_direct, dh)
 
     def reset_phase(t, column):  # original only: through (r * h) W_hn
         cols = pl.ds(column, width)
@@ -190,7 +190,7 @@ def _backward_kernel(
         d_rh = _program.gate_gradients_back(program, dpre_ref, w_ref, t, cols, (2,), precision)
         r = saved_ref[t, rows, r_col]
         h_prev = hs_ref[t, rows, cols]
-        dpre_ref[t, rows, r_col] = d_rh * h_prev * r * (1 - r)  # d_rh is 0 on invalid rows
+        dpre_ref[t, rows, r_col] = reset_backward(d_rh, h_prev, r)  # d_rh is 0 on invalid rows
         dh_ref[rows, cols] = dh_ref[rows, cols] + d_rh * r
 
     def recurrent_phase(t, column):
@@ -372,7 +372,7 @@ def gru_recurrence_reference(projected, w_hh, b_hn, h0, seq_lengths, *, variant=
             n = jnp.tanh(x_n + r * (matmul(h, w_hh[:, 2 * hidden :]) + b_hn))
         else:
             n = jnp.tanh(x_n + matmul(r * h, w_hh[:, 2 * hidden :]))
-        h_new = (1 - z) * n + z * h
+        h_new = gru_update(z, n, h)
         h = jnp.where((t < seq_lengths)[:, None], h_new, h)
         return h, h
 

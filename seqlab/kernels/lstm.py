@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from seqlab.cells._lstm import lstm_update, lstm_update_backward
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options
 from seqlab.kernels._program import Product, Term
@@ -68,11 +69,8 @@ def _forward_kernel(
         ]
         pre = _program.accumulate(program, terms, NUM_GATES, w_ref.dtype, precision)
         pre = [p + x_ref[t, rows, c].astype(f32) for p, c in zip(pre, gate_cols, strict=True)]
-        i, f, o = (jax.nn.sigmoid(pre[k]) for k in (0, 1, 3))
-        g = jnp.tanh(pre[2])
         c_prev, h_prev = cs_ref[t, rows, cols], hs_ref[t, rows, cols]
-        c = f * c_prev + i * g
-        h = o * jnp.tanh(c)
+        (i, f, g, o), c, h = lstm_update(*pre, c_prev)
         valid = (t < lengths)[:, None]
         cs_ref[t + 1, rows, cols] = jnp.where(valid, c, c_prev)
         hs_ref[t + 1, rows, cols] = jnp.where(valid, h, h_prev)
@@ -118,20 +116,13 @@ def _backward_kernel(
         gate_cols = [pl.ds(gate * hidden + column, width) for gate in range(NUM_GATES)]
         dh = dhs_ref[t, rows, cols] + dh_ref[rows, cols]
         dc = dcs_ref[t, rows, cols] + dc_ref[rows, cols]
-        i, f, g, o = (gates_ref[t, rows, c] for c in gate_cols)
+        gates = tuple(gates_ref[t, rows, c] for c in gate_cols)
         c, c_prev = cs_ref[t + 1, rows, cols], cs_ref[t, rows, cols]
-        tanh_c = jnp.tanh(c)
-        dc_total = dc + dh * o * (1 - tanh_c * tanh_c)
-        dpre = (
-            dc_total * g * i * (1 - i),
-            dc_total * c_prev * f * (1 - f),
-            dc_total * i * (1 - g * g),
-            dh * tanh_c * o * (1 - o),
-        )
+        dpre, dc_prev = lstm_update_backward(dh, dc, gates, c, c_prev)
         valid = (t < lengths)[:, None]
         for value, c_ in zip(dpre, gate_cols, strict=True):
             dpre_ref[t, rows, c_] = jnp.where(valid, value, 0.0)
-        dc_ref[rows, cols] = jnp.where(valid, dc_total * f, dc)
+        dc_ref[rows, cols] = jnp.where(valid, dc_prev, dc)
         dh_ref[rows, cols] = jnp.where(valid, 0.0, dh)  # frozen steps pass dh straight on
 
     def recurrent_phase(t, column):
@@ -293,9 +284,7 @@ def lstm_recurrence_reference(projected, w_hh, h0, c0, seq_lengths):
         h, c = carry
         x, t = inputs
         pre = x.astype(f32) + _program.reference_matmul(h, w_hh)
-        i, f, g, o = jnp.split(pre, NUM_GATES, axis=-1)
-        c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+        _, c_new, h_new = lstm_update(*jnp.split(pre, NUM_GATES, axis=-1), c)
         valid = (t < seq_lengths)[:, None]
         h, c = jnp.where(valid, h_new, h), jnp.where(valid, c_new, c)
         return (h, c), (h, c)

@@ -18,16 +18,12 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from seqlab._checks import check_one_of
+from seqlab.cells._rnn import ACTIVATION_GRADIENTS, ACTIVATIONS
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options
 from seqlab.kernels._program import Product, Term
 from seqlab.typing import Array
 
-ACTIVATIONS = {
-    "tanh": (jnp.tanh, lambda h: 1 - h * h),
-    "relu": (jax.nn.relu, lambda h: (h > 0).astype(h.dtype)),
-    "identity": (lambda z: z, lambda h: jnp.ones_like(h)),
-}
 f32 = jnp.float32
 
 
@@ -37,7 +33,7 @@ def _forward_kernel(
     program = _program.Program(layout, counter_ref)
     rows, width, chunk = program.rows, layout.tiles.block_hidden, layout.tiles.block_k
     lengths = lengths_ref[rows]
-    function = ACTIVATIONS[activation][0]
+    function = ACTIVATIONS[activation]
 
     def initial(column):
         cols = pl.ds(column, width)
@@ -78,7 +74,7 @@ def _backward_kernel(
     program = _program.Program(layout, counter_ref)
     rows, width = program.rows, layout.tiles.block_hidden
     lengths = lengths_ref[rows]
-    derivative = ACTIVATIONS[activation][1]
+    derivative = ACTIVATION_GRADIENTS[activation]
 
     def initial(column):
         dh_ref[rows, pl.ds(column, width)] = jnp.zeros((layout.tiles.block_batch, width), f32)
@@ -219,7 +215,7 @@ def rnn_recurrence(
 def rnn_recurrence_reference(projected, w_hh, h0, seq_lengths, *, activation="tanh"):
     """``rnn_recurrence`` as a plain ``lax.scan``: float32 state and accumulation, matmul
     operands in ``w_hh``'s dtype (``__program.reference_matmul``)."""
-    function = ACTIVATIONS[activation][0]
+    function = ACTIVATIONS[activation]
     matmul = _program.reference_matmul
 
     def step(h, inputs):
