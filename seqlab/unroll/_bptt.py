@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from seqlab.cells import GRU, LSTM, MGU, RNN, TrainableInitialState, hidden_of, replace_hidden
 from seqlab.typing import Array, Carry, Params
@@ -63,8 +64,9 @@ class Static(NamedTuple):
     """The recurrence's non-array settings (hashable: part of the custom_vjp's key)."""
 
     cell: Any
-    chunk: int  # steps whose input-side work is done together (see the module docstring)
-    unroll: int | bool  # steps per iteration of the per-step loop inside a chunk
+    hoist: bool  # the forward's input projection as one matmul before its loop, or per step
+    chunk: int  # steps whose input-side gradients the backward computes together
+    unroll: int | bool  # steps per iteration of the per-step loops
 
 
 def _where(valid_t: Array | None, new, old):
@@ -86,10 +88,10 @@ def _map(function, *trees):
     return jax.tree_util.tree_map(function, *trees)
 
 
-def _segments(static: Static, num_steps: int) -> list[tuple[int, int, int]]:
+def _segments(chunk: int, num_steps: int) -> list[tuple[int, int, int]]:
     """Time split into ``(start, number of chunks, chunk length)``: as many whole chunks as
     fit, then one shorter chunk for the rest (no padding, so no mask is needed)."""
-    chunk = min(static.chunk, num_steps)
+    chunk = min(chunk, num_steps)
     whole, rest = divmod(num_steps, chunk)
     segments = [(0, whole, chunk)] if whole else []
     return segments + ([(whole * chunk, 1, rest)] if rest else [])
@@ -105,39 +107,20 @@ def _split(tree, start: int, count: int, length: int):
     )
 
 
-def _merge(parts):
-    """Inverse of ``_split`` over all segments: (count, length, ...) pieces back to (T, ...)."""
-    flat = [_map(lambda leaf: leaf.reshape(-1, *leaf.shape[2:]), part) for part in parts]
-    if len(flat) == 1:
-        return flat[0]
-    return jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves, axis=0), *flat)
-
-
-def _forward_chunk(static: Static, params, carry, xs, valid):
-    """One chunk forward: its input projection as one matmul, then the steps."""
+def _forward(static: Static, params, xs, carry, valid):
+    """The masked loop, keeping every step's carry and what its backward needs."""
     cell = static.cell
-    projected = cell.project_inputs(params, xs)
+    inputs = cell.project_inputs(params, xs) if static.hoist else xs
 
     def step(carry, step_inputs):
         x, valid_t = step_inputs
-        new_carry, saved = cell.forward_step(params, carry, x)
+        projected = x if static.hoist else cell.project_inputs(params, x)
+        new_carry, saved = cell.forward_step(params, carry, projected)
         new_carry = _where(valid_t, new_carry, carry)
         return new_carry, (new_carry, saved)
 
-    return jax.lax.scan(step, carry, (projected, valid), unroll=static.unroll)
-
-
-def _forward(static: Static, params, xs, carry, valid):
-    """Returns the final carry and, per segment, the stacked (carries, saved) of its chunks."""
-    stacks = []
-    for start, count, length in _segments(static, xs.shape[0]):
-        carry, stacked = jax.lax.scan(
-            lambda c, inputs: _forward_chunk(static, params, c, *inputs),
-            carry,
-            (_split(xs, start, count, length), _split(valid, start, count, length)),
-        )
-        stacks.append(stacked)
-    return carry, stacks
+    final_carry, (carries, saved) = jax.lax.scan(step, carry, (inputs, valid), unroll=static.unroll)
+    return final_carry, carries, saved
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -148,14 +131,13 @@ def recurrence(static: Static, params: Params, xs: Array, carry: Carry, valid: A
     frozen. Returns ``(hs, final_carry)``: the hidden state after every step (T, B, ·),
     frozen, not zeroed, past each length, and the carry after the last step.
     """
-    final_carry, stacks = _forward(static, params, xs, carry, valid)
-    return _merge([hidden_of(carries) for carries, _ in stacks]), final_carry
+    final_carry, carries, _ = _forward(static, params, xs, carry, valid)
+    return hidden_of(carries), final_carry
 
 
 def _recurrence_fwd(static, params, xs, carry, valid):
-    final_carry, stacks = _forward(static, params, xs, carry, valid)
-    hs = _merge([hidden_of(carries) for carries, _ in stacks])
-    return (hs, final_carry), (params, xs, carry, valid, stacks)
+    final_carry, carries, saved = _forward(static, params, xs, carry, valid)
+    return (hidden_of(carries), final_carry), (params, xs, carry, valid, carries, saved)
 
 
 def _backward_chunk(static: Static, params, weights, d_carry, inputs):
@@ -193,25 +175,19 @@ def _backward_chunk(static: Static, params, weights, d_carry, inputs):
 
 
 def _recurrence_bwd(static, residuals, cotangents):
-    params, xs, carry, valid, stacks = residuals
+    params, xs, carry, valid, carries, saved = residuals
     d_hs, d_carry = cotangents
     weights = static.cell.backward_weights(params)
-    segments = _segments(static, xs.shape[0])
     gradients = jax.tree_util.tree_map(jnp.zeros_like, params)
+    segments = _segments(static.chunk, xs.shape[0])
     d_xs = [None] * len(segments)
-    # The carry before each chunk: the initial carry, then each chunk's last carry.
-    last = [_map(lambda leaf: leaf[:, -1], carries) for carries, _ in stacks]
-    before = _map(lambda first, *rest: jnp.concatenate([first[None], *rest])[:-1], carry, *last)
-    offset_of = []
-    offset = 0
-    for _, count, _ in segments:
-        offset_of.append(offset)
-        offset += count
     for index in reversed(range(len(segments))):
         start, count, length = segments[index]
-        carries, saved = stacks[index]
-        first = offset_of[index]
-        chunk_before = _map(lambda leaf, f=first, c=count: leaf[f : f + c], before)
+        # The carry before each chunk: the initial carry, or the previous chunk's last.
+        previous = np.maximum(start + length * np.arange(count) - 1, 0)
+        before = _map(lambda leaf, index=previous: leaf[index], carries)
+        if start == 0:
+            before = _map(lambda c0, leaf: leaf.at[0].set(c0), carry, before)
 
         def chunk(state, inputs):
             d_carry, gradients = state
@@ -224,21 +200,17 @@ def _recurrence_bwd(static, residuals, cotangents):
             }
             return (d_carry, gradients), d_xs
 
+        split = functools.partial(_split, start=start, count=count, length=length)
         (d_carry, gradients), d_xs[index] = jax.lax.scan(
             chunk,
             (d_carry, gradients),
-            (
-                _split(xs, start, count, length),
-                _split(valid, start, count, length),
-                _split(d_hs, start, count, length),
-                carries,
-                saved,
-                chunk_before,
-            ),
+            (split(xs), split(valid), split(d_hs), split(carries), split(saved), before),
             reverse=True,
         )
+    d_xs = [part.reshape(-1, *part.shape[2:]) for part in d_xs]
+    d_xs = d_xs[0] if len(d_xs) == 1 else jnp.concatenate(d_xs, axis=0)
     d_carry = jax.tree_util.tree_map(lambda d, c: d.astype(c.dtype), d_carry, carry)
-    return gradients, _merge(d_xs), d_carry, None
+    return gradients, d_xs, d_carry, None
 
 
 recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
@@ -272,7 +244,7 @@ def scan_bptt(
     cell, params = unwrap(cell, params)
     num_steps, batch_size = xs.shape[:2]
     chunk = num_steps if hoist else chunk_length(BPTT_CHUNK_ROWS, batch_size, num_steps)
-    static = Static(cell, chunk, unroll)
+    static = Static(cell, hoist, chunk, unroll)
     if seq_lengths is None and remat_block is None:
         if reverse:
             xs = jnp.flip(xs, 0)

@@ -12,9 +12,22 @@ on the backend (measured with ``benchmarks/scan_throughput.py``; results in
                     68 ms at (B, T, H) = (64, 512, 1024) (1.8x), 1.3x at (16, 2048, 512)
                     and (64, 512, 256) (the team's anchor measurement; not a seqlab run)
     tpu      yes    same reasoning as gpu (one large matmul on the matrix unit); unmeasured
-    cpu      no     2-core x86, B=32 T=256 H=256: hoisting made the forward pass 2.4x
-                    slower for LSTM, 2.2x for GRU, within noise for the tanh RNN
-                    (benchmarks/results/scan_throughput_cpu_cpu_2026-11-24.md)
+    cpu      no     2-core x86 (AVX-512), hand-derived backward (implementation="xla"),
+                    fwd+bwd, 2026-11-26: LSTM 209 / 204 ms hoisted / not at
+                    (B, T, H) = (32, 256, 256) and 153 / 142 ms at (16, 1024, 128); GRU
+                    166 / 156 and 122 / 109 ms (benchmarks/results/
+                    scan_throughput_cpu_cpu_2026-11-26.md). XLA's CPU matmul reaches about
+                    110 GFLOP/s at the hoisted (T·B, H) x (H, 4H) shape against 150-190
+                    inside the loop, and the hoisted (T, B, 4H) buffer costs a pass over
+                    memory (about 7 GB/s here). Earlier, with autodiff, hoisting made the
+                    LSTM forward 2.4x slower (scan_throughput_cpu_cpu_2026-11-24.md). At
+                    small sizes (H = 64) hoisting is faster (2.4 against 2.7 ms at
+                    (16, 64, 64)): the default follows the target shapes.
+
+With the hand-derived backward (``seqlab/unroll/_bptt.py``), hoisting also decides how
+its input-side gradients are computed: hoisted, dW_ih, dW_hh, db and dxs are one matmul
+each over all T steps after the reverse loop; not hoisted, one per chunk of
+``BPTT_CHUNK_ROWS`` rows (below) inside it.
 """
 
 from __future__ import annotations
@@ -34,7 +47,10 @@ HOIST_INPUT_PROJECTION = {"cpu": False, "gpu": True, "cuda": True, "rocm": True,
 #                      as above; cuDNN took 27.9 ms); per-step loop overhead dominates a
 #                      GPU scan
 #     cpu      1       2-core x86, B=32 T=256 H=256: unroll 2-8 within noise for the
-#                      forward pass, 4-8 up to 1.8x slower for LSTM fwd+bwd (same file)
+#                      forward pass, 4-8 up to 1.8x slower for LSTM fwd+bwd (autodiff,
+#                      scan_throughput_cpu_cpu_2026-11-24.md); with the hand-derived
+#                      backward, unroll 2 against 1: LSTM 232 / 212 ms, GRU 162 / 165 ms at
+#                      (32, 256, 256), LSTM 157 / 136, GRU 116 / 114 at (16, 1024, 128)
 #     tpu      1       unmeasured
 DEFAULT_UNROLL = {"cpu": 1, "gpu": 8, "cuda": 8, "rocm": 8, "tpu": 1}
 
@@ -53,9 +69,20 @@ AUTO_PALLAS: tuple[str, ...] = ()
 
 
 # The hand-derived backward (seqlab/unroll/_bptt.py) without hoisting computes the input
-# projection, the input gradients and the weight gradients of a chunk of steps as one matmul
-# each, inside the time loop; a chunk is BPTT_CHUNK_ROWS // B steps, so those matmuls have
-# about BPTT_CHUNK_ROWS rows whatever the batch size. TODO measured below.
+# and weight gradients of a chunk of steps as one matmul each, inside its reverse loop; a
+# chunk is BPTT_CHUNK_ROWS // B steps (at least 1, at most T), so those matmuls have about
+# BPTT_CHUNK_ROWS rows whatever the batch size, and the chunk's gate gradients stay in
+# cache instead of making a (T, B, G·H) pass over memory.
+#
+#     rows   LSTM (32, 256, 256)  LSTM (16, 1024, 128)  GRU (32, 256, 256)  GRU (16, 1024, 128)
+#     128    212 ms               152 ms                166 ms              119 ms
+#     256    202                  147                   156                 118
+#     512    206                  142                   156                 109
+#     1024   205                  142                   161                 110
+#     T·B    209 (117 MB temp)    153 (118 MB)          166 (118 MB)        122 (117 MB)
+#
+# fwd+bwd, 2-core CPU, 2026-11-26, against autodiff's 234 / 244 / 184 / 186 ms in the same
+# runs; temp memory 60-69 MB for 128-1024 rows. 512 sits in the flat middle.
 BPTT_CHUNK_ROWS = 512
 
 
