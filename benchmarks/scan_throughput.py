@@ -7,7 +7,8 @@ is the median over the rounds. Competitors per cell and shape:
 - ``seqlab xla``: ``implementation="xla"`` with the per-backend defaults: the built-in
   cells' hand-derived backward (``seqlab/unroll/_bptt.py``);
 - ``seqlab xla, hoisted`` / ``inline``: the same with the other choice of
-  ``hoist_input_projection`` than the default (the evidence for ``_policy.py``);
+  ``hoist_input_projection`` than the default for that shape (the evidence for
+  ``_policy.py``);
 - ``seqlab xla-autodiff``: JAX's autodiff through the same ``lax.scan`` (the path every
   user ran before the hand-derived backward), with the same defaults;
 - ``flax.linen.RNN`` and ``torch.nn`` (cuDNN on a GPU, oneDNN on a CPU).
@@ -209,11 +210,12 @@ def _torch_matmul_rate(m, k, n, repeats, rounds):
 
 def run(preset: str) -> tuple[list[Row], list[MatmulRate]]:
     settings = PRESETS[preset]
-    default_hoist = _policy.HOIST_INPUT_PROJECTION.get(jax.default_backend(), True)
-    other = "inline" if default_hoist else "hoisted"
     rows, rates = [], []
     for shape in settings["shapes"]:
         for cell_name in settings["cells"]:
+            batch, steps, hidden = shape
+            default_hoist = _policy.hoist_small(steps * batch * GATES[cell_name] * hidden)
+            other = "inline" if default_hoist else "hoisted"
             competitors = {}
             for unroll in settings["unrolls"]:
                 suffix = f", unroll {unroll}" if len(settings["unrolls"]) > 1 else ""
@@ -314,7 +316,8 @@ def main(argv=None) -> int:
         f"- medians of {settings['rounds']} interleaved rounds after two warm-ups; "
         "'vs X' = X's fwd+bwd time / this fwd+bwd time (above 1: faster than X)\n"
         f"- seqlab defaults on this backend: hoist_input_projection="
-        f"{_policy.HOIST_INPUT_PROJECTION.get(device.platform, True)}, unroll="
+        f"{_policy.HOIST_INPUT_PROJECTION.get(device.platform, True)} (hand-derived: also "
+        f"when T·B·G·H <= {_policy.HOIST_MAX_VALUES.get(device.platform, 0)}), unroll="
         f"{_policy.DEFAULT_UNROLL.get(device.platform, 1)}, hand-derived chunks of "
         f"{_policy.BPTT_CHUNK_ROWS} rows (steps x batch)\n"
     )

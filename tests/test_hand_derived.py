@@ -271,3 +271,20 @@ def test_chunk_length_follows_the_batch_size():
     assert _bptt.chunk_length(rows, batch_size=32, num_steps=10_000) == rows // 32
     assert _bptt.chunk_length(rows, batch_size=4 * rows, num_steps=100) == 1
     assert _bptt.chunk_length(rows, batch_size=1, num_steps=7) == 7
+
+
+def test_small_problems_hoist_on_cpu():
+    if jax.default_backend() != "cpu":
+        pytest.skip("the size rule is the CPU's")
+    limit = _policy.HOIST_MAX_VALUES["cpu"]
+    assert _policy.hoist_small(limit) and not _policy.hoist_small(limit + 1)
+    cell = seqlab.cells.LSTM(8)
+    params = cell.init(jax.random.key(0), 3)
+
+    def projects_first(batch, steps):  # the hoisted matmul has T·B rows
+        xs = jnp.ones((batch, steps, 3))
+        jaxpr = str(jax.make_jaxpr(lambda p: seqlab.scan(cell, p, xs)[0])(params))
+        return f"f32[{steps},{batch},32]" in jaxpr.split("scan")[0]
+
+    assert projects_first(4, 5)
+    assert not projects_first(limit // 32 + 1, 1)

@@ -13,16 +13,16 @@ on the backend (measured with ``benchmarks/scan_throughput.py``; results in
                     and (64, 512, 256) (the team's anchor measurement; not a seqlab run)
     tpu      yes    same reasoning as gpu (one large matmul on the matrix unit); unmeasured
     cpu      no     2-core x86 (AVX-512), hand-derived backward (implementation="xla"),
-                    fwd+bwd, 2026-11-26: LSTM 209 / 204 ms hoisted / not at
-                    (B, T, H) = (32, 256, 256) and 153 / 142 ms at (16, 1024, 128); GRU
-                    166 / 156 and 122 / 109 ms (benchmarks/results/
+                    fwd+bwd, 2026-11-26: LSTM 278 / 273 ms hoisted / not at
+                    (B, T, H) = (32, 256, 256) and 167 / 146 ms at (16, 1024, 128); GRU
+                    196 / 161 and 132 / 114 ms (benchmarks/results/
                     scan_throughput_cpu_cpu_2026-11-26.md). XLA's CPU matmul reaches about
-                    110 GFLOP/s at the hoisted (T·B, H) x (H, 4H) shape against 150-190
-                    inside the loop, and the hoisted (T, B, 4H) buffer costs a pass over
-                    memory (about 7 GB/s here). Earlier, with autodiff, hoisting made the
-                    LSTM forward 2.4x slower (scan_throughput_cpu_cpu_2026-11-24.md). At
-                    small sizes (H = 64) hoisting is faster (2.4 against 2.7 ms at
-                    (16, 64, 64)): the default follows the target shapes.
+                    110 GFLOP/s at the hoisted (T·B, H) x (H, 4H) shape against 200 at the
+                    backward's chunk shape (same file), and the hoisted (T, B, 4H) buffer
+                    costs a pass over memory (about 7 GB/s here). Earlier, with autodiff, hoisting made the
+                    LSTM forward 2.4x slower (scan_throughput_cpu_cpu_2026-11-24.md).
+                    The hand-derived backward still hoists small problems on CPU
+                    (HOIST_MAX_VALUES below).
 
 With the hand-derived backward (``seqlab/unroll/_bptt.py``), hoisting also decides how
 its input-side gradients are computed: hoisted, dW_ih, dW_hh, db and dxs are one matmul
@@ -84,6 +84,28 @@ AUTO_PALLAS: tuple[str, ...] = ()
 # fwd+bwd, 2-core CPU, 2026-11-26, against autodiff's 234 / 244 / 184 / 186 ms in the same
 # runs; temp memory 60-69 MB for 128-1024 rows. 512 sits in the flat middle.
 BPTT_CHUNK_ROWS = 512
+
+
+# The hand-derived backward on a backend whose HOIST_INPUT_PROJECTION is False still hoists
+# when the projected inputs (T·B·G·H values) are at most this many: a buffer that small
+# costs little to write and read, and the one large matmul beats T small ones. LSTM
+# fwd+bwd on the 2-core CPU, not hoisted / hoisted (T·B·4H values), 2026-11-26:
+#
+#     (B, T, H) = (16, 64, 64)    2.7 / 2.4 ms    (0.26 M)    (8, 1000, 32)    15.3 / 12.0 (1.0 M)
+#                 (64, 100, 64)   17.4 / 15.5     (1.6 M)     (16, 400, 64)    24.3 / 19.4 (1.6 M)
+#                 (128, 100, 64)  46.4 / 49.0     (3.3 M)     (64, 100, 128)   50.1 / 61.7 (3.3 M)
+#                 (32, 100, 256)  76.6 / 88.3     (3.3 M)     (32, 256, 256)   204 / 209   (8.4 M)
+#
+# and at the demo's shape (64, 100, 64) GRU 13.8 / 11.7, tanh RNN 5.6 / 4.1 ms.
+HOIST_MAX_VALUES = {"cpu": 2**21}
+
+
+def hoist_small(num_values: int) -> bool:
+    """The hand-derived backward's hoisting default for projected inputs of this size."""
+    backend = jax.default_backend()
+    if HOIST_INPUT_PROJECTION.get(backend, True):
+        return True
+    return num_values <= HOIST_MAX_VALUES.get(backend, 0)
 
 
 def resolve_unroll(unroll: int | bool | None) -> int | bool:

@@ -19,7 +19,7 @@ from seqlab.kernels import Pallas
 from seqlab.typing import Array, Carry, Params
 from seqlab.unroll._bptt import hand_derived, scan_bptt
 from seqlab.unroll._pallas import scan_pallas, unsupported_reason
-from seqlab.unroll._policy import AUTO_PALLAS, resolve_unroll, should_hoist
+from seqlab.unroll._policy import AUTO_PALLAS, hoist_small, resolve_unroll, should_hoist
 from seqlab.unroll._reference import scan_xla
 
 IMPLEMENTATIONS = (None, "xla", "xla-autodiff", "pallas")
@@ -155,7 +155,9 @@ def scan(
         naming the reason. Anything else raises too.
       hoist_input_projection: compute the input projection of all steps as one matmul
         before the loop (cells with ``project_inputs`` only). None picks the measured
-        per-backend default in ``seqlab/unroll/_policy.py``.
+        per-backend default in ``seqlab/unroll/_policy.py`` (for the hand-derived
+        backward on a CPU: hoist only when the projected inputs have at most 2**21
+        values).
       remat: rematerialize for long sequences: run time in blocks under ``jax.checkpoint``
         so the backward pass stores only the carries at block borders and recomputes the
         rest. True uses blocks of about sqrt(T) steps; an int sets the block length.
@@ -201,7 +203,10 @@ def scan(
 
     match implementation:
         case "xla" | "xla-autodiff":
-            derived = implementation == "xla" and hand_derived(cell) and xs_time_major.shape[0]
+            derived = implementation == "xla" and hand_derived(cell) and num_steps > 0
+            if derived and hoist_input_projection is None:
+                width = jax.eval_shape(cell.project_inputs, params, x_t).shape[-1]
+                hoist = hoist_small(num_steps * batch_size * width)
             unroll_xla = scan_bptt if derived else scan_xla
             outputs, final_carry = unroll_xla(
                 cell,
