@@ -18,7 +18,8 @@ and the history):
    over seeds, which must equal each seed alone with the copies side by side and in
    groups (every program resident).
 3. Times, fwd and fwd+bwd, one layer, D = H, loss = sum of outputs: seqlab pallas
-   (float32 with the default TF32 matmuls, and bfloat16), seqlab xla (``lax.scan``),
+   (float32 with the default TF32 matmuls, and bfloat16), seqlab xla (``lax.scan`` with
+   the built-in cells' hand-derived backward) and xla-autodiff (autodiff through it),
    ``flax.linen.RNN``, cuDNN through ``jax.experimental.rnn`` (LSTM) and torch's cuDNN
    ``nn.LSTM``/``nn.GRU`` (TF32 default; and bfloat16); pallas also with the preset's
    ``variants`` of the tiles. Each time is printed as a ratio to torch cuDNN, with the
@@ -408,7 +409,12 @@ def competitors_for(cell_name, shape, settings, on_gpu) -> dict:
         for dtype in (jnp.float32, jnp.bfloat16):
             name = f"seqlab pallas {'f32' if dtype == jnp.float32 else 'bf16'}{label}"
             competitors[name] = partial(seqlab_fns, cell_name, shape, pallas, dtype)
-    competitors["seqlab xla (lax.scan)"] = partial(seqlab_fns, cell_name, shape, "xla", jnp.float32)
+    competitors["seqlab xla (hand-derived backward)"] = partial(
+        seqlab_fns, cell_name, shape, "xla", jnp.float32
+    )
+    competitors["seqlab xla-autodiff"] = partial(
+        seqlab_fns, cell_name, shape, "xla-autodiff", jnp.float32
+    )
     competitors["flax.linen.RNN"] = partial(flax_fns, cell_name, shape, 1)
     return competitors
 
