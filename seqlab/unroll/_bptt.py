@@ -7,14 +7,19 @@ the input weights. Here the built-in cells' own derivations run instead
 (``forward_step``, ``backward_step``, ``weight_gradients``; the contract is in
 ``seqlab.cells._affine.AffineInputCell``), under one ``jax.custom_vjp``:
 
-- forward: one ``lax.scan`` that keeps the carry of every step (the outputs are the
-  hidden states anyway) and what each cell's backward needs beyond them (the activated
-  gates);
-- backward: one reverse-time ``lax.scan`` that carries only the gradient w.r.t. the carry
-  and emits the gradient w.r.t. every step's gate pre-activations; the only matmuls left
-  in it are the recurrent ones the chain rule needs (d_pre W_hhᵀ);
-- then the weight gradients as single (T·B)-long contractions outside the loop
-  (dW_hh = Σ_t h_{t-1}ᵀ d_pre_t, and dW_ih, db, dxs through the input projection's VJP).
+- forward: one ``lax.scan`` (the input projection per step, or hoisted before it as one
+  matmul) that keeps the carry of every step (the outputs are the hidden states anyway)
+  and what each cell's backward needs beyond them (the activated gates);
+- backward: a reverse-time walk in chunks of ``Static.chunk`` steps. Inside a chunk, a
+  ``lax.scan`` carries only the gradient w.r.t. the carry and emits the gradients w.r.t.
+  the steps' gate pre-activations; the only matmuls in it are the recurrent ones the
+  chain rule needs (d_pre W_hhᵀ, with Wᵀ made once before the loop). After each chunk,
+  its input and weight gradients are one matmul each over the chunk's (steps x batch)
+  rows (dW_ih and dW_hh together as [x, h_prev]ᵀ d_pre where the cell allows,
+  dxs = d_pre W_ihᵀ, db a sum), added to running totals. A chunk is the whole sequence
+  when the projection is hoisted (one matmul each, for accelerators), else about
+  ``BPTT_CHUNK_ROWS`` rows (``_policy.py``: on a CPU the chunk's gate gradients stay in
+  cache instead of making a (T, B, G·H) pass over memory).
 
 Past a sequence's length (``valid`` False) the carry is frozen, so that step's gate
 gradients are zero and the gradient w.r.t. the carry passes straight through, as the
@@ -23,8 +28,8 @@ masked ``lax.scan`` of ``_reference.py`` gives by autodiff.
 Only reverse mode is defined: ``jax.jvp`` / ``jax.jacfwd`` through it raise JAX's
 "can't apply forward-mode autodiff (jvp) to a custom_vjp function"; use
 ``implementation="xla-autodiff"`` for forward mode. Reverse-over-reverse works (the
-backward is plain differentiable JAX), so ``jax.hessian``-free second-order checks such as
-``jax.grad`` of a gradient norm do.
+backward is plain differentiable JAX): ``jax.grad`` of a gradient norm, or
+``jax.test_util.check_grads(..., order=2, modes=["rev"])``.
 """
 
 from __future__ import annotations

@@ -11,26 +11,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from seqlab.cells import GRU, LSTM, RNN, TrainableInitialState
+from seqlab.cells import GRU, LSTM, RNN
 from seqlab.cells._lstm import LSTMState
 from seqlab.kernels import Pallas, gru_recurrence, lstm_recurrence, rnn_recurrence
 from seqlab.typing import Array, Carry, Params
+from seqlab.unroll._bptt import unwrap
 from seqlab.unroll._reference import reverse_within_lengths
 
 KERNEL_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 
 
-def _unwrap(cell, params: Params):
-    """The built-in cell under any ``TrainableInitialState`` wrappers, and its parameters
-    (the learned initial state is already in the carry the scan passes in)."""
-    while isinstance(cell, TrainableInitialState):
-        cell, params = cell.cell, params["cell"]
-    return cell, params
-
-
 def unsupported_reason(cell, params: Params, xs: Array, carry: Carry) -> str | None:
     """Why the Pallas kernels cannot run this scan, or None when they can."""
-    cell, params = _unwrap(cell, params)
+    cell, params = unwrap(cell, params)
     if type(cell) not in (RNN, LSTM, GRU):
         return (
             "the Pallas kernels cover seqlab.cells.RNN, LSTM and GRU exactly (or one "
@@ -59,7 +52,7 @@ def scan_pallas(
     options: Pallas,
 ) -> tuple[Array, Carry]:
     """Unroll ``cell`` over time-major ``xs`` with the fused kernels: (outputs, final carry)."""
-    cell, params = _unwrap(cell, params)
+    cell, params = unwrap(cell, params)
     num_steps, batch_size = xs.shape[:2]
     projected = cell.project_inputs(params, xs)
     lengths = jnp.full((batch_size,), num_steps, jnp.int32) if seq_lengths is None else seq_lengths

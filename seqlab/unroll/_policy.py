@@ -19,8 +19,9 @@ on the backend (measured with ``benchmarks/scan_throughput.py``; results in
                     scan_throughput_cpu_cpu_2026-11-26.md). XLA's CPU matmul reaches about
                     110 GFLOP/s at the hoisted (T·B, H) x (H, 4H) shape against 200 at the
                     backward's chunk shape (same file), and the hoisted (T, B, 4H) buffer
-                    costs a pass over memory (about 7 GB/s here). Earlier, with autodiff, hoisting made the
-                    LSTM forward 2.4x slower (scan_throughput_cpu_cpu_2026-11-24.md).
+                    costs a pass over memory (about 7 GB/s here). Earlier, with autodiff,
+                    hoisting made the LSTM forward 2.4x slower
+                    (scan_throughput_cpu_cpu_2026-11-24.md).
                     The hand-derived backward still hoists small problems on CPU
                     (HOIST_MAX_VALUES below).
 
