@@ -32,7 +32,7 @@ class ModelConfig:
     bidirectional: bool = False
     dropout: float = 0.0  # between stacked layers (RNNLayer.dropout)
     embed_size: int = 32  # token inputs with data.input_encoding=embedding, and decoders
-    implementation: str | None = None  # seqlab.unroll.IMPLEMENTATIONS: None, "xla" or "pallas"
+    implementation: str | None = None  # one of seqlab.unroll.IMPLEMENTATIONS
 
 
 @dataclasses.dataclass

@@ -72,7 +72,7 @@ class RNNLayer:
     dropout: float = 0.0
     time_major: bool = False
     unroll: int | bool | None = None
-    implementation: Any = None  # None, "xla", "pallas" or a seqlab.kernels.Pallas
+    implementation: Any = None  # None, "xla", "xla-autodiff", "pallas" or a kernels.Pallas
     hoist_input_projection: bool | None = None
     remat: bool | int = False
 
