@@ -7,6 +7,14 @@ and residuals of BPTT), ``total`` adds the arguments and outputs. ``remat=True``
 in blocks of about sqrt(T) = 64 steps under ``jax.checkpoint``. Target: remat's temp at
 most 1/8 of the plain scan's.
 
+Both differentiation paths of ``implementation="xla"`` are measured: the built-in LSTM's
+hand-derived backward (the default since issue 14) and JAX's autodiff through the scan
+(``"xla-autodiff"``, the path the 1/8 target was set on). The hand-derived plain scan
+already stores far less (gate activations and carries only), so remat's ratio against *it*
+is larger although remat's own temp is no larger than autodiff's remat; what fails the run:
+autodiff's remat above 1/8 of autodiff's plain scan, or either hand-derived program above
+its autodiff counterpart.
+
     python benchmarks/remat_memory.py --preset ci      # the full-size shape, 2 timed runs
     python benchmarks/remat_memory.py --preset full    # 5 timed runs
 """
@@ -31,14 +39,15 @@ PRESETS = {"ci": dict(repeats=2), "full": dict(repeats=5)}
 SHAPE = (32, 4096, 256)
 
 
-def measure(remat, repeats: int) -> dict:
+def measure(remat, repeats: int, implementation: str) -> dict:
     batch, steps, hidden = SHAPE
     cell = seqlab.cells.LSTM(hidden)
     params = cell.init(jax.random.key(0), hidden)
     xs = jax.random.normal(jax.random.key(1), (batch, steps, hidden))
 
     def loss(params, xs):
-        return jnp.sum(seqlab.scan(cell, params, xs, remat=remat)[0])
+        outputs, _ = seqlab.scan(cell, params, xs, remat=remat, implementation=implementation)
+        return jnp.sum(outputs)
 
     compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs).compile()
     memory = compiled.memory_analysis()
@@ -51,6 +60,7 @@ def measure(remat, repeats: int) -> dict:
     temp = memory.temp_size_in_bytes
     total = temp + memory.argument_size_in_bytes + memory.output_size_in_bytes
     return {
+        "implementation": implementation,
         "remat": remat,
         "temp_mib": temp / 2**20,
         "total_mib": total / 2**20,
@@ -62,8 +72,13 @@ def main(argv=None) -> int:
     parser = preset_parser(__doc__.splitlines()[0], PRESETS)
     args = parser.parse_args(argv)
     repeats = PRESETS[args.preset]["repeats"]
-    plain = measure(False, repeats)
-    rematted = measure(True, repeats)
+    results = {
+        (implementation, remat): measure(remat, repeats, implementation)
+        for implementation in ("xla", "xla-autodiff")
+        for remat in (False, True)
+    }
+    plain, rematted = results[("xla-autodiff", False)], results[("xla-autodiff", True)]
+    derived, derived_remat = results[("xla", False)], results[("xla", True)]
     device = jax.devices()[0]
     today = datetime.date.today().isoformat()
     report = "\n".join(
@@ -76,18 +91,25 @@ def main(argv=None) -> int:
             "grad w.r.t. params and xs",
             f"- median of {repeats} timed runs after one warm-up",
             "",
-            "| scan | temp MiB | total MiB | fwd+bwd s |",
-            "|---|---|---|---|",
+            "| implementation | scan | temp MiB | total MiB | fwd+bwd s |",
+            "|---|---|---|---|---|",
             *(
-                f"| {'remat (blocks of 64)' if r['remat'] else 'plain'} | {r['temp_mib']:.0f} | "
+                f"| {r['implementation']} | "
+                f"{'remat (blocks of 64)' if r['remat'] else 'plain'} | {r['temp_mib']:.0f} | "
                 f"{r['total_mib']:.0f} | {r['seconds']:.2f} |"
-                for r in (plain, rematted)
+                for r in results.values()
             ),
             "",
-            f"remat / plain: temp {rematted['temp_mib'] / plain['temp_mib']:.3f} "
+            f"autodiff, remat / plain: temp {rematted['temp_mib'] / plain['temp_mib']:.3f} "
             "(target <= 0.125), "
             f"total {rematted['total_mib'] / plain['total_mib']:.3f}, "
             f"time {rematted['seconds'] / plain['seconds']:.2f}x",
+            f"hand-derived, remat / plain: temp "
+            f"{derived_remat['temp_mib'] / derived['temp_mib']:.3f}, "
+            f"time {derived_remat['seconds'] / derived['seconds']:.2f}x",
+            f"hand-derived / autodiff: plain temp {derived['temp_mib'] / plain['temp_mib']:.3f}, "
+            f"remat temp {derived_remat['temp_mib'] / rematted['temp_mib']:.3f} "
+            "(targets <= 1)",
             "",
         ]
     )
@@ -96,12 +118,17 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"remat_memory_{args.preset}_{device.platform}_{today}"
     (out / f"{stem}.md").write_text(report)
-    (out / f"{stem}.json").write_text(json.dumps([plain, rematted], indent=2))
-    ratio = rematted["temp_mib"] / plain["temp_mib"]
-    if ratio > 0.125:
-        print(f"remat temp ratio {ratio:.3f} misses the 1/8 target", file=sys.stderr)
-        return 1
-    return 0
+    (out / f"{stem}.json").write_text(json.dumps(list(results.values()), indent=2))
+    failures = []
+    if rematted["temp_mib"] / plain["temp_mib"] > 0.125:
+        failures.append("autodiff's remat temp is above 1/8 of its plain scan's")
+    if derived["temp_mib"] > plain["temp_mib"]:
+        failures.append("the hand-derived plain scan's temp is above autodiff's")
+    if derived_remat["temp_mib"] > rematted["temp_mib"]:
+        failures.append("the hand-derived remat temp is above autodiff's remat")
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -260,18 +260,19 @@ def scan_bptt(
     if reverse:
         xs = reverse_within_lengths(xs, seq_lengths)
     valid = jnp.arange(num_steps, dtype=seq_lengths.dtype)[:, None] < seq_lengths[None, :]
-    if remat_block is None:
+
+    def run(carry, inputs):
+        xs, valid = inputs
         hs, final_carry = recurrence(static, params, xs, carry, valid)
+        return final_carry, jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
+
+    if remat_block is None:
+        final_carry, outputs = run(carry, (xs, valid))
     else:
+        # Outputs are zeroed block by block: zeroing them after the blocks would keep one
+        # more (T, B, H) array alive (measured: temp 86 against 54 MiB at T = 1024).
         static = static._replace(chunk=min(static.chunk, remat_block))
-
-        def run_block(carry, block_inputs):
-            block_xs, block_valid = block_inputs
-            hs, final_carry = recurrence(static, params, block_xs, carry, block_valid)
-            return final_carry, hs
-
-        final_carry, hs = blocked(run_block, carry, (xs, valid), remat_block)
-    outputs = jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
+        final_carry, outputs = blocked(run, carry, (xs, valid), remat_block)
     if reverse:
         outputs = reverse_within_lengths(outputs, seq_lengths)
     return outputs, final_carry
