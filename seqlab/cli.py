@@ -5,7 +5,7 @@
     seqlab resume DIR                                      continue a run or a sweep
     seqlab report DIR                                      report.md of a run or sweep
     seqlab analyze DIR [--step N]                          gradient norms of a checkpoint
-    seqlab demo [--out DIR]                                the main job (about 3 minutes)
+    seqlab demo [--out DIR]                                the main job (about 2 minutes)
 
 Bad input prints one line and exits with status 2; nothing already saved is touched.
 """

@@ -7,7 +7,7 @@
    step, with the adding loss, at initialization and after training, and the fitted
    per-step decay factor (``plots/gradnorm_decay.png``).
 
-On a 2-core CPU it takes about 3 minutes. In our runs the tanh RNN stays near the
+On a 2-core CPU it takes about 2 minutes. In our runs the tanh RNN stays near the
 baseline MSE (1/6) and, once trained, loses its gradient fastest (about 0.68 per step);
 LSTM and GRU solve the task (MSE < 0.01) and, once trained, carry the gradient back over
 the whole sequence (about 0.995 per step). At initialization the GRU's gradient decays
