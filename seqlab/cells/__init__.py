@@ -2,16 +2,24 @@
 
 Each cell is a frozen description with ``init(key, input_size)``,
 ``initial_carry(params, batch_shape)`` and ``step(params, carry, x)``; see
-``seqlab.cells.Cell`` for writing your own from three functions.
+``seqlab.cells.Cell`` for writing your own from three functions. ``MinGRU``, ``MinLSTM``,
+``DiagGRU`` and ``DiagLSTM`` have diagonal state Jacobians, for parallel-in-time solves
+(``seqlab.parallel``).
 """
 
 from seqlab.cells._base import Cell as Cell
 from seqlab.cells._base import PerturbedHidden as PerturbedHidden
 from seqlab.cells._base import RecurrentCell as RecurrentCell
 from seqlab.cells._base import TrainableInitialState as TrainableInitialState
+from seqlab.cells._base import JACOBIAN_STRUCTURES as JACOBIAN_STRUCTURES
 from seqlab.cells._base import can_hoist as can_hoist
+from seqlab.cells._base import jacobian_structure as jacobian_structure
 from seqlab.cells._base import hidden_of as hidden_of
 from seqlab.cells._base import replace_hidden as replace_hidden
+from seqlab.cells._elementwise import DiagGRU as DiagGRU
+from seqlab.cells._elementwise import DiagLSTM as DiagLSTM
+from seqlab.cells._elementwise import MinGRU as MinGRU
+from seqlab.cells._elementwise import MinLSTM as MinLSTM
 from seqlab.cells._gru import GRU as GRU
 from seqlab.cells._lstm import LSTM as LSTM
 from seqlab.cells._lstm import LSTMState as LSTMState
@@ -29,11 +37,17 @@ __all__ = [
     "hidden_of",
     "replace_hidden",
     "can_hoist",
+    "jacobian_structure",
+    "JACOBIAN_STRUCTURES",
     "RNN",
     "LSTM",
     "LSTMState",
     "GRU",
     "MGU",
+    "MinGRU",
+    "MinLSTM",
+    "DiagGRU",
+    "DiagLSTM",
     "make",
     "register",
     "registered",

@@ -14,6 +14,19 @@ affine map may also offer
 
 so that ``seqlab.scan`` can hoist the input projection of all time steps out of the loop
 as one matmul (``step == step_projected ∘ project_inputs``).
+
+A cell may also declare the structure of its state Jacobian ∂s_t/∂s_{t-1} (s the carry,
+flattened), as a class attribute ``jacobian_structure``, one of:
+
+    "linear-diagonal"  s_t = a_t ⊙ s_{t-1} + b_t with a_t, b_t independent of s (MinGRU)
+    "diagonal"         ∂s_t/∂s_{t-1} diagonal, s_t nonlinear in s_{t-1} (DiagGRU)
+    "block-diagonal"   the carry's K leaves all have H features and every block
+                       ∂leaf_i/∂leaf_j is diagonal: K x K blocks of diagonals (DiagLSTM)
+    "dense"            anything else; the default, for every cell that says nothing
+
+The parallel-in-time solver (``seqlab.parallel``) trusts the declaration: it computes
+only the entries the structure allows, so a wrong one gives wrong results (the tests
+check the built-in cells' declarations against full Jacobians).
 """
 
 from __future__ import annotations
@@ -63,6 +76,21 @@ class Cell(NamedTuple):
     init: Callable[[PRNGKey, int], Params]
     initial_carry: Callable[[Params, Shape], Carry]
     step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
+
+
+JACOBIAN_STRUCTURES = ("linear-diagonal", "diagonal", "block-diagonal", "dense")
+
+
+def jacobian_structure(cell: Any) -> str:
+    """The structure of ``cell``'s state Jacobian (see the module docstring); ``"dense"``
+    for a cell that does not declare one."""
+    structure = getattr(cell, "jacobian_structure", "dense")
+    require(
+        structure in JACOBIAN_STRUCTURES,
+        f"{type(cell).__name__}.jacobian_structure must be one of {list(JACOBIAN_STRUCTURES)}, "
+        f"got {structure!r}",
+    )
+    return structure
 
 
 def can_hoist(cell: Any) -> bool:
@@ -128,6 +156,10 @@ class TrainableInitialState:
     @property
     def hoistable(self) -> bool:
         return can_hoist(self.cell)
+
+    @property
+    def jacobian_structure(self) -> str:
+        return jacobian_structure(self.cell)
 
     def init(self, key: PRNGKey, input_size: int) -> Params:
         params = self.cell.init(key, input_size)

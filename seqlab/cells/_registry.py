@@ -7,12 +7,22 @@ from typing import Any
 
 from seqlab._checks import require
 from seqlab.cells._base import TrainableInitialState
+from seqlab.cells._elementwise import DiagGRU, DiagLSTM, MinGRU, MinLSTM
 from seqlab.cells._gru import GRU
 from seqlab.cells._lstm import LSTM
 from seqlab.cells._mgu import MGU
 from seqlab.cells._rnn import RNN
 
-_REGISTRY: dict[str, Callable[..., Any]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mgu": MGU}
+_REGISTRY: dict[str, Callable[..., Any]] = {
+    "rnn": RNN,
+    "lstm": LSTM,
+    "gru": GRU,
+    "mgu": MGU,
+    "mingru": MinGRU,
+    "minlstm": MinLSTM,
+    "diag_gru": DiagGRU,
+    "diag_lstm": DiagLSTM,
+}
 
 
 def register(name: str, factory: Callable[..., Any]) -> None:

@@ -14,22 +14,23 @@ from seqlab._checks import (
     check_seq_lengths,
     require,
 )
-from seqlab.cells._base import check_cell
+from seqlab.cells._base import can_hoist, check_cell
 from seqlab.kernels import Pallas
+from seqlab.parallel import Parallel, scan_parallel
 from seqlab.typing import Array, Carry, Params
 from seqlab.unroll._bptt import hand_derived, scan_bptt
 from seqlab.unroll._pallas import scan_pallas, unsupported_reason
 from seqlab.unroll._policy import AUTO_PALLAS, hoist_small, resolve_unroll, should_hoist
 from seqlab.unroll._reference import scan_xla
 
-IMPLEMENTATIONS = (None, "xla", "xla-autodiff", "pallas")
+IMPLEMENTATIONS = (None, "xla", "xla-autodiff", "pallas", "parallel")
 
 
 def resolve_implementation(
     implementation, cell=None, params=None, xs=None, carry=None, *, hoist=True, remat=False
 ):
-    """Map ``implementation`` to ``("xla", None)``, ``("xla-autodiff", None)`` or
-    ``("pallas", Pallas options)``.
+    """Map ``implementation`` to ``("xla", None)``, ``("xla-autodiff", None)``,
+    ``("pallas", Pallas options)`` or ``("parallel", Parallel options)``.
 
     ``None`` chooses by the table in ``seqlab/unroll/_policy.py`` (``AUTO_PALLAS``): the
     Pallas kernels where that table enables them for the backend and they support the
@@ -43,13 +44,23 @@ def resolve_implementation(
     elif implementation == "pallas" or isinstance(implementation, Pallas):
         name = "pallas"
         options = implementation if isinstance(implementation, Pallas) else Pallas()
+    elif implementation == "parallel" or isinstance(implementation, Parallel):
+        name = "parallel"
+        options = implementation if isinstance(implementation, Parallel) else Parallel()
     else:
         raise ValueError(
-            f"implementation must be one of {list(IMPLEMENTATIONS)} or a "
-            f"seqlab.kernels.Pallas, got {implementation!r}"
+            f"implementation must be one of {list(IMPLEMENTATIONS)}, a "
+            f"seqlab.kernels.Pallas or a seqlab.parallel.Parallel, got {implementation!r}"
         )
     if cell is None or name in ("xla", "xla-autodiff"):
         return name or "xla", options
+    if name == "parallel":
+        require(
+            remat is False,
+            "implementation='parallel' cannot run this scan: remat does not apply (the "
+            "parallel solve keeps every step's state; its backward stores only the states)",
+        )
+        return name, options
     reason = unsupported_reason(cell, params, xs, carry)
     if reason is None and remat is not False:
         reason = "remat does not apply: the kernels save only what their backward needs"
@@ -152,7 +163,15 @@ def scan(
         bfloat16; on a CPU they run in Pallas interpret mode, exact but slow). Pallas
         always hoists the input projection and ignores ``unroll``; with ``remat``,
         ``hoist_input_projection=False``, another cell or dtype it raises ValueError
-        naming the reason. Anything else raises too.
+        naming the reason. ``"parallel"`` / a ``seqlab.parallel.Parallel``: all steps
+        at once, for any cell: one associative scan for linear-state cells
+        (``cells.MinGRU``, ``MinLSTM``), Newton iterations of associative scans for the
+        rest (DEER / ParaRNN; exact diagonal Jacobians for ``DiagGRU``, 2x2 blocks for
+        ``DiagLSTM``, full or diagonal ones for dense cells), falling back to the
+        sequential scan inside the same program when the solve has not converged;
+        gradients by the adjoint recurrence, not through the iterations (see
+        ``seqlab.parallel``); ignores ``unroll``, raises with ``remat``. Anything else
+        raises too.
       hoist_input_projection: compute the input projection of all steps as one matmul
         before the loop (cells with ``project_inputs`` only). None picks the measured
         per-backend default in ``seqlab/unroll/_policy.py`` (for the hand-derived
@@ -218,6 +237,29 @@ def scan(
                 unroll=unroll,
                 hoist=hoist,
                 remat_block=remat_block,
+            )
+        case "parallel" if num_steps > 0:
+            outputs, final_carry = scan_parallel(
+                cell,
+                params,
+                xs_time_major,
+                carry,
+                seq_lengths=seq_lengths,
+                reverse=reverse,
+                # hoisted by default: the projection then runs once, not per iteration
+                hoist=can_hoist(cell) and hoist_input_projection is not False,
+                options=options,
+            )
+        case "parallel":  # no steps: nothing to solve
+            outputs, final_carry = scan_xla(
+                cell,
+                params,
+                xs_time_major,
+                carry,
+                seq_lengths=seq_lengths,
+                reverse=reverse,
+                unroll=unroll,
+                hoist=hoist,
             )
         case "pallas":
             outputs, final_carry = scan_pallas(

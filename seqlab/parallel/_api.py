@@ -1,0 +1,164 @@
+"""``scan_parallel`` (what ``seqlab.scan(..., implementation="parallel")`` runs) and
+``convergence`` (the solve's record, for analysis)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqlab._checks import check_floating, check_rank, check_same_structure, check_seq_lengths
+from seqlab.cells._base import can_hoist, check_cell, jacobian_structure
+from seqlab.parallel._options import Parallel
+from seqlab.parallel._solve import (
+    Packing,
+    Static,
+    check_structure,
+    newton,
+    recurrence,
+    relative_residual,
+    step_function,
+)
+from seqlab.typing import Array, Carry, Params
+from seqlab.unroll._reference import reverse_within_lengths
+
+
+def _flip(tree):
+    return jax.tree_util.tree_map(lambda leaf: leaf[::-1], tree)
+
+
+def _problem(cell, params, xs, carry, seq_lengths, reverse, hoist, options):
+    """Time-major (static, inputs, packed start, valid mask) for the solver, with the
+    inputs in solving order (reversed within each length when ``reverse``)."""
+    structure = jacobian_structure(cell)
+    packing = Packing.of(carry, 1)
+    check_structure(structure, packing)
+    static = Static(cell, hoist, packing, options, structure)
+    inputs = cell.project_inputs(params, xs) if hoist else xs
+    valid = None
+    if seq_lengths is not None:
+        if reverse:
+            inputs = reverse_within_lengths(inputs, seq_lengths)
+        num_steps = xs.shape[0]
+        valid = jnp.arange(num_steps, dtype=seq_lengths.dtype)[:, None] < seq_lengths[None, :]
+    elif reverse:
+        inputs = _flip(inputs)
+    return static, inputs, packing.pack(carry), valid
+
+
+def scan_parallel(
+    cell,
+    params: Params,
+    xs: Array,
+    carry: Carry,
+    *,
+    seq_lengths: Array | None,
+    reverse: bool,
+    hoist: bool,
+    options: Parallel,
+):
+    """Unroll ``cell`` over time-major ``xs`` (T >= 1) by the parallel solve; returns
+    (outputs, final carry) exactly as ``seqlab.unroll._reference.scan_xla`` does."""
+    static, inputs, start, valid = _problem(
+        cell, params, xs, carry, seq_lengths, reverse, hoist, options
+    )
+    states, outputs = recurrence(static, params, inputs, start, valid)
+    if seq_lengths is not None and reverse:
+        outputs = reverse_within_lengths(outputs, seq_lengths)
+    elif reverse:
+        outputs = _flip(outputs)
+    return outputs, static.packing.unpack(states[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Convergence:
+    """The record of one parallel solve (``seqlab.parallel.convergence``).
+
+    Attributes:
+      iterations: Newton iterations (linear solves) done; 1 for linear-diagonal cells.
+      converged: whether every sequence met the tolerance (if not, ``seqlab.scan`` runs
+        the sequential scan instead).
+      residuals: the largest relative residual over the batch after each iteration
+        (length ``iterations``; see ``Parallel`` for the definition).
+      initial_residual: the same before the first iteration (from the start trajectory,
+        every state equal to the initial carry).
+      tolerance: the tolerance in force.
+      jacobian: the Jacobians used: ``"elementwise"``, ``"block"`` or ``"dense"``.
+      structure: the cell's declared ``jacobian_structure``.
+    """
+
+    iterations: int
+    converged: bool
+    residuals: np.ndarray
+    initial_residual: float
+    tolerance: float
+    jacobian: str
+    structure: str
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _solve_record(static, params, inputs, start, valid):
+    solution = newton(static, params, inputs, start, valid)
+    f_all = step_function(static, params, inputs, valid)[0]
+    num_steps = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+    states0 = jnp.broadcast_to(start[None], (num_steps, *start.shape))
+    args = (states0, inputs) if valid is None else (states0, inputs, valid)
+    initial = jnp.max(relative_residual(states0, f_all(*args)[0]))  # s_{t-1} = start too
+    return solution.iterations, solution.converged, solution.residuals, initial
+
+
+def convergence(
+    cell,
+    params: Params,
+    xs: Array,
+    carry: Carry | None = None,
+    *,
+    seq_lengths: Array | None = None,
+    reverse: bool = False,
+    time_major: bool = False,
+    options: Parallel | None = None,
+    hoist_input_projection: bool | None = None,
+) -> Convergence:
+    """Run the parallel solve of ``seqlab.scan(cell, params, xs, carry, ...,
+    implementation=options)`` without its fallback and return its record.
+
+    Arguments as for ``seqlab.scan``; ``options`` a ``Parallel`` (default ``Parallel()``).
+    The solve runs jitted; the record's numbers are concrete Python/NumPy values.
+    """
+    options = Parallel() if options is None else options
+    if not isinstance(options, Parallel):
+        raise ValueError(f"options must be a seqlab.parallel.Parallel, got {options!r}")
+    check_cell(cell)
+    check_rank("xs", xs, 3, "(T, B, D)" if time_major else "(B, T, D)")
+    check_floating("xs", xs)
+    xs = xs if time_major else jnp.swapaxes(xs, 0, 1)
+    num_steps, batch_size = xs.shape[:2]
+    if num_steps == 0:
+        raise ValueError("convergence needs at least one time step, got T = 0")
+    if carry is None:
+        carry = cell.initial_carry(params, (batch_size,))
+    else:
+        expected = jax.eval_shape(lambda p: cell.initial_carry(p, (batch_size,)), params)
+        check_same_structure("carry", carry, expected)
+    if seq_lengths is not None:
+        seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
+    hoist = can_hoist(cell) and hoist_input_projection is not False
+    static, inputs, start, valid = _problem(
+        cell, params, xs, carry, seq_lengths, reverse, hoist, options
+    )
+    iterations, converged, residuals, initial = jax.device_get(
+        _solve_record(static, params, inputs, start, valid)
+    )
+    iterations = int(iterations)
+    return Convergence(
+        iterations=iterations,
+        converged=bool(converged),
+        residuals=np.asarray(residuals[:iterations], np.float64),
+        initial_residual=float(initial),
+        tolerance=options.tolerance_for(static.packing.dtype),
+        jacobian=static.forward_form.kind,
+        structure=static.structure,
+    )
