@@ -7,14 +7,14 @@ Each cell is a frozen description with ``init(key, input_size)``,
 (``seqlab.parallel``).
 """
 
+from seqlab.cells._base import JACOBIAN_STRUCTURES as JACOBIAN_STRUCTURES
 from seqlab.cells._base import Cell as Cell
 from seqlab.cells._base import PerturbedHidden as PerturbedHidden
 from seqlab.cells._base import RecurrentCell as RecurrentCell
 from seqlab.cells._base import TrainableInitialState as TrainableInitialState
-from seqlab.cells._base import JACOBIAN_STRUCTURES as JACOBIAN_STRUCTURES
 from seqlab.cells._base import can_hoist as can_hoist
-from seqlab.cells._base import jacobian_structure as jacobian_structure
 from seqlab.cells._base import hidden_of as hidden_of
+from seqlab.cells._base import jacobian_structure as jacobian_structure
 from seqlab.cells._base import replace_hidden as replace_hidden
 from seqlab.cells._elementwise import DiagGRU as DiagGRU
 from seqlab.cells._elementwise import DiagLSTM as DiagLSTM

@@ -61,9 +61,7 @@ class Parallel:
             and self.max_iterations >= 1,
             f"max_iterations must be a positive int, got {self.max_iterations!r}",
         )
-        require(
-            isinstance(self.damping, bool), f"damping must be a bool, got {self.damping!r}"
-        )
+        require(isinstance(self.damping, bool), f"damping must be a bool, got {self.damping!r}")
 
     def tolerance_for(self, dtype) -> float:
         """The tolerance in force for a state of ``dtype``."""

@@ -104,7 +104,7 @@ class Form(NamedTuple):
         if self.kind == "elementwise":
             return a * v
         if self.kind == "block":
-            split = v.reshape(v.shape[:-1] + (self.blocks, -1))
+            split = v.reshape(v.shape[:-1] + (self.blocks, v.shape[-1] // self.blocks))
             return jnp.einsum("...ijh,...jh->...ih", a, split).reshape(v.shape)
         return jnp.einsum("...ij,...j->...i", a, v)
 
@@ -142,9 +142,7 @@ def _per_batch(values: Array, like: Array) -> Array:
 
 def _select(take: Array, new, old):
     """Per sequence: ``new`` where ``take`` (B,) else ``old``, for time-major pytrees."""
-    return jax.tree_util.tree_map(
-        lambda n, o: jnp.where(_per_batch(take, n), n, o), new, old
-    )
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(_per_batch(take, n), n, o), new, old)
 
 
 def _shifted(states: Array, first: Array) -> Array:
@@ -215,9 +213,7 @@ def step_function(static: Static, params, inputs, valid):
             return new_state, output
         new_state = jnp.where(valid_t[:, None], new_state, state)
         output = jax.tree_util.tree_map(
-            lambda y: jnp.where(valid_t.reshape((-1,) + (1,) * (y.ndim - 1)), y, 0).astype(
-                y.dtype
-            ),
+            lambda y: jnp.where(valid_t.reshape((-1,) + (1,) * (y.ndim - 1)), y, 0).astype(y.dtype),
             output,
         )
         return new_state, output
@@ -248,7 +244,10 @@ def jacobians(structure: str, form: Form, jvp, prev: Array, num_leaves: int) -> 
         return jnp.moveaxis(out, 0, -1)
 
     if structure in ("linear-diagonal", "diagonal"):
-        return jvp(jnp.ones_like(prev))  # exact: J is diagonal (the form is elementwise)
+        diagonal = jvp(jnp.ones_like(prev))  # exact: J is diagonal
+        if form.kind == "elementwise":
+            return diagonal
+        return diagonal[..., None] * jnp.eye(size, dtype=prev.dtype)  # "full" asked for
     if structure == "block-diagonal":
         num = num_leaves
         width = size // num
@@ -324,12 +323,11 @@ def newton(static: Static, params, inputs, start: Array, valid) -> Solution:
         trial = newton_step(states, new, a, damping if options.damping else None)
         trial_new, trial_outputs, trial_a = evaluate(trial, form)
         trial_residual = relative_residual(trial, trial_new)
+        accept = jnp.isfinite(trial_residual) | (not options.damping)
         if options.damping:
-            accept = trial_residual < residual
+            improved = accept & (trial_residual < residual)
             shrunk = jnp.where(damping / 4 < 1 / 16, 0.0, damping / 4)
-            damping = jnp.where(accept, shrunk, jnp.where(damping == 0, 1.0, 4 * damping))
-        else:
-            accept = jnp.ones_like(residual, dtype=bool)
+            damping = jnp.where(improved, shrunk, jnp.maximum(1.0, 4 * damping))
         states, new, outputs, a = _select(
             accept, (trial, trial_new, trial_outputs, trial_a), (states, new, outputs, a)
         )
