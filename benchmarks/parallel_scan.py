@@ -172,8 +172,24 @@ def write(out: pathlib.Path, stem: str, meta: dict, rows: list, trades: list, co
 
 
 def main() -> int:
-    args = preset_parser(__doc__.splitlines()[0], PRESETS).parse_args()
-    preset = PRESETS[args.preset]
+    parser = preset_parser(__doc__.splitlines()[0], PRESETS)
+    parser.add_argument("--cells", help="comma-separated subset of " + ",".join(CELLS))
+    parser.add_argument("--grid", help="T:H pairs replacing the preset's, e.g. 16384:256")
+    parser.add_argument("--no-trade", action="store_true", help="skip the trade table")
+    args = parser.parse_args()
+    preset = dict(PRESETS[args.preset])
+    cells = CELLS if args.cells is None else tuple(args.cells.split(","))
+    if not set(cells) <= set(CELLS):
+        parser.error(f"--cells must be among {','.join(CELLS)}, got {args.cells}")
+    if args.grid:
+        try:
+            preset["grid"] = [
+                tuple(int(n) for n in pair.split(":")) for pair in args.grid.split(",")
+            ]
+        except ValueError:
+            parser.error(f"--grid takes T:H pairs separated by commas, got {args.grid}")
+    if args.no_trade:
+        preset["trade"] = []
     backend = jax.default_backend()
     date = datetime.date.today().isoformat()
     device = jax.devices()[0]
@@ -186,10 +202,12 @@ def main() -> int:
         "rounds": preset["rounds"],
     }
     stem = f"parallel_scan_{args.preset}_{backend}_{date}"
+    if args.cells or args.grid:
+        stem += "_subset"
     out = pathlib.Path(args.out)
     rows, trades, failures = [], [], []
     for steps, hidden in preset["grid"]:
-        for name in CELLS:
+        for name in cells:
             row = run_case(name, steps, hidden, preset["batch"], preset["rounds"])
             rows.append(row)
             if row["error"] > 1e-4 or not row["converged"]:

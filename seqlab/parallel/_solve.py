@@ -103,16 +103,26 @@ class Form(NamedTuple):
     def apply(self, a: Array, v: Array) -> Array:
         if self.kind == "elementwise":
             return a * v
-        if self.kind == "block":
-            split = v.reshape(v.shape[:-1] + (self.blocks, v.shape[-1] // self.blocks))
-            return jnp.einsum("...ijh,...jh->...ih", a, split).reshape(v.shape)
+        if self.kind == "block":  # written out: K is 2 or so; H-long elementwise
+            # products fuse, where a (K, K) contraction per element does not (the einsum
+            # took 61 ms against 33-43 for a (4096, 8, 2, 2, 64) solve on the 2-core CPU)
+            k = self.blocks
+            split = v.reshape(v.shape[:-1] + (k, v.shape[-1] // k))
+            rows = [sum(a[..., i, j, :] * split[..., j, :] for j in range(k)) for i in range(k)]
+            return jnp.stack(rows, axis=-2).reshape(v.shape)
         return jnp.einsum("...ij,...j->...i", a, v)
 
     def compose(self, later: Array, earlier: Array) -> Array:
         if self.kind == "elementwise":
             return later * earlier
         if self.kind == "block":
-            return jnp.einsum("...ijh,...jkh->...ikh", later, earlier)
+            k = self.blocks
+
+            def entry(i, m):
+                return sum(later[..., i, j, :] * earlier[..., j, m, :] for j in range(k))
+
+            rows = [jnp.stack([entry(i, m) for m in range(k)], axis=-2) for i in range(k)]
+            return jnp.stack(rows, axis=-3)
         return later @ earlier
 
     def transpose(self, a: Array) -> Array:
