@@ -1,4 +1,5 @@
-"""How gradient norms decay with distance from the loss, for RNN, LSTM, GRU and MGU.
+"""How gradient norms decay with distance from the loss, for RNN, LSTM, GRU, MGU, MinGRU,
+MinLSTM, DiagGRU and DiagLSTM.
 
 For every cell, sequence length T and seed (seeds vmapped into one program), the adding
 problem's loss at the last step is differentiated with respect to every hidden state:
@@ -68,9 +69,23 @@ class Preset:
 
 
 PRESETS = {
-    "ci": Preset(("rnn", "lstm", "gru", "mgu"), 32, (16, 64, 256), 3, 8, 50, 300),
+    "ci": Preset(
+        ("rnn", "lstm", "gru", "mgu", "mingru", "minlstm", "diag_gru", "diag_lstm"),
+        32,
+        (16, 64, 256),
+        3,
+        8,
+        50,
+        300,
+    ),
     "full": Preset(
-        ("rnn", "lstm", "gru", "mgu"), 64, (16, 32, 64, 128, 256, 512, 1024), 5, 16, 100, 2000
+        ("rnn", "lstm", "gru", "mgu", "mingru", "minlstm", "diag_gru", "diag_lstm"),
+        64,
+        (16, 32, 64, 128, 256, 512, 1024),
+        5,
+        16,
+        100,
+        2000,
     ),
 }
 
@@ -157,9 +172,10 @@ def diagnose(layer, cell_name, phase, params, preset: Preset, key) -> list[dict]
     rows = []
     for seed in range(preset.seeds):
         seed_params = jax.tree_util.tree_map(lambda a, s=seed: a[s], params["layer"])[0]["forward"]
-        spectrum = recurrent_spectrum(cell, seed_params)
         row = {"cell": cell_name, "phase": phase, "seed": seed}
-        row.update({f"sigma_max/{block}": value for block, value in spectrum.largest.items()})
+        if cell_name not in ("mingru", "minlstm"):  # no recurrent weights to take σ of
+            spectrum = recurrent_spectrum(cell, seed_params)
+            row.update({f"sigma_max/{block}": value for block, value in spectrum.largest.items()})
         if callable(getattr(cell, "gate_values", None)):
             for gate, stats in gate_saturation(cell, seed_params, inputs).items():
                 row[f"saturated/{gate}"] = stats["low"] + stats["high"]

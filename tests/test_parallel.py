@@ -320,3 +320,26 @@ def test_registry_and_experiment_config_accept_the_new_cells():
         ["model.cell=diag_gru", "model.implementation=parallel"],
     )
     assert (config.model.cell, config.model.implementation) == ("diag_gru", "parallel")
+
+
+@pytest.mark.usefixtures("standard_promotion")
+def test_shipped_experiment_trains_like_the_sequential_scan():
+    """experiments/adding_parallel.py (DiagGRU, T = 1,000, parallel scan): its first 50
+    training losses equal the same run's with the sequential scan to 1e-4."""
+    from seqlab.experiments import Experiment, apply_overrides, find
+
+    losses = {}
+    for implementation in ("parallel", "xla"):
+        config = apply_overrides(
+            find("adding_parallel"), [f"model.implementation={implementation}"]
+        )
+        experiment = Experiment.from_config(config)
+        state = experiment.init_state()
+        history = []
+        for step in range(50):
+            state, metrics = experiment.train_chunk(state, step, 1)
+            history.append(float(np.asarray(metrics["train/loss"])[0]))
+        losses[implementation] = np.array(history)
+    assert np.all(np.isfinite(losses["parallel"]))
+    np.testing.assert_allclose(losses["parallel"], losses["xla"], rtol=1e-4)
+    assert losses["parallel"][-1] < losses["parallel"][0]  # it is learning

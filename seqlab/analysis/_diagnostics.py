@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqlab._checks import check_rank, require
-from seqlab.cells import GRU, LSTM, MGU, RNN
+from seqlab.cells import GRU, LSTM, MGU, RNN, DiagGRU, DiagLSTM
 from seqlab.cells._base import TrainableInitialState
 from seqlab.typing import Array, Params
 
@@ -22,6 +22,8 @@ GATE_NAMES = {
     LSTM: ("input", "forget", "cell", "output"),
     GRU: ("reset", "update", "candidate"),
     MGU: ("forget", "candidate"),
+    DiagGRU: ("reset", "update", "candidate"),
+    DiagLSTM: ("input", "forget", "cell", "output"),
     RNN: ("hidden",),
 }
 
@@ -50,19 +52,31 @@ class RecurrentSpectrum:
 
 
 def recurrent_spectrum(cell, params: Params) -> RecurrentSpectrum:
-    """Singular values of W_hh for a built-in cell (blocks in the cell's gate order)."""
+    """Singular values of W_hh for a built-in cell (blocks in the cell's gate order).
+
+    For ``DiagGRU`` and ``DiagLSTM``, whose recurrent weights are diagonal, the singular
+    values of each block are the sorted |tanh(a_hh)|. MinGRU and MinLSTM have no recurrent
+    weights: ValueError, as for any cell not listed in ``GATE_NAMES``."""
     cell, params = _unwrap(cell, params)
     kinds = tuple(GATE_NAMES)
     require(
         isinstance(cell, kinds),
-        f"recurrent_spectrum knows RNN, LSTM, GRU and MGU cells, got {type(cell).__name__}",
+        "recurrent_spectrum knows RNN, LSTM, GRU, MGU, DiagGRU and DiagLSTM cells, got "
+        f"{type(cell).__name__}",
     )
     names = GATE_NAMES[type(cell)]
-    blocks = np.split(np.asarray(params["w_hh"], np.float64), len(names), axis=-1)
-    values = {
-        name: np.linalg.svd(block, compute_uv=False)
-        for name, block in zip(names, blocks, strict=True)
-    }
+    if isinstance(cell, DiagGRU | DiagLSTM):
+        diagonals = np.abs(np.asarray(cell.recurrent_diagonals(params), np.float64))
+        values = {
+            name: np.sort(block)[::-1]
+            for name, block in zip(names, np.split(diagonals, len(names)), strict=True)
+        }
+    else:
+        blocks = np.split(np.asarray(params["w_hh"], np.float64), len(names), axis=-1)
+        values = {
+            name: np.linalg.svd(block, compute_uv=False)
+            for name, block in zip(names, blocks, strict=True)
+        }
     largest = {name: float(v[0]) for name, v in values.items()}
     vanishing = exploding = None
     if isinstance(cell, RNN):
