@@ -343,3 +343,20 @@ def test_shipped_experiment_trains_like_the_sequential_scan():
     assert np.all(np.isfinite(losses["parallel"]))
     np.testing.assert_allclose(losses["parallel"], losses["xla"], rtol=1e-4)
     assert losses["parallel"][-1] < losses["parallel"][0]  # it is learning
+
+
+def test_cell_options_reach_the_cell_and_bad_ones_are_refused():
+    from seqlab.experiments import Experiment, apply_overrides, default_config
+    from seqlab.experiments._config import validate
+
+    config = apply_overrides(
+        default_config("adding"),
+        ["model.cell=diag_gru", "model.cell_options.max_timescale=100", "model.hidden_size=4"],
+    )
+    validate(config)
+    cell = Experiment.from_config(config).model.encoder.cell
+    assert cell == seqlab.cells.DiagGRU(4, max_timescale=100)
+    update_bias = np.asarray(cell.init(jax.random.PRNGKey(0), 2)["b"][4:8])
+    np.testing.assert_allclose(update_bias, np.log(np.geomspace(2, 100, 4) - 1), rtol=1e-6)
+    with pytest.raises(ValueError, match="cell_options.*max_timescle"):
+        apply_overrides(config, ["model.cell_options.max_timescle=100"])

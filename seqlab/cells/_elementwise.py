@@ -20,6 +20,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from seqlab._checks import require
 from seqlab.cells._affine import AffineInputCell, add_bias, split_gates
 from seqlab.cells._base import check_input_size, gate_blocks_init
 from seqlab.cells._lstm import LSTMState
@@ -124,16 +125,36 @@ class DiagGRU(_InputGatedCell):
     bounds the weights, not the Jacobian: a trained cell can still expand (then the
     parallel solve falls back to the sequential scan). Carry and output: h, (*batch, H).
     ``jacobian_structure = "diagonal"``.
+
+    ``max_timescale``: None (the default) starts the update-gate bias at 0, as GRU does;
+    a number τ_max starts unit i's update bias at log(τ_i − 1) with τ_i spaced
+    geometrically from 2 to τ_max over the units, so that z = 1 − 1/τ_i and the units
+    remember over 2 to τ_max steps from the start (a deterministic form of the chrono
+    initialization of Tallec & Ollivier 2018), for tasks with long delays.
     """
+
+    max_timescale: float | None = None
 
     num_gates = 3
     num_recurrent_diagonals = 3
     jacobian_structure = "diagonal"
 
+    def __post_init__(self):
+        super().__post_init__()
+        require(
+            self.max_timescale is None
+            or (isinstance(self.max_timescale, int | float) and self.max_timescale > 2),
+            f"max_timescale must be None or a number above 2, got {self.max_timescale!r}",
+        )
+
     def init(self, key: PRNGKey, input_size: int) -> Params:
         params = super().init(key, input_size)
         if self.use_bias:
             params["b_hn"] = jnp.zeros((self.hidden_size,), jnp.float32)
+            if self.max_timescale is not None:
+                hidden = self.hidden_size
+                timescales = jnp.geomspace(2.0, self.max_timescale, hidden, dtype=jnp.float32)
+                params["b"] = params["b"].at[hidden : 2 * hidden].set(jnp.log(timescales - 1))
         return params
 
     def step_projected(self, params, carry, projected):

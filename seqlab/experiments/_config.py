@@ -33,6 +33,9 @@ class ModelConfig:
     dropout: float = 0.0  # between stacked layers (RNNLayer.dropout)
     embed_size: int = 32  # token inputs with data.input_encoding=embedding, and decoders
     implementation: str | None = None  # one of seqlab.unroll.IMPLEMENTATIONS
+    # keyword options of the cell beyond hidden_size, e.g. {"max_timescale": 1000} for
+    # diag_gru (model.cell_options.max_timescale=1000 on the command line)
+    cell_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -164,6 +167,13 @@ def validate(config: DictConfig) -> None:
     values = [OmegaConf.select(config, key) for key in bad]
     require(not bad, f"{', '.join(bad)} must be finite numbers, got {values}")
     check_one_of("model.cell", config.model.cell, cells.registered())
+    options = OmegaConf.to_container(config.model.cell_options)
+    try:
+        cells.make(config.model.cell, hidden_size=config.model.hidden_size, **options)
+    except TypeError as error:
+        raise ValueError(
+            f"model.cell_options {options} do not fit cell {config.model.cell!r}: {error}"
+        ) from None
     last_seed = config.seed + max(config.train.num_seeds, 1) - 1
     require(
         0 <= config.seed and last_seed <= MAX_SEED,

@@ -12,6 +12,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+from omegaconf import OmegaConf
 
 from seqlab import cells
 from seqlab.layers import ARCHITECTURES, Architecture, Embedding, RNNLayer, one_hot
@@ -147,7 +148,10 @@ class TaskModel:
 def build_model(config, info: dict) -> TaskModel:
     """The model of ``config.model`` for a task described by ``info``."""
     model = config.model
-    cell = cells.make(model.cell, hidden_size=model.hidden_size)
+    options = getattr(model, "cell_options", None) or {}
+    if OmegaConf.is_config(options):
+        options = OmegaConf.to_container(options)
+    cell = cells.make(model.cell, hidden_size=model.hidden_size, **options)
 
     def rnn(bidirectional):
         return RNNLayer(
