@@ -26,5 +26,5 @@ def config() -> ExperimentConfig:
             cell_options={"max_timescale": 1000.0},  # update-gate memory up to T
         ),
         data=AddingData(seq_len=1000),
-        train=TrainConfig(steps=1500, batch_size=64, lr=3e-3, log_every=100),
+        train=TrainConfig(steps=2000, batch_size=64, lr=3e-3, log_every=100),
     )
