@@ -33,14 +33,15 @@ class Parallel:
       max_iterations: the cap on Newton iterations (linear solves). If some sequence has
         not converged by then, ``seqlab.scan`` runs the sequential scan instead, inside the
         same compiled program (``lax.cond``; under ``jax.vmap`` both branches run).
-      damping: Levenberg–Marquardt-style step control per sequence. A trial trajectory is
-        kept only if its residual is finite and smaller than the current one; after a
-        rejection the Jacobians are shrunk by ``1 / (1 + λ)`` with λ = 1, 4, 16, …, which
-        moves the step from Newton (λ = 0) toward the Jacobi fixed-point step
-        ``s ← f(s_{-1})`` (λ → ∞), which makes progress from any start; after each
-        acceptance λ falls by 4 (to 0 below 1/16). So an expanding cell never puts an
-        overflowed trajectory into the iterate: it converges slower or falls back.
-        False: plain Newton (a non-finite trial still counts as not converged).
+      damping: Levenberg–Marquardt-style step control per sequence. A trial trajectory
+        with non-finite values is rejected (the iterate stays where it was); after a
+        rejection, or a step that did not lower the residual, the next trial's Jacobians
+        are shrunk by ``1 / (1 + λ)`` with λ = 1, 4, 16, …, which moves the step from
+        Newton (λ = 0) toward the Jacobi fixed-point step ``s ← f(s_{-1})`` (λ → ∞),
+        which makes progress from any start; after each step that lowered the residual λ
+        falls by 4 (to 0 below 1/16). So an expanding cell never puts an overflowed
+        trajectory into the iterate: it converges slower or falls back. False: plain
+        Newton (a non-finite trial is kept and the solve cannot converge).
     """
 
     jacobian: str = "auto"
