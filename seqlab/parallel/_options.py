@@ -34,14 +34,16 @@ class Parallel:
         not converged by then, ``seqlab.scan`` runs the sequential scan instead, inside the
         same compiled program (``lax.cond``; under ``jax.vmap`` both branches run).
       damping: Levenberg–Marquardt-style step control per sequence. A trial trajectory
-        with non-finite values is rejected (the iterate stays where it was); after a
-        rejection, or a step that did not lower the residual, the next trial's Jacobians
-        are shrunk by ``1 / (1 + λ)`` with λ = 1, 4, 16, …, which moves the step from
-        Newton (λ = 0) toward the Jacobi fixed-point step ``s ← f(s_{-1})`` (λ → ∞),
-        which makes progress from any start; after each step that lowered the residual λ
-        falls by 4 (to 0 below 1/16). So an expanding cell never puts an overflowed
-        trajectory into the iterate: it converges slower or falls back. False: plain
-        Newton (a non-finite trial is kept and the solve cannot converge).
+        with non-finite values is rejected (the iterate stays where it was) and the next
+        trial's Jacobians are shrunk by ``1 / (1 + λ)`` with λ = 1, 4, 16, … (one step
+        further per rejection), which moves the step from Newton (λ = 0) toward the
+        Jacobi fixed-point step ``s ← f(s_{-1})`` (λ → ∞), which makes progress from any
+        start; a finite trial is kept, and λ falls by 4 (to 0 below 1/16) when it lowered
+        the residual. (Raising λ also when the residual merely grew stalled a dense LSTM
+        that plain Newton solves in 21 non-monotone iterations.) So an expanding cell
+        never puts an overflowed trajectory into the iterate: it converges slower or
+        falls back. False: plain Newton (a non-finite trial is kept and the solve cannot
+        converge).
     """
 
     jacobian: str = "auto"

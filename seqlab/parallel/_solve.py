@@ -337,7 +337,8 @@ def newton(static: Static, params, inputs, start: Array, valid) -> Solution:
         if options.damping:
             improved = accept & (trial_residual < residual)
             shrunk = jnp.where(damping / 4 < 1 / 16, 0.0, damping / 4)
-            damping = jnp.where(improved, shrunk, jnp.maximum(1.0, 4 * damping))
+            grown = jnp.maximum(1.0, 4 * damping)
+            damping = jnp.where(improved, shrunk, jnp.where(accept, damping, grown))
         states, new, outputs, a = _select(
             accept, (trial, trial_new, trial_outputs, trial_a), (states, new, outputs, a)
         )
