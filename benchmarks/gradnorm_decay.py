@@ -316,14 +316,16 @@ def write_outputs(result: dict, preset: Preset, out: pathlib.Path, header: str) 
             rows = [d for d in result["diagnostics"] if d["cell"] == cell and d["phase"] == phase]
             if not rows:
                 continue
-            sigma = np.mean(
-                [max(v for k, v in d.items() if k.startswith("sigma_max/")) for d in rows]
-            )
+            sigmas = [
+                max((v for k, v in d.items() if k.startswith("sigma_max/")), default=math.nan)
+                for d in rows
+            ]  # NaN for MinGRU / MinLSTM: no recurrent weights
             gates = sorted(k.split("/")[1] for k in rows[0] if k.startswith("saturated/"))
             saturation = ", ".join(
                 f"{g} {np.mean([d['saturated/' + g] for d in rows]):.2f}" for g in gates
             )
-            lines.append(f"| {cell} | {phase} | {sigma:.3f} | {saturation or 'n/a'} |")
+            sigma = "n/a" if np.isnan(sigmas).all() else f"{np.mean(sigmas):.3f}"
+            lines.append(f"| {cell} | {phase} | {sigma} | {saturation or 'n/a'} |")
     summary = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(summary)
     plot(result, preset, out)
