@@ -56,7 +56,8 @@ class RNNLayer:
         when ``apply(..., train=True)`` (PyTorch's ``dropout`` argument).
       time_major: inputs and outputs are (T, B, ...) rather than (B, T, ...).
       unroll, implementation, hoist_input_projection, remat: passed to ``seqlab.scan``
-        (``implementation="pallas"`` runs every layer and direction on the fused kernels).
+        (``implementation="pallas"`` runs every layer and direction on the fused kernels,
+        ``"parallel"`` solves each in parallel over time).
 
     Parameters: a tuple over layers of ``{"forward": cell params, "backward": cell params}``
     (no "backward" unless bidirectional). States (the ``carry`` argument and the returned
@@ -72,7 +73,8 @@ class RNNLayer:
     dropout: float = 0.0
     time_major: bool = False
     unroll: int | bool | None = None
-    implementation: Any = None  # None, "xla", "xla-autodiff", "pallas" or a kernels.Pallas
+    implementation: Any = None  # None, "xla", "xla-autodiff", "pallas", "parallel", a
+    # kernels.Pallas or a parallel.Parallel
     hoist_input_projection: bool | None = None
     remat: bool | int = False
 
