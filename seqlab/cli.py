@@ -18,10 +18,9 @@ import logging
 import os
 import sys
 
-import jax
-
 from seqlab import experiments
 from seqlab.demo import run_demo
+from seqlab.experiments import _distributed
 
 
 def _stamp() -> str:
@@ -36,7 +35,8 @@ def _run(args) -> int:
     config = experiments.apply_overrides(experiments.find(args.experiment), args.overrides)
     out = args.out = args.out or f"runs/{config.task}-{_stamp()}"
     experiments.run(config, out)
-    print(f"run directory: {out}")
+    if _distributed.is_writer():
+        print(f"run directory: {out}")
     return 0
 
 
@@ -134,9 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         (args.overrides if args.command == "run" else args.axes).extend(extra)
     _quiet_libraries()
-    if os.environ.get("SEQLAB_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
     try:
+        _distributed.initialize()  # SEQLAB_DISTRIBUTED=1: before anything touches a device
         return args.run(args)
     except ValueError as error:
         return _fail(args.command, str(error))

@@ -6,6 +6,11 @@ counters) and continues. Chunks of ``train.log_every`` steps end on multiples of
 ``log_every``, and checkpoints fall on multiples of it, so a resumed run replays exactly
 the computation of an uninterrupted one. Records already in ``metrics.jsonl`` are never
 rewritten or removed.
+
+Under ``jax.distributed`` every process calls ``run`` (or ``resume``) with the same
+arguments: they train together, orbax saves and restores the checkpoints collectively, and
+process 0 alone writes the files (config, metrics, TensorBoard events, summary, plots,
+analysis) and prints; the others return the summary it wrote.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from seqlab.experiments import _analyze, _plots, _rundir
+from seqlab.experiments import _analyze, _distributed, _plots, _rundir
 from seqlab.experiments._checkpoint import open_checkpoints, restore_state
 from seqlab.experiments._config import structured, to_dict, to_yaml, valid_keys, validate
 from seqlab.experiments._train import Experiment
@@ -30,6 +35,9 @@ def run(config, out_dir, *, progress: bool | None = None, echo=print, data=None)
     config = structured(config)
     validate(config)
     out_dir = pathlib.Path(out_dir)
+    _distributed.check_same("configs", to_yaml(config))
+    _distributed.check_same("run directories", str(out_dir))
+    echo = _writer_echo(echo)
     if (out_dir / _rundir.CONFIG).exists():
         raise ValueError(
             f"{out_dir} already holds a run; continue it with `seqlab resume {out_dir}` or "
@@ -39,10 +47,13 @@ def run(config, out_dir, *, progress: bool | None = None, echo=print, data=None)
         raise ValueError(f"{out_dir} exists and is not empty; choose another --out")
     experiment = Experiment.from_config(config, data=data)
     experiment.check()  # everything that can fail does so before the first byte is written
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _rundir.write_text(out_dir / _rundir.CONFIG, to_yaml(config))
-    _rundir.write_json(out_dir / _rundir.RUN, {"config": to_dict(config)})
-    _rundir.write_json(out_dir / _rundir.TASK, experiment.data.info)
+    _distributed.barrier("run-checked")  # every process has looked before any writes
+    if _distributed.is_writer():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _rundir.write_text(out_dir / _rundir.CONFIG, to_yaml(config))
+        _rundir.write_json(out_dir / _rundir.RUN, {"config": to_dict(config)})
+        _rundir.write_json(out_dir / _rundir.TASK, experiment.data.info)
+    _distributed.barrier("run-created")
     state = experiment.init_state()
     return _train_loop(experiment, out_dir, state, 0, {}, progress=progress, echo=echo)
 
@@ -89,6 +100,8 @@ def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
     deleted ``checkpoints/``), which a restart from step 0 would contradict.
     """
     run_dir = pathlib.Path(run_dir)
+    _distributed.check_same("run directories", str(run_dir))
+    echo = _writer_echo(echo)
     if (run_dir / _rundir.SWEEP).exists():
         raise ValueError(
             f"{run_dir} is a sweep directory; seqlab.experiments.resume_sweep (or "
@@ -119,7 +132,8 @@ def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
             f"checkpoint in {_rundir.CHECKPOINTS}/ (deleted?): a restart from step 0 "
             "would contradict them; start a new run instead"
         )
-    if changed:  # the allowed changes become part of the config the run goes on with
+    _distributed.barrier("resume-checked")
+    if changed and _distributed.is_writer():  # the allowed changes join the run's config
         _rundir.write_json(run_dir / _rundir.RUN, {"config": to_dict(config)})
     if step is None:
         echo(f"{run_dir} has no checkpoint yet: starting from step 0")
@@ -127,6 +141,11 @@ def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
     else:
         echo(f"resuming {run_dir} from step {step}")
     return _train_loop(experiment, run_dir, state, step or 0, meta, progress=progress, echo=echo)
+
+
+def _writer_echo(echo):
+    """``echo`` in the writing process, silence in the others."""
+    return echo if _distributed.is_writer() else (lambda *args, **kwargs: None)
 
 
 def _record(step, train_metrics, per_seed, ensemble, seeds, elapsed) -> dict:
@@ -150,7 +169,8 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
     sign = 1.0 if mode == "min" else -1.0
     stopping = dict(meta.get("early_stopping", {"best": None, "best_step": None, "bad_evals": 0}))
     checkpoints = open_checkpoints(run_dir, experiment)
-    log = _rundir.MetricLog(run_dir)
+    writer = _distributed.is_writer()
+    log = _rundir.MetricLog(run_dir) if writer else None
     # A run killed after its last checkpoint (stopped early, diverged) but before its
     # summary resumes into that status instead of training on.
     status = meta.get("status", "running")
@@ -160,7 +180,9 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
         initial=step,
         unit="step",
         desc=run_dir.name,
-        disable=(not progress) if progress is not None else None,
+        disable=(not progress or not writer)
+        if progress is not None
+        else (None if writer else True),
         dynamic_ncols=True,
     )
     record = meta.get("record")
@@ -173,7 +195,8 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
             per_seed, ensemble = experiment.evaluate(state["params"])
             elapsed = time.perf_counter() - start
             record = _record(step, train_metrics, per_seed, ensemble, experiment.seeds, elapsed)
-            log.write(record)
+            if writer:
+                log.write(record)
             if metric not in record:
                 raise ValueError(
                     f"checkpoint.best_metric {metric!r} is not a metric of this task; it has "
@@ -217,12 +240,23 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
         bar.close()
         checkpoints.wait()
         checkpoints.close()
-        log.close()
+        if log is not None:
+            log.close()
     if status == "running":
         status = "finished"
-    summary = finish(experiment, run_dir, state, step, record, best, status)
-    _echo_summary(summary, echo)
-    return summary
+    if not experiment.fed:
+        summary = finish(experiment, run_dir, state, step, record, best, status)
+        _echo_summary(summary, echo)
+        return summary
+    # Several processes: the writer finishes on its own device with host copies of the
+    # (replicated) state; the others wait for its summary.
+    if writer:
+        host_state = jax.tree.map(np.asarray, state)
+        with jax.default_device(jax.local_devices()[0]):
+            summary = finish(experiment, run_dir, host_state, step, record, best, status)
+        _echo_summary(summary, echo)
+    _distributed.barrier("run-finished")
+    return summary if writer else _rundir.read_summary(run_dir)
 
 
 def finish(experiment, run_dir, state, step, record, best, status) -> dict:
@@ -243,6 +277,7 @@ def finish(experiment, run_dir, state, step, record, best, status) -> dict:
         "baselines": info.get("baselines", {}),
         "backend": jax.default_backend(),
         "devices": jax.device_count(),
+        "processes": jax.process_count(),
     }
     if record and "seeds" in record:
         summary["final_per_seed"] = record["seeds"]

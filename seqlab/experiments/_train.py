@@ -10,9 +10,14 @@ function of that seed's RNG key and s (a generated batch, or rows of the trainin
 the permutation of epoch s // steps_per_epoch), so a run restarted from a checkpoint at
 step s sees exactly the batches an uninterrupted run sees.
 
-With more than one local device the batch axis is sharded over a ``jax.sharding.Mesh``
+With more than one device the batch axis is sharded over a ``jax.sharding.Mesh``
 (axis "data") and the parameters are replicated: data-parallel training, the same
-computation as on one device up to float summation order.
+computation as on one device up to float summation order. Under ``jax.distributed``
+(several processes, ``Experiment.fed``) the mesh spans every process's devices and the
+batches are no longer made inside the training program: each process makes only the rows
+its own devices hold (``_local_batches``, the same rows, keys and augmentation as the
+single-process program makes) and hands them over with
+``jax.make_array_from_process_local_data``; evaluation batches likewise.
 """
 
 from __future__ import annotations
@@ -80,6 +85,12 @@ class Experiment:
         return id(self) if self.trace_key is None else hash(self.trace_key)
 
     @property
+    def fed(self) -> bool:
+        """True under jax.distributed with several processes: every process feeds its own
+        rows of each batch from the host instead of the training program making them."""
+        return self.mesh is not None and jax.process_count() > 1
+
+    @property
     def seed_batching(self) -> str:
         return resolve_seed_batching(self.config.train.seed_batching, len(self.seeds))
 
@@ -104,13 +115,14 @@ class Experiment:
                     f"train.batch_size ({config.train.batch_size}) exceeds the {num_train} "
                     "training examples"
                 )
-        devices = jax.devices()
+        devices = jax.devices()  # every process's devices under jax.distributed
         mesh = None
         if len(devices) > 1:
             if config.train.batch_size % len(devices):
+                across = f" ({jax.process_count()} processes)" if jax.process_count() > 1 else ""
                 raise ValueError(
                     f"train.batch_size ({config.train.batch_size}) must be a multiple of the "
-                    f"{len(devices)} devices it is sharded over"
+                    f"{len(devices)} devices{across} it is sharded over"
                 )
             mesh = jax.sharding.Mesh(np.array(devices), ("data",))
         seeds = tuple(config.seed + i for i in range(config.train.num_seeds))
@@ -127,7 +139,47 @@ class Experiment:
     def _replicated(self, tree):
         if self.mesh is None:
             return tree
-        return jax.device_put(tree, NamedSharding(self.mesh, P()))
+        sharding = NamedSharding(self.mesh, P())
+        if self.fed:  # every process holds the whole value: a global replicated array
+            return jax.tree.map(
+                lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree
+            )
+        return jax.device_put(tree, sharding)
+
+    def _process_rows(self, size: int) -> tuple[int, int]:
+        """(first, end) of the rows of a batch of ``size`` that this process's devices hold
+        on the mesh (all of them in a single process)."""
+        if not self.fed:
+            return 0, size
+        indices = NamedSharding(self.mesh, P("data")).addressable_devices_indices_map((size,))
+        spans = sorted(
+            {(i[0].start or 0, size if i[0].stop is None else i[0].stop) for i in indices.values()}
+        )
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            if end != start:
+                raise ValueError(
+                    f"process {jax.process_index()}'s devices hold rows {spans} of the batch, "
+                    "not one contiguous block"
+                )
+        return spans[0][0], spans[-1][1]
+
+    def _global(self, tree, spec, sizes: dict[int, int]):
+        """This process's rows (host arrays) as global arrays with ``spec``; ``sizes``
+        gives the global size of the sharded axes."""
+
+        def one(local):
+            local = np.asarray(local)
+            shape = list(local.shape)
+            for axis, size in sizes.items():
+                shape[axis] = size
+            sharding = NamedSharding(self.mesh, spec)
+            return jax.make_array_from_process_local_data(sharding, local, tuple(shape))
+
+        return jax.tree.map(one, tree)
+
+    def _on_local_device(self):
+        """Where the process-local work (batch making) runs under jax.distributed."""
+        return jax.default_device(jax.local_devices()[0])
 
     def _sharded_batch(self, batch):
         if self.mesh is None:
@@ -145,24 +197,35 @@ class Experiment:
 
     def init_state(self):
         """The state of every seed at step 0, stacked on a leading seed axis."""
-        seeds = jnp.asarray(self.seeds, jnp.uint32)
-        return self._replicated(jax.jit(lambda s: self._map_seeds(self._init_one, s))(seeds))
+        seeds = np.asarray(self.seeds, np.uint32)
+        init = jax.jit(lambda s: self._map_seeds(self._init_one, s))
+        if self.fed:
+            with self._on_local_device():
+                return self._replicated(jax.tree.map(np.asarray, init(seeds)))
+        return self._replicated(init(seeds))
 
     def abstract_state(self):
         """ShapeDtypeStructs of the state (to restore a checkpoint against)."""
         seeds = jax.ShapeDtypeStruct((len(self.seeds),), jnp.uint32)
         abstract = jax.eval_shape(jax.vmap(self._init_one), seeds)
+        # Always with a sharding: orbax refuses a checkpoint saved on other devices (four,
+        # or several processes) against a target without one (a "topology mismatch").
         if self.mesh is None:
-            return abstract
-        sharding = NamedSharding(self.mesh, P())
+            sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        else:
+            sharding = NamedSharding(self.mesh, P())
         return jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract
         )
 
     @functools.cached_property
     def train_arrays(self):
+        """The training set on the devices (on this process's first device when fed)."""
         if self.data.train is None:
             return None
+        if self.fed:
+            arrays = {k: np.asarray(v) for k, v in self.data.train.items()}
+            return jax.device_put(arrays, jax.local_devices()[0])
         return self._replicated({k: jnp.asarray(v) for k, v in self.data.train.items()})
 
     # ----------------------------------------------------------------- training
@@ -174,16 +237,53 @@ class Experiment:
         per_epoch = len(self.data.train["targets"]) // self.config.train.batch_size
         return {"step": step, "epoch": step // per_epoch, "batch_in_epoch": step % per_epoch}
 
-    def _batch(self, key, step, train_arrays):
+    def _batch(self, key, step, train_arrays, rows=None):
+        """The batch of ``step`` (rows ``rows`` = (first, end) of it when given; a
+        generated batch is made whole and then cut)."""
         batch_size = self.config.train.batch_size
+        first, end = (0, batch_size) if rows is None else rows
         if self.data.sample is not None:
-            return self.data.sample(key, batch_size)
+            batch = self.data.sample(key, batch_size)
+            return batch if rows is None else {k: v[first:end] for k, v in batch.items()}
         num_train = train_arrays["targets"].shape[0]
         per_epoch = num_train // batch_size
         epoch, index = step // per_epoch, step % per_epoch
         order = jax.random.permutation(jax.random.fold_in(key, epoch), num_train)
-        rows = jax.lax.dynamic_slice(order, (index * batch_size,), (batch_size,))
-        return {name: array[rows] for name, array in train_arrays.items()}
+        picked = jax.lax.dynamic_slice(order, (index * batch_size + first,), (end - first,))
+        return {name: array[picked] for name, array in train_arrays.items()}
+
+    @staticmethod
+    def _step_keys(step_root, step):
+        """(batch, augmentation, dropout) keys of ``step``."""
+        return jax.random.split(jax.random.fold_in(step_root, step), 3)
+
+    def _step_batch(self, shuffle_key, step_root, step, train_arrays, rows=None):
+        """The batch of ``step``, augmented (or its rows ``rows``)."""
+        k_batch, k_augment, _ = self._step_keys(step_root, step)
+        data_key = shuffle_key if self.data.train is not None else k_batch
+        if self.data.augment is None:
+            return self._batch(data_key, step, train_arrays, rows)
+        # augmentation draws for the whole batch: make it whole, augment, then cut
+        batch = self.data.augment(k_augment, self._batch(data_key, step, train_arrays))
+        if rows is not None:
+            batch = {k: v[rows[0] : rows[1]] for k, v in batch.items()}
+        return batch
+
+    @functools.partial(jax.jit, static_argnums=(0, 3, 4))
+    def _local_batches(self, rng, first_step, num_steps, rows, train_arrays):
+        """(S, num_steps, end - first, ...) rows ``rows`` of every seed's batches of the
+        steps first_step .. first_step + num_steps - 1: what one process feeds."""
+        steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
+
+        def one_seed(rng):
+            shuffle_key, step_root = jax.random.split(jax.random.wrap_key_data(rng))
+
+            def one(step):
+                return self._step_batch(shuffle_key, step_root, step, train_arrays, rows)
+
+            return jax.lax.map(one, steps)
+
+        return self._map_seeds(one_seed, rng)
 
     def _loss(self, params, batch, key):
         outputs = self.model.predict(params, batch, key=key, train=True)
@@ -191,16 +291,17 @@ class Experiment:
         train = self.config.train
         return loss + weight_penalty(params, train.l1, train.l2), loss
 
-    def _train_one_seed(self, params, opt_state, rng, steps, train_arrays):
+    def _train_one_seed(self, params, opt_state, rng, steps, train_arrays, batches=None):
         shuffle_key, step_root = jax.random.split(jax.random.wrap_key_data(rng))
 
-        def one_step(carry, step):
+        def one_step(carry, xs):
             params, opt_state = carry
-            k_batch, k_augment, k_dropout = jax.random.split(jax.random.fold_in(step_root, step), 3)
-            data_key = shuffle_key if self.data.train is not None else k_batch
-            batch = self._batch(data_key, step, train_arrays)
-            if self.data.augment is not None:
-                batch = self.data.augment(k_augment, batch)
+            step, fed = xs
+            k_dropout = self._step_keys(step_root, step)[2]
+            if fed is None:
+                batch = self._step_batch(shuffle_key, step_root, step, train_arrays)
+            else:  # the same batch, made by the processes (_local_batches) and handed in
+                batch = fed
             batch = self._sharded_batch(batch)
             grad_fn = jax.value_and_grad(self._loss, has_aux=True)
             (_, loss), grads = grad_fn(params, batch, k_dropout)
@@ -209,7 +310,7 @@ class Experiment:
             return (params, opt_state), (loss, optax.tree.norm(grads))
 
         (params, opt_state), (losses, grad_norms) = jax.lax.scan(
-            one_step, (params, opt_state), steps
+            one_step, (params, opt_state), (steps, batches)
         )
         return params, opt_state, jnp.mean(losses), jnp.mean(grad_norms)
 
@@ -226,7 +327,42 @@ class Experiment:
             in_axes=(0, 0, 0, None, None),
         )
         state = {"params": params, "opt_state": opt_state, "rng": state["rng"]}
-        return state, {"train/loss": loss, "train/grad_norm": grad_norm}
+        return self._replicate_result((state, {"train/loss": loss, "train/grad_norm": grad_norm}))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _train_chunk_fed(self, state, first_step, batches):
+        num_steps = jax.tree.leaves(batches)[0].shape[1]
+        steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
+        params, opt_state, loss, grad_norm = self._map_seeds(
+            self._train_one_seed,
+            state["params"],
+            state["opt_state"],
+            state["rng"],
+            steps,
+            None,
+            batches,
+            in_axes=(0, 0, 0, None, None, 0),
+        )
+        state = {"params": params, "opt_state": opt_state, "rng": state["rng"]}
+        return self._replicate_result((state, {"train/loss": loss, "train/grad_norm": grad_norm}))
+
+    def _replicate_result(self, tree):
+        """Results of a program over the mesh, replicated: every process can read them."""
+        if self.mesh is None:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, NamedSharding(self.mesh, P()))
+
+    def _fed_batches(self, state, first_step: int, num_steps: int):
+        """Every seed's batches of the chunk as global arrays (S, num_steps, B, ...) built
+        from the rows each process makes."""
+        batch_size = self.config.train.batch_size
+        rows = self._process_rows(batch_size)
+        rng = np.asarray(state["rng"])  # replicated: every process holds it whole
+        with self._on_local_device():
+            local = self._local_batches(
+                rng, np.int32(first_step), num_steps, rows, self.train_arrays
+            )
+        return self._global(local, P(None, None, "data"), {2: batch_size})
 
     def train_chunk(self, state, first_step: int, num_steps: int):
         """Run steps first_step .. first_step + num_steps - 1 for every seed.
@@ -234,6 +370,9 @@ class Experiment:
         Returns the new state and per-seed (S,) means of the training loss and the
         gradient norm (before clipping) over those steps.
         """
+        if self.fed:
+            batches = self._fed_batches(state, first_step, num_steps)
+            return self._train_chunk_fed(state, np.int32(first_step), batches)
         return self._train_chunk(state, jnp.int32(first_step), num_steps, self.train_arrays)
 
     # ----------------------------------------------------------------- evaluation
@@ -259,6 +398,10 @@ class Experiment:
         batches["weight"] = (
             (np.arange(padded) < count).astype(np.float32).reshape(num_batches, size)
         )
+        if self.fed:  # each process hands over the rows its devices hold
+            first, end = self._process_rows(size)
+            local = {k: v[:, first:end] for k, v in batches.items()}
+            return self._global(local, P(None, "data"), {1: size})
         return self._replicated({k: jnp.asarray(v) for k, v in batches.items()})
 
     def _eval_sums(self, params, batch):
@@ -301,7 +444,7 @@ class Experiment:
         first = jax.tree.map(lambda a: a[0], batches)
         zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(self._eval_sums, params, first))
         (per_seed, ensemble), _ = jax.lax.scan(body, zeros, batches)
-        return _ratio(per_seed), _ratio(ensemble)
+        return self._replicate_result((_ratio(per_seed), _ratio(ensemble)))
 
     def evaluate(self, params) -> tuple[dict, dict]:
         """({metric: (S,) per seed}, {metric: ensemble value}) on the eval set."""
@@ -317,11 +460,20 @@ class Experiment:
         writes anything: an implementation the cell does not support, a best metric the
         task does not have, shapes that do not fit. It costs a trace, not a compile."""
         abstract = self.abstract_state()
-        jax.eval_shape(
-            lambda state, arrays: self._train_chunk(state, jnp.int32(0), 1, arrays),
-            abstract,
-            self.train_arrays,
-        )
+        if self.fed:
+            batch_size = self.config.train.batch_size
+            batches = jax.eval_shape(
+                lambda rng, arrays: self._local_batches(rng, 0, 1, (0, batch_size), arrays),
+                abstract["rng"],
+                self.train_arrays,
+            )
+            jax.eval_shape(lambda s, b: self._train_chunk_fed(s, np.int32(0), b), abstract, batches)
+        else:
+            jax.eval_shape(
+                lambda state, arrays: self._train_chunk(state, jnp.int32(0), 1, arrays),
+                abstract,
+                self.train_arrays,
+            )
         per_seed, ensemble = jax.eval_shape(self._evaluate, abstract["params"], self.eval_batches)
         names = [f"eval/{k}" for k in per_seed] + [f"eval_ensemble/{k}" for k in ensemble]
         metric, _ = self.main_metric()
