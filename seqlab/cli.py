@@ -2,6 +2,7 @@
 
     seqlab run EXPERIMENT [key=value ...] [--out DIR]     train one config
     seqlab sweep EXPERIMENT [key=v1,v2 ...] [--kfold K] [--out DIR]
+                 [--worker I --num-workers N] [--devices-per-point K] [--submit slurm]
     seqlab resume DIR                                      continue a run or a sweep
     seqlab report DIR                                      report.md of a run or sweep
     seqlab analyze DIR [--step N]                          gradient norms of a checkpoint
@@ -16,11 +17,13 @@ import argparse
 import datetime
 import logging
 import os
+import pathlib
 import sys
 
 from seqlab import experiments
 from seqlab.demo import run_demo
-from seqlab.experiments import _distributed
+from seqlab.experiments import _cluster, _distributed
+from seqlab.experiments._claims import STALE_AFTER
 
 
 def _stamp() -> str:
@@ -47,7 +50,115 @@ def _sweep(args) -> int:
     config = experiments.apply_overrides(config, [f"{k}={v}" for k, v in shared.items()])
     axes = {k: v for k, v in grid.items() if len(v) > 1}
     out = args.out = args.out or f"runs/sweep-{config.task}-{_stamp()}"
-    experiments.sweep(config, axes, out, kfold=args.kfold)
+    worker, num_workers = _worker_numbers(args)
+    if args.submit:
+        return _submit_sweep(args, config, axes, out, num_workers)
+    if args.devices_per_point is not None:
+        platform, count = _cluster.probe_devices()
+        environments = _cluster.device_environments(platform, count, args.devices_per_point)
+        local = len(environments)
+        print(
+            f"{local} local worker(s), {args.devices_per_point} of {count} {platform} "
+            "device(s) each"
+        )
+        code = _cluster.run_local_workers(
+            _worker_argv(args, out),
+            environments,
+            first=worker * local,
+            total=num_workers * local,
+        )
+        if (pathlib.Path(out) / "sweep.json").exists():  # merge what the workers finished
+            print(f"results: {experiments.write_results(out)}")
+            experiments.report(out)
+        return code
+    echo = print
+    if num_workers > 1:
+        echo = lambda *a, **k: print(f"worker {worker}/{num_workers}:", *a, **k)  # noqa: E731
+    experiments.sweep(
+        config,
+        axes,
+        out,
+        kfold=args.kfold,
+        worker=worker,
+        num_workers=num_workers,
+        stale_after=args.stale_after,
+        echo=echo,
+    )
+    return 0
+
+
+def _worker_numbers(args) -> tuple[int, int]:
+    """(worker, num_workers): the flags, else a SLURM array task's, else one worker."""
+    if args.worker is None and args.num_workers is None:
+        return _cluster.worker_from_environment() or (0, 1)
+    if args.num_workers is None or (args.worker is None and not args.submit):
+        raise ValueError("--worker and --num-workers go together")
+    if args.num_workers < 1:
+        raise ValueError(f"--num-workers must be >= 1, got {args.num_workers}")
+    return (args.worker or 0), args.num_workers
+
+
+def _worker_argv(args, out: str) -> list[str]:
+    """The sweep command line of one worker (without --worker and --num-workers)."""
+    experiment = args.experiment
+    if experiment.endswith(".py") and os.path.exists(experiment):
+        experiment = os.path.abspath(experiment)  # a job may start in another folder
+    argv = ["sweep", experiment, *args.axes, "--out", os.path.abspath(out)]
+    argv += ["--kfold", str(args.kfold), "--stale-after", str(args.stale_after)]
+    return argv
+
+
+def _submit_sweep(args, config, axes, out, num_workers) -> int:
+    """Check the sweep and write its plan here, then submit the workers through submitit."""
+    if args.worker is not None:
+        raise ValueError("--submit starts every worker itself: drop --worker")
+    experiments.prepare_sweep(config, axes, out, kfold=args.kfold)
+    argv = _worker_argv(args, out)
+    if args.devices_per_point is not None:
+        argv += ["--devices-per-point", str(args.devices_per_point)]
+    options = {}
+    for key, value in (
+        ("timeout_min", args.time),
+        ("gpus_per_node", args.gpus_per_node),
+        ("cpus_per_task", args.cpus_per_task),
+        ("mem_gb", args.mem_gb),
+        ("slurm_partition", args.partition),
+    ):
+        if value is not None:
+            options[key] = value
+    for item in args.slurm or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--slurm takes KEY=VALUE (a submitit slurm_ option), got {item!r}")
+        options[f"slurm_{key.removeprefix('slurm_')}"] = int(value) if value.isdigit() else value
+    out_path = pathlib.Path(out).absolute()
+    jobs = _cluster.submit(
+        [
+            argv + ["--worker", str(i), "--num-workers", str(num_workers)]
+            for i in range(num_workers)
+        ],
+        out_path / "submitit",
+        cluster=args.submit,
+        options=options,
+        name=f"seqlab-{out_path.name}",
+    )
+    print(f"submitted {len(jobs)} worker(s): jobs {', '.join(job.job_id for job in jobs)}")
+    print(f"logs: {out_path / 'submitit'}")
+    if not args.wait and args.submit == "slurm":
+        print(f"`seqlab report {out}` merges the results of the points finished so far")
+        return 0
+    failed = []
+    for job in jobs:  # the local executor's jobs are this command's children: wait
+        try:
+            job.result()
+        except Exception as error:  # noqa: BLE001 - submitit re-raises the job's error
+            failed.append(f"job {job.job_id}: {str(error).strip().splitlines()[-1][:200]}")
+    print(f"results: {experiments.write_results(out)}")
+    experiments.report(out)
+    if failed:
+        raise ValueError(
+            f"{len(failed)} worker(s) failed ({'; '.join(failed)}); logs in {out_path / 'submitit'}"
+        )
     return 0
 
 
@@ -86,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="seqlab",
         description=__doc__.splitlines()[0],
-        epilog="Multi-host: set SEQLAB_DISTRIBUTED=1 to call jax.distributed.initialize() first.",
+        epilog="Multi-host: SEQLAB_DISTRIBUTED=1 starts jax.distributed first (with "
+        "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or SLURM / Open MPI).",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
@@ -101,6 +213,40 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("axes", nargs="*", help="key=v1,v2,... (a single value is shared)")
     sweep.add_argument("--kfold", type=int, default=0, help="k-fold cross-validation")
     sweep.add_argument("--out", help="sweep directory (default: runs/sweep-<task>-<time>)")
+    workers = sweep.add_argument_group(
+        "several workers",
+        "workers share the sweep folder (on a filesystem they all see) and claim points "
+        "before training them; without the flags, a SLURM array task's "
+        "SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT are used",
+    )
+    workers.add_argument("--worker", type=int, help="this worker's index, 0 .. N-1")
+    workers.add_argument("--num-workers", type=int, help="how many workers share the sweep")
+    workers.add_argument(
+        "--stale-after",
+        type=float,
+        default=STALE_AFTER,
+        help="seconds without a heartbeat after which another worker takes a point over "
+        "(default %(default)g)",
+    )
+    workers.add_argument(
+        "--devices-per-point",
+        type=int,
+        help="run points side by side on this host, each on K of its devices (one local "
+        "worker per K devices)",
+    )
+    cluster = sweep.add_argument_group("submission (submitit: pip install 'seqlab[cluster]')")
+    cluster.add_argument(
+        "--submit", choices=_cluster.CLUSTERS, help="submit --num-workers workers as a job array"
+    )
+    cluster.add_argument("--wait", action="store_true", help="wait for the jobs and merge")
+    cluster.add_argument("--partition", help="SLURM partition")
+    cluster.add_argument("--time", type=int, help="time limit per job, minutes")
+    cluster.add_argument("--gpus-per-node", type=int)
+    cluster.add_argument("--cpus-per-task", type=int)
+    cluster.add_argument("--mem-gb", type=float)
+    cluster.add_argument(
+        "--slurm", action="append", metavar="KEY=VALUE", help="any other submitit slurm_ option"
+    )
     sweep.set_defaults(run=_sweep)
 
     resume = commands.add_parser(

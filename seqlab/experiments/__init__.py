@@ -34,6 +34,7 @@ from seqlab.experiments._optim import make_optimizer as make_optimizer
 from seqlab.experiments._plots import figure as figure
 from seqlab.experiments._plots import save_figure as save_figure
 from seqlab.experiments._report import report as report
+from seqlab.experiments._report import write_results as write_results
 from seqlab.experiments._run import resume as resume
 from seqlab.experiments._run import run as run
 from seqlab.experiments._rundir import read_config as read_config
@@ -42,6 +43,7 @@ from seqlab.experiments._rundir import write_text as write_text
 from seqlab.experiments._seeds import SEED_BATCHING as SEED_BATCHING
 from seqlab.experiments._seeds import resolve_seed_batching as resolve_seed_batching
 from seqlab.experiments._sweep import parse_grid as parse_grid
+from seqlab.experiments._sweep import prepare_sweep as prepare_sweep
 from seqlab.experiments._sweep import resume_sweep as resume_sweep
 from seqlab.experiments._sweep import sweep as sweep
 from seqlab.experiments._train import Experiment as Experiment
@@ -72,6 +74,7 @@ __all__ = [
     "load_run",
     "make_optimizer",
     "parse_grid",
+    "prepare_sweep",
     "read_config",
     "report",
     "resolve_seed_batching",
@@ -83,5 +86,6 @@ __all__ = [
     "tasks",
     "valid_keys",
     "write_json",
+    "write_results",
     "write_text",
 ]

@@ -10,7 +10,9 @@ gradient norms) and of a sweep (final metric, curves).
 from __future__ import annotations
 
 import math
+import os
 import pathlib
+import uuid
 
 from matplotlib.figure import Figure
 
@@ -29,7 +31,12 @@ def save_figure(fig: Figure, path: str | pathlib.Path, *, dpi: int = 100) -> pat
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.png")
+    try:  # atomically: workers of a sweep may draw the same comparison plot at once
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

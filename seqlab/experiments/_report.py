@@ -9,6 +9,7 @@ the points' summaries), the comparison plots and every point's learning curves.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import pathlib
@@ -109,10 +110,7 @@ def write_results(out_dir) -> pathlib.Path:
     rows, plan = sweep_rows(out_dir)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     path = out_dir / "results.csv"
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    _rundir.write_text(path, _csv_text(rows, columns))
     if plan["kfold"]:
         groups = {}
         for row in rows:
@@ -130,11 +128,17 @@ def write_results(out_dir) -> pathlib.Path:
                 std=float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
             )
             cv_rows.append(cv_row)
-        with open(out_dir / "cv.csv", "w", newline="") as file:
-            writer = csv.DictWriter(file, list(cv_rows[0]))
-            writer.writeheader()
-            writer.writerows(cv_rows)
+        _rundir.write_text(out_dir / "cv.csv", _csv_text(cv_rows, list(cv_rows[0])))
     return path
+
+
+def _csv_text(rows: list[dict], columns: list[str]) -> str:
+    """CSV text (written atomically: several workers of a sweep may write it at once)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def _markdown_table(rows: list[dict], columns: list[str]) -> list[str]:

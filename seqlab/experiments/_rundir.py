@@ -21,6 +21,7 @@ import json
 import math
 import os
 import pathlib
+import uuid
 
 import yaml
 from omegaconf import OmegaConf
@@ -209,12 +210,20 @@ def write_json(path: pathlib.Path, payload) -> None:
     """Write JSON atomically (temporary file, then rename): a kill never leaves half.
     The folder is created if missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(payload), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(_json_safe(payload), indent=2) + "\n")
+
+
+def _temporary(path: pathlib.Path) -> pathlib.Path:
+    """A name beside ``path`` that no other process or worker writes at the same time."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 def write_text(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write text atomically (a temporary file of this process, then rename): a kill, or
+    another worker writing the same file, never leaves half of it."""
+    tmp = _temporary(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

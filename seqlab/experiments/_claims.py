@@ -1,0 +1,167 @@
+"""Claims on the points of a sweep that several workers share through one folder.
+
+A worker claims a point before it trains it by creating ``claims/<point>@<generation>``
+with ``O_CREAT | O_EXCL``, which exactly one creator wins on a local disk and on NFS v3+
+alike. While it trains, a background thread touches the file every ``heartbeat``
+seconds. The rule for taking a claim over:
+
+- the newest generation of a point's claims holds it;
+- a claim is dead when its file has not been touched for ``stale_after`` seconds (time
+  read from the shared filesystem itself, so the hosts' clocks need not agree), or at
+  once when it names this host and a process id that no longer runs (a worker restarted
+  on the same machine);
+- a dead claim is taken over by creating the next generation, again with ``O_EXCL``, so
+  two workers that both saw it dead cannot both win;
+- a worker whose claim was taken over (it was slow, not dead) sees the newer generation
+  at its next heartbeat and stops that point (``KeyboardInterrupt`` in the main thread,
+  which the sweep turns into a message), leaving the point to the new holder.
+
+A worker that finishes a point removes its claims; the point's ``summary.json`` says it
+is done.
+"""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import pathlib
+import socket
+import threading
+import time
+import uuid
+
+CLAIMS = "claims"
+STALE_AFTER = 300.0  # seconds without a heartbeat before a claim counts as dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Claim:
+    """A held claim: heartbeats until ``release``; ``lost`` when another worker took it."""
+
+    def __init__(self, claims: Claims, name: str, generation: int, path: pathlib.Path):
+        self.claims, self.name, self.generation, self.path = claims, name, generation, path
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"claim {name}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.claims.heartbeat):
+            newer = [g for g, _ in self.claims.files(self.name) if g > self.generation]
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                newer = newer or [self.generation]
+            if newer:
+                self.lost = True
+                _thread.interrupt_main()  # the sweep stops this point and moves on
+                return
+
+    def release(self) -> None:
+        """Stop the heartbeat; remove the point's claims unless another worker holds it."""
+        self._stop.set()
+        self._thread.join()
+        if self.lost:
+            return
+        for generation, path in self.claims.files(self.name):
+            if generation <= self.generation:
+                path.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+class Claims:
+    """The ``claims/`` folder of a sweep, seen by the worker ``worker`` (a label)."""
+
+    def __init__(self, out_dir, worker: str, *, stale_after: float = STALE_AFTER):
+        if not stale_after > 0:
+            raise ValueError(
+                f"--stale-after must be a positive number of seconds, got {stale_after}"
+            )
+        self.directory = pathlib.Path(out_dir) / CLAIMS
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.worker = worker
+        self.stale_after = float(stale_after)
+        self.heartbeat = min(30.0, self.stale_after / 4)
+        self.host = socket.gethostname()
+
+    def files(self, name: str) -> list[tuple[int, pathlib.Path]]:
+        """(generation, path) of the point's claims, oldest first."""
+        found = []
+        for path in self.directory.glob(f"{name}@*"):
+            generation = path.name.rpartition("@")[2]
+            if generation.isdigit():
+                found.append((int(generation), path))
+        return sorted(found)
+
+    def _now(self) -> float:
+        """The shared filesystem's clock: the modification time of a file touched now."""
+        probe = self.directory / f".clock-{self.host}-{os.getpid()}"
+        try:
+            probe.touch()
+            os.utime(probe)
+            return probe.stat().st_mtime
+        finally:
+            probe.unlink(missing_ok=True)
+
+    def holder(self, name: str) -> dict | None:
+        """What the newest claim of ``name`` says about its worker (None: unclaimed)."""
+        files = self.files(name)
+        if not files:
+            return None
+        try:
+            return json.loads(files[-1][1].read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # being written, or just released
+            return {}
+
+    def _dead(self, path: pathlib.Path, info: dict) -> bool:
+        if info.get("host") == self.host and isinstance(info.get("pid"), int):
+            if not _alive(info["pid"]):
+                return True
+        try:
+            age = self._now() - path.stat().st_mtime
+        except FileNotFoundError:
+            return False  # released meanwhile: not ours to take over this round
+        return age > self.stale_after
+
+    def try_claim(self, name: str) -> Claim | None:
+        """Claim ``name``; None when a live worker holds it (or won a race for it)."""
+        files = self.files(name)
+        generation = 0
+        if files:
+            newest, path = files[-1]
+            if not self._dead(path, self.holder(name) or {}):
+                return None
+            generation = newest + 1
+        path = self.directory / f"{name}@{generation}"
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return None
+        info = {
+            "worker": self.worker,
+            "host": self.host,
+            "pid": os.getpid(),
+            "token": uuid.uuid4().hex,
+            "claimed_at": time.time(),
+        }
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(json.dumps(info) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        return Claim(self, name, generation, path)

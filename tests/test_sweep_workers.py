@@ -1,0 +1,207 @@
+"""Sweeps shared by several workers: claims (atomic, heartbeat, takeover of a dead
+worker's), two worker processes against one, a worker killed mid-point and started again,
+submitit's local executor, and points side by side on a host's devices."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from seqlab.experiments import _claims, _cluster
+
+SWEEP = [
+    "sweep",
+    "adding",
+    "model.hidden_size=8",
+    "data.seq_len=12",
+    "data.eval_size=64",
+    "train.batch_size=16",
+    "train.log_every=10",
+    "checkpoint.every=10",
+    "train.steps=20",
+    "model.cell=rnn,gru",
+    "train.lr=0.01,0.02",
+]
+
+
+def start(*args, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "seqlab", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def done(process, timeout=300):
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-3000:]
+    return out
+
+
+def results(sweep_dir) -> dict:
+    """{point: row} of results.csv, without the wall-clock column."""
+    with open(sweep_dir / "results.csv") as file:
+        rows = list(csv.DictReader(file))
+    return {row.pop("point"): {k: v for k, v in row.items() if k != "seconds"} for row in rows}
+
+
+def steps_of(point_dir):
+    lines = (point_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines]
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "one"
+    done(start(*SWEEP, "--out", out))
+    return out
+
+
+def test_two_workers_give_the_results_of_one(one_worker, tmp_path):
+    out = tmp_path / "two"
+    workers = [start(*SWEEP, "--out", out, "--worker", i, "--num-workers", 2) for i in (0, 1)]
+    logs = [done(worker) for worker in workers]
+    assert results(out) == results(one_worker)  # the same numbers, point by point
+    assert all(row["status"] == "finished" for row in results(out).values())
+    # each point trained by exactly one of them, each worker its own share first
+    lines = [line for log in logs for line in log.splitlines()]
+    trained = [line for line in lines if "] model.cell" in line and "skipped" not in line]
+    assert len(trained) == 4 and "worker 0/2: [1/4]" in logs[0] and "worker 1/2: [2/4]" in logs[1]
+    assert list((out / "claims").iterdir()) == []  # released
+
+
+def test_a_killed_worker_restarts_and_every_point_finishes_once(tmp_path):
+    out = tmp_path / "killed"
+    longer = [*SWEEP[:-3], "train.steps=300", "model.cell=rnn,gru", "train.lr=0.01"]
+    victim = start(*longer, "--out", out, "--worker", 0, "--num-workers", 2)
+    first = out / "points" / "p000_cell=rnn"
+    deadline = time.time() + 120
+    while not (first / "checkpoints" / "20" / "commit_success.txt").exists():
+        assert victim.poll() is None and time.time() < deadline, victim.communicate()[1][-2000:]
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert not (first / "summary.json").exists()
+    before = steps_of(first)
+    # its claim names a dead process of this host: the restarted worker takes it at once
+    restarted = start(*longer, "--out", out, "--worker", 0, "--num-workers", 2)
+    other = start(*longer, "--out", out, "--worker", 1, "--num-workers", 2)
+    logs = done(restarted) + done(other)
+    assert "resuming" in logs
+    for point in (out / "points").iterdir():
+        assert steps_of(point) == list(range(10, 301, 10)), point.name  # once, no gap
+    assert steps_of(first)[: len(before)] == before
+    assert all(row["status"] == "finished" for row in results(out).values())
+
+
+def test_submitit_local_executor_runs_the_workers(one_worker, tmp_path):
+    pytest.importorskip("submitit")
+    out = tmp_path / "submitted"
+    log = done(start(*SWEEP, "--out", out, "--submit", "local", "--num-workers", 2))
+    assert "submitted 2 worker(s)" in log and f"results: {out}" in log
+    assert results(out) == results(one_worker)
+    assert len(list((out / "submitit").glob("*/*_log.out"))) == 2  # one log per job
+
+
+def test_points_side_by_side_on_the_devices_of_a_host(one_worker, tmp_path):
+    out = tmp_path / "devices"
+    four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    log = done(start(*SWEEP, "--out", out, "--devices-per-point", 2, env=four))
+    assert "2 local worker(s), 2 of 4 cpu device(s) each" in log
+    for point in (out / "points").iterdir():
+        assert json.loads((point / "summary.json").read_text())["devices"] == 2
+    for (name, got), want in zip(results(out).items(), results(one_worker).values(), strict=True):
+        for key in ("eval/loss", "eval/mse"):  # two devices against one: summation order
+            assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-5), name
+
+
+def test_claims_are_exclusive_and_a_stale_one_is_taken_over(tmp_path):
+    first = _claims.Claims(tmp_path, "0/2", stale_after=2.0)
+    second = _claims.Claims(tmp_path, "1/2", stale_after=2.0)
+    held = first.try_claim("p000")
+    assert held is not None and second.try_claim("p000") is None  # live: refused
+    assert second.holder("p000")["worker"] == "0/2"
+    held._stop.set()  # the holder hangs: no more heartbeats
+    held._thread.join()
+    # its file names this host and a live pid, so only its age can free it
+    old = time.time() - 10
+    os.utime(held.path, (old, old))
+    taken = second.try_claim("p000")
+    assert taken is not None and taken.generation == 1
+    assert first.try_claim("p000") is None  # the new generation is live
+    # the old holder notices at its next heartbeat: lost, and the main thread interrupted
+    with pytest.raises(KeyboardInterrupt):
+        held._stop.clear()
+        held._thread = threading.Thread(target=held._beat, daemon=True)
+        held.claims.heartbeat = 0.05
+        held._thread.start()
+        for _ in range(200):  # short sleeps: the interrupt lands between two of them
+            time.sleep(0.025)
+    assert held.lost
+    held.release()  # a lost claim leaves the new holder's file alone
+    assert [g for g, _ in second.files("p000")] == [0, 1]
+    taken.release()
+    assert second.files("p000") == []
+
+
+def test_a_claim_of_a_dead_process_on_this_host_is_free_at_once(tmp_path):
+    claims = _claims.Claims(tmp_path, "0/1")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    path = claims.directory / "p001@0"
+    info = {"worker": "0/1", "host": socket.gethostname(), "pid": int(dead.stdout)}
+    path.write_text(json.dumps(info))
+    taken = claims.try_claim("p001")
+    assert taken is not None and taken.generation == 1
+    taken.release()
+    assert claims.files("p001") == []
+
+
+def test_worker_numbers_and_device_environments():
+    env = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "5"}
+    assert _cluster.worker_from_environment(env) == (2, 4)
+    assert _cluster.worker_from_environment({}) is None
+    with pytest.raises(ValueError, match="must be integers"):
+        _cluster.worker_from_environment(
+            {"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"}
+        )
+    gpus = _cluster.device_environments("gpu", 4, 2, {"CUDA_VISIBLE_DEVICES": "3,5,6,7"})
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in gpus] == ["3,5", "6,7"]
+    cpus = _cluster.device_environments(
+        "cpu", 4, 1, {"XLA_FLAGS": "--a --xla_force_host_platform_device_count=4"}
+    )
+    assert len(cpus) == 4 and cpus[0]["XLA_FLAGS"] == "--a --xla_force_host_platform_device_count=1"
+    with pytest.raises(ValueError, match="more than the 2 gpu"):
+        _cluster.device_environments("gpu", 2, 3, {})
+    with pytest.raises(ValueError, match="not tpu"):
+        _cluster.device_environments("tpu", 4, 2, {})
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--worker", "2", "--num-workers", "2"], "--worker must be in 0 .. 1"),
+        (["--worker", "0"], "--worker and --num-workers go together"),
+        (["--submit", "local", "--worker", "0", "--num-workers", "2"], "drop --worker"),
+        (["--stale-after", "0"], "--stale-after must be a positive"),
+    ],
+)
+def test_bad_worker_flags_are_one_line_errors(extra, message, tmp_path, capsys):
+    from seqlab.cli import main
+
+    assert main([*SWEEP, "--out", str(tmp_path / "x"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
