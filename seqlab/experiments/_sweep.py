@@ -148,6 +148,8 @@ def sweep(
         raise ValueError(f"--stale-after must be a positive number of seconds, got {stale_after}")
     out_dir = pathlib.Path(out_dir)
     config = structured(config)
+    if not _distributed.is_writer():  # the processes of one job: process 0 prints
+        echo = lambda *args, **kwargs: None  # noqa: E731
     plan = prepare_sweep(config, grid, out_dir, kfold=kfold)
     configs = {p["name"]: apply_overrides(config, p["overrides"]) for p in plan["points"]}
     if _distributed.multiprocess() and num_workers > 1:
