@@ -98,6 +98,14 @@ def _worker_numbers(args) -> tuple[int, int]:
     return (args.worker or 0), args.num_workers
 
 
+def _worker_job(argv: list[str]) -> int:
+    """What a submitted job runs: this command line with ``argv`` (a worker of a sweep)."""
+    code = main(argv)
+    if code != 0:
+        raise RuntimeError(f"seqlab {' '.join(argv)} exited with status {code}")
+    return code
+
+
 def _worker_argv(args, out: str) -> list[str]:
     """The sweep command line of one worker (without --worker and --num-workers)."""
     experiment = args.experiment
@@ -133,6 +141,7 @@ def _submit_sweep(args, config, axes, out, num_workers) -> int:
         options[f"slurm_{key.removeprefix('slurm_')}"] = int(value) if value.isdigit() else value
     out_path = pathlib.Path(out).absolute()
     jobs = _cluster.submit(
+        _worker_job,
         [
             argv + ["--worker", str(i), "--num-workers", str(num_workers)]
             for i in range(num_workers)

@@ -39,17 +39,8 @@ def worker_from_environment(environ=None) -> tuple[int, int] | None:
     return (task - first) % count, count
 
 
-def _worker_job(argv: list[str]) -> int:
-    """What a submitted job runs: the seqlab command line with ``argv``."""
-    from seqlab.cli import main
-
-    code = main(argv)
-    if code != 0:
-        raise RuntimeError(f"seqlab {' '.join(argv)} exited with status {code}")
-    return code
-
-
 def submit(
+    job,
     argvs: list[list[str]],
     folder: pathlib.Path,
     *,
@@ -57,7 +48,8 @@ def submit(
     options: dict,
     name: str,
 ):
-    """Submit one job per ``argvs`` entry as a submitit job array; returns the jobs.
+    """Submit ``job(argv)`` for every ``argvs`` entry as a submitit job array; returns the
+    jobs (``job`` must be importable: a module-level function, pickled by reference).
 
     ``options`` go to ``submitit.AutoExecutor.update_parameters`` (``timeout_min``,
     ``gpus_per_node``, ``cpus_per_task``, ``mem_gb``, ``slurm_partition``, any other
@@ -79,7 +71,7 @@ def submit(
         executor.update_parameters(**parameters)
     except (ValueError, TypeError) as error:
         raise ValueError(f"submitit refused the job options: {error}") from None
-    return executor.map_array(_worker_job, argvs)
+    return executor.map_array(job, argvs)
 
 
 def probe_devices() -> tuple[str, int]:
