@@ -197,3 +197,20 @@ def test_environment_errors_name_the_variable(environ, message):
     with pytest.raises(ValueError, match=message):
         _distributed.initialize(environ)
     assert _distributed.initialize({}) is False  # unset: nothing to start
+
+
+def test_a_sweep_under_jax_distributed_trains_each_point_over_both_processes(tmp_path):
+    out = tmp_path / "sweep"
+    sweep = ["sweep", *TINY, "train.steps=10", "model.cell=rnn,gru", "--out", out]
+    results = finish(launch(sweep))
+    assert [code for code, _, _ in results] == [0, 0], results[0][2][-2000:]
+    assert "[2/2] model.cell=gru" in results[0][1] and "[2/2]" not in results[1][1]
+    for point in ("p000_cell=rnn", "p001_cell=gru"):
+        summary = json.loads((out / "points" / point / "summary.json").read_text())
+        assert (summary["status"], summary["devices"], summary["processes"]) == ("finished", 4, 2)
+        assert steps_of(out / "points" / point) == [10]
+    assert (out / "results.csv").read_text().count("finished") == 2
+    # several workers inside one distributed job are refused
+    results = finish(launch([*sweep, "--worker", "0", "--num-workers", "2"]))
+    for code, _, err in results:
+        assert code == 2 and "--num-workers > 1 under SEQLAB_DISTRIBUTED=1" in err, err[-2000:]

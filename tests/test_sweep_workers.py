@@ -205,3 +205,15 @@ def test_bad_worker_flags_are_one_line_errors(extra, message, tmp_path, capsys):
     assert main([*SWEEP, "--out", str(tmp_path / "x"), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_slurm_array_task_is_a_worker_without_flags(monkeypatch):
+    from seqlab.cli import _worker_numbers, build_parser
+
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_MIN", raising=False)
+    args = build_parser().parse_args(["sweep", "adding", "model.cell=rnn,gru"])
+    assert _worker_numbers(args) == (3, 4)
+    args = build_parser().parse_args(["sweep", "adding", "--worker", "1", "--num-workers", "2"])
+    assert _worker_numbers(args) == (1, 2)  # the flags win
