@@ -92,6 +92,10 @@ def test_a_killed_worker_restarts_and_every_point_finishes_once(tmp_path):
     victim.communicate()
     assert not (first / "summary.json").exists()
     before = steps_of(first)
+    from seqlab.experiments._report import sweep_rows
+
+    rows, _ = sweep_rows(out)  # what `seqlab report` shows meanwhile
+    assert rows[0]["status"] == "claimed by worker 0/2"
     # its claim names a dead process of this host: the restarted worker takes it at once
     restarted = start(*longer, "--out", out, "--worker", 0, "--num-workers", 2)
     other = start(*longer, "--out", out, "--worker", 1, "--num-workers", 2)

@@ -45,6 +45,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def claim_files(directory: pathlib.Path, name: str) -> list[tuple[int, pathlib.Path]]:
+    """(generation, path) of the claims of point ``name`` in ``directory``, oldest first."""
+    found = []
+    for path in pathlib.Path(directory).glob(f"{name}@*"):
+        generation = path.name.rpartition("@")[2]
+        if generation.isdigit():
+            found.append((int(generation), path))
+    return sorted(found)
+
+
+def read_holder(directory: pathlib.Path, name: str) -> dict | None:
+    """What the newest claim of point ``name`` says about its worker ({} while it is being
+    written or was just released; None when the point has no claim)."""
+    files = claim_files(directory, name)
+    if not files:
+        return None
+    try:
+        return json.loads(files[-1][1].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 class Claim:
     """A held claim: heartbeats until ``release``; ``lost`` when another worker took it."""
 
@@ -102,12 +124,7 @@ class Claims:
 
     def files(self, name: str) -> list[tuple[int, pathlib.Path]]:
         """(generation, path) of the point's claims, oldest first."""
-        found = []
-        for path in self.directory.glob(f"{name}@*"):
-            generation = path.name.rpartition("@")[2]
-            if generation.isdigit():
-                found.append((int(generation), path))
-        return sorted(found)
+        return claim_files(self.directory, name)
 
     def _now(self) -> float:
         """The shared filesystem's clock: the modification time of a file touched now."""
@@ -121,13 +138,7 @@ class Claims:
 
     def holder(self, name: str) -> dict | None:
         """What the newest claim of ``name`` says about its worker (None: unclaimed)."""
-        files = self.files(name)
-        if not files:
-            return None
-        try:
-            return json.loads(files[-1][1].read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # being written, or just released
-            return {}
+        return read_holder(self.directory, name)
 
     def _dead(self, path: pathlib.Path, info: dict) -> bool:
         if info.get("host") == self.host and isinstance(info.get("pid"), int):

@@ -17,6 +17,7 @@ import pathlib
 import numpy as np
 
 from seqlab.experiments import _plots, _rundir
+from seqlab.experiments._claims import CLAIMS, read_holder
 from seqlab.experiments._config import to_yaml
 
 
@@ -83,7 +84,9 @@ def sweep_rows(out_dir: pathlib.Path) -> tuple[list[dict], dict]:
         row = {"point": point["name"]}
         row.update(dict(o.split("=", 1) for o in point["overrides"]))
         if summary is None:
-            row["status"] = "not finished"
+            holder = read_holder(out_dir / CLAIMS, point["name"])
+            worker = None if holder is None else holder.get("worker", "?")
+            row["status"] = "not finished" if holder is None else f"claimed by worker {worker}"
             rows.append(row)
             continue
         row.update(status=summary["status"], step=summary["step"])
