@@ -117,6 +117,11 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
+def writer_echo(echo):
+    """``echo`` in the writing process, silence in the others."""
+    return echo if is_writer() else (lambda *args, **kwargs: None)
+
+
 def multiprocess() -> bool:
     return jax.process_count() > 1
 

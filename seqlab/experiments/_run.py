@@ -37,7 +37,7 @@ def run(config, out_dir, *, progress: bool | None = None, echo=print, data=None)
     out_dir = pathlib.Path(out_dir)
     _distributed.check_same("configs", to_yaml(config))
     _distributed.check_same("run directories", str(out_dir))
-    echo = _writer_echo(echo)
+    echo = _distributed.writer_echo(echo)
     if (out_dir / _rundir.CONFIG).exists():
         raise ValueError(
             f"{out_dir} already holds a run; continue it with `seqlab resume {out_dir}` or "
@@ -101,7 +101,7 @@ def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
     """
     run_dir = pathlib.Path(run_dir)
     _distributed.check_same("run directories", str(run_dir))
-    echo = _writer_echo(echo)
+    echo = _distributed.writer_echo(echo)
     if (run_dir / _rundir.SWEEP).exists():
         raise ValueError(
             f"{run_dir} is a sweep directory; seqlab.experiments.resume_sweep (or "
@@ -141,11 +141,6 @@ def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
     else:
         echo(f"resuming {run_dir} from step {step}")
     return _train_loop(experiment, run_dir, state, step or 0, meta, progress=progress, echo=echo)
-
-
-def _writer_echo(echo):
-    """``echo`` in the writing process, silence in the others."""
-    return echo if _distributed.is_writer() else (lambda *args, **kwargs: None)
 
 
 def _record(step, train_metrics, per_seed, ensemble, seeds, elapsed) -> dict:

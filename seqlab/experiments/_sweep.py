@@ -98,6 +98,7 @@ def prepare_sweep(config, grid: dict[str, list[str]], out_dir, *, kfold: int = 0
     plan = json.loads(json.dumps(plan))
     sweep_file = out_dir / _rundir.SWEEP
     if _distributed.is_writer() and not sweep_file.exists():
+        # (sweep.json looked at again: another worker may have just made the folder)
         if out_dir.exists() and any(out_dir.iterdir()) and not sweep_file.exists():
             raise ValueError(f"{out_dir} exists and is not a sweep; choose another --out")
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -146,17 +147,16 @@ def sweep(
         )
     if not stale_after > 0:
         raise ValueError(f"--stale-after must be a positive number of seconds, got {stale_after}")
-    out_dir = pathlib.Path(out_dir)
-    config = structured(config)
-    if not _distributed.is_writer():  # the processes of one job: process 0 prints
-        echo = lambda *args, **kwargs: None  # noqa: E731
-    plan = prepare_sweep(config, grid, out_dir, kfold=kfold)
-    configs = {p["name"]: apply_overrides(config, p["overrides"]) for p in plan["points"]}
     if _distributed.multiprocess() and num_workers > 1:
         raise ValueError(
             "--num-workers > 1 under SEQLAB_DISTRIBUTED=1: the processes of one job train "
             "each point together; run one sweep worker per job"
         )
+    out_dir = pathlib.Path(out_dir)
+    config = structured(config)
+    echo = _distributed.writer_echo(echo)
+    plan = prepare_sweep(config, grid, out_dir, kfold=kfold)
+    configs = {p["name"]: apply_overrides(config, p["overrides"]) for p in plan["points"]}
     # The processes of one jax.distributed job train each point together: no claims.
     claims = None
     if not _distributed.multiprocess():
