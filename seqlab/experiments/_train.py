@@ -22,6 +22,7 @@ single-process program makes) and hands them over with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -33,6 +34,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from seqlab.cells._affine import batch_sharded
 from seqlab.experiments import tasks as task_registry
 from seqlab.experiments._config import to_yaml
 from seqlab.experiments._model import TaskModel, build_model
@@ -370,10 +372,17 @@ class Experiment:
         Returns the new state and per-seed (S,) means of the training loss and the
         gradient norm (before clipping) over those steps.
         """
-        if self.fed:
-            batches = self._fed_batches(state, first_step, num_steps)
-            return self._train_chunk_fed(state, np.int32(first_step), batches)
-        return self._train_chunk(state, jnp.int32(first_step), num_steps, self.train_arrays)
+        with self._tracing():
+            if self.fed:
+                batches = self._fed_batches(state, first_step, num_steps)
+                return self._train_chunk_fed(state, np.int32(first_step), batches)
+            return self._train_chunk(state, jnp.int32(first_step), num_steps, self.train_arrays)
+
+    def _tracing(self):
+        """The trace-time setting of the training programs: with the batch sharded over a
+        mesh, the cells' backward passes contract over time and batch without merging
+        them (``seqlab.cells._affine.contract_time_batch``)."""
+        return batch_sharded() if self.mesh is not None else contextlib.nullcontext()
 
     # ----------------------------------------------------------------- evaluation
 
@@ -460,6 +469,19 @@ class Experiment:
         writes anything: an implementation the cell does not support, a best metric the
         task does not have, shapes that do not fit. It costs a trace, not a compile."""
         abstract = self.abstract_state()
+        with self._tracing():
+            self._check_training(abstract)
+        per_seed, ensemble = jax.eval_shape(self._evaluate, abstract["params"], self.eval_batches)
+        names = [f"eval/{k}" for k in per_seed] + [f"eval_ensemble/{k}" for k in ensemble]
+        metric, _ = self.main_metric()
+        if metric not in names:
+            raise ValueError(
+                f"checkpoint.best_metric {metric!r} is not a metric of task {self.config.task}; "
+                f"it has {', '.join(names)}"
+            )
+
+    def _check_training(self, abstract) -> None:
+        """Trace one training step against the abstract state (``check``)."""
         if self.fed:
             batch_size = self.config.train.batch_size
             batches = jax.eval_shape(
@@ -473,14 +495,6 @@ class Experiment:
                 lambda state, arrays: self._train_chunk(state, jnp.int32(0), 1, arrays),
                 abstract,
                 self.train_arrays,
-            )
-        per_seed, ensemble = jax.eval_shape(self._evaluate, abstract["params"], self.eval_batches)
-        names = [f"eval/{k}" for k in per_seed] + [f"eval_ensemble/{k}" for k in ensemble]
-        metric, _ = self.main_metric()
-        if metric not in names:
-            raise ValueError(
-                f"checkpoint.best_metric {metric!r} is not a metric of task {self.config.task}; "
-                f"it has {', '.join(names)}"
             )
 
     def main_metric(self) -> tuple[str, str]:
