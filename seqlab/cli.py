@@ -120,7 +120,6 @@ def _submit_sweep(args, config, axes, out, num_workers) -> int:
     """Check the sweep and write its plan here, then submit the workers through submitit."""
     if args.worker is not None:
         raise ValueError("--submit starts every worker itself: drop --worker")
-    experiments.prepare_sweep(config, axes, out, kfold=args.kfold)
     argv = _worker_argv(args, out)
     if args.devices_per_point is not None:
         argv += ["--devices-per-point", str(args.devices_per_point)]
@@ -139,6 +138,7 @@ def _submit_sweep(args, config, axes, out, num_workers) -> int:
         if not sep or not key:
             raise ValueError(f"--slurm takes KEY=VALUE (a submitit slurm_ option), got {item!r}")
         options[f"slurm_{key.removeprefix('slurm_')}"] = int(value) if value.isdigit() else value
+    experiments.prepare_sweep(config, axes, out, kfold=args.kfold)  # checked, then planned
     out_path = pathlib.Path(out).absolute()
     jobs = _cluster.submit(
         _worker_job,

@@ -5,6 +5,7 @@ submitit's local executor, and points side by side on a host's devices."""
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -221,3 +222,12 @@ def test_a_slurm_array_task_is_a_worker_without_flags(monkeypatch):
     assert _worker_numbers(args) == (3, 4)
     args = build_parser().parse_args(["sweep", "adding", "--worker", "1", "--num-workers", "2"])
     assert _worker_numbers(args) == (1, 2)  # the flags win
+
+
+@pytest.mark.skipif(shutil.which("srun") is not None, reason="SLURM is installed here")
+def test_submit_slurm_without_slurm_is_a_one_line_error(tmp_path, capsys):
+    from seqlab.cli import main
+
+    assert main([*SWEEP, "--out", str(tmp_path / "s"), "--submit", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert 'Could not detect "srun"' in err and err.count("\n") == 1

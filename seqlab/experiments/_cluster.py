@@ -63,7 +63,13 @@ def submit(
         raise ValueError(
             "--submit needs submitit, which is not installed: pip install 'seqlab[cluster]'"
         ) from None
-    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
+    except RuntimeError as error:  # no srun / sbatch here
+        raise ValueError(
+            f"--submit {cluster}: {error} (submit from a machine with SLURM's commands, or "
+            "run --worker I --num-workers N by hand)"
+        ) from None
     parameters = {"name": name, "slurm_array_parallelism": len(argvs), **options}
     if cluster == "local":  # the local executor knows none of SLURM's own options
         parameters = {k: v for k, v in parameters.items() if not k.startswith("slurm_")}
@@ -71,7 +77,11 @@ def submit(
         executor.update_parameters(**parameters)
     except (ValueError, TypeError) as error:
         raise ValueError(f"submitit refused the job options: {error}") from None
-    return executor.map_array(job, argvs)
+    try:
+        return executor.map_array(job, argvs)
+    except (RuntimeError, subprocess.CalledProcessError) as error:  # sbatch said no
+        reason = " ".join(str(error).split())[:300]
+        raise ValueError(f"--submit {cluster}: the submission failed: {reason}") from None
 
 
 def probe_devices() -> tuple[str, int]:
