@@ -225,9 +225,8 @@ def test_a_slurm_array_task_is_a_worker_without_flags(monkeypatch):
 
 
 @pytest.mark.skipif(shutil.which("srun") is not None, reason="SLURM is installed here")
-def test_submit_slurm_without_slurm_is_a_one_line_error(tmp_path, capsys):
-    from seqlab.cli import main
-
-    assert main([*SWEEP, "--out", str(tmp_path / "s"), "--submit", "slurm"]) == 2
-    err = capsys.readouterr().err
-    assert 'Could not detect "srun"' in err and err.count("\n") == 1
+def test_submit_slurm_without_slurm_is_a_one_line_error(tmp_path):
+    process = start(*SWEEP, "--out", tmp_path / "s", "--submit", "slurm")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 2, err[-3000:]
+    assert 'Could not detect "srun"' in err and err.count("\n") == 1, err[-3000:]
