@@ -316,9 +316,9 @@ class Experiment:
         )
         return params, opt_state, jnp.mean(losses), jnp.mean(grad_norms)
 
-    @functools.partial(jax.jit, static_argnums=(0, 3))
-    def _train_chunk(self, state, first_step, num_steps, train_arrays):
-        steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
+    def _train_seeds(self, state, steps, train_arrays, batches):
+        """Every seed's ``steps``; its batches made in the program from ``train_arrays``,
+        or ``batches`` (S, len(steps), B, ...) handed in."""
         params, opt_state, loss, grad_norm = self._map_seeds(
             self._train_one_seed,
             state["params"],
@@ -326,27 +326,22 @@ class Experiment:
             state["rng"],
             steps,
             train_arrays,
-            in_axes=(0, 0, 0, None, None),
+            batches,
+            in_axes=(0, 0, 0, None, None, None if batches is None else 0),
         )
         state = {"params": params, "opt_state": opt_state, "rng": state["rng"]}
         return self._replicate_result((state, {"train/loss": loss, "train/grad_norm": grad_norm}))
+
+    @functools.partial(jax.jit, static_argnums=(0, 3))
+    def _train_chunk(self, state, first_step, num_steps, train_arrays):
+        steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
+        return self._train_seeds(state, steps, train_arrays, None)
 
     @functools.partial(jax.jit, static_argnums=0)
     def _train_chunk_fed(self, state, first_step, batches):
         num_steps = jax.tree.leaves(batches)[0].shape[1]
         steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
-        params, opt_state, loss, grad_norm = self._map_seeds(
-            self._train_one_seed,
-            state["params"],
-            state["opt_state"],
-            state["rng"],
-            steps,
-            None,
-            batches,
-            in_axes=(0, 0, 0, None, None, 0),
-        )
-        state = {"params": params, "opt_state": opt_state, "rng": state["rng"]}
-        return self._replicate_result((state, {"train/loss": loss, "train/grad_norm": grad_norm}))
+        return self._train_seeds(state, steps, None, batches)
 
     def _replicate_result(self, tree):
         """Results of a program over the mesh, replicated: every process can read them."""
