@@ -74,16 +74,42 @@ def is_concrete(array) -> bool:
     return True
 
 
-def check_seq_lengths(seq_lengths, batch_size: int, max_length: int) -> jax.Array:
-    """Validate ``seq_lengths``: integers of shape (B,) within [0, T].
+INT32_MAX = int(np.iinfo(np.int32).max)
 
-    The range is checked whenever the values are concrete. Inside ``jit`` they are
-    traced and cannot be checked; there they are clamped: a length above T acts as T and
-    one below 0 as 0, for every implementation and both directions (the returned
-    lengths are the clamped ones; a reverse scan indexes with them).
+
+def as_lengths(seq_lengths, name: str = "seq_lengths") -> jax.Array:
+    """``seq_lengths`` as an int32 array, whatever integer dtype it arrived in.
+
+    Lengths of a narrow dtype (uint8, int8, int16) would wrap when compared against a time
+    index of their own dtype (a uint8 length of 100 against T = 300 valid for 88 steps), so
+    every consumer gets int32. Concrete values are checked before the cast: a value that
+    does not fit int32 (an int64 ``2**40``, which the cast would wrap to 0) is refused.
     """
-    seq_lengths = jax.numpy.asarray(seq_lengths)
-    check_integer("seq_lengths", seq_lengths)
+    if not is_concrete(seq_lengths):  # traced: the dtype is all that can be checked
+        check_integer(name, seq_lengths)
+        return jax.numpy.asarray(seq_lengths).astype(jax.numpy.int32)
+    values = np.asarray(seq_lengths)
+    if values.dtype == object or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"{name} must have an integer dtype, got {values.dtype}")
+    if values.size and (int(values.max()) > INT32_MAX or int(values.min()) < -INT32_MAX - 1):
+        index = int(np.argmax((values > INT32_MAX) | (values < -INT32_MAX - 1)))
+        raise ValueError(
+            f"{name} must fit int32 (at most {INT32_MAX}); "
+            f"{name}[{index}] = {int(values.reshape(-1)[index])}"
+        )
+    return jax.numpy.asarray(values.astype(np.int32))
+
+
+def check_seq_lengths(seq_lengths, batch_size: int, max_length: int) -> jax.Array:
+    """Validate ``seq_lengths``: integers of shape (B,) within [0, T]; returns int32.
+
+    Whatever integer dtype they arrive in, the lengths are upcast to int32 first
+    (``as_lengths``). The range is checked whenever the values are concrete. Inside
+    ``jit`` they are traced and cannot be checked; there they are clamped: a length above
+    T acts as T and one below 0 as 0, for every implementation and both directions (the
+    returned lengths are the clamped ones; a reverse scan indexes with them).
+    """
+    seq_lengths = as_lengths(seq_lengths)
     require(
         seq_lengths.shape == (batch_size,),
         f"seq_lengths must have shape (B,) = ({batch_size},), got {tuple(seq_lengths.shape)}",

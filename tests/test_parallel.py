@@ -372,3 +372,144 @@ def test_cell_options_reach_the_cell_and_bad_ones_are_refused():
     np.testing.assert_allclose(update_bias, np.log(np.geomspace(2, 100, 4) - 1), rtol=1e-6)
     with pytest.raises(ValueError, match="cell_options.*max_timescle"):
         apply_overrides(config, ["model.cell_options.max_timescle=100"])
+
+
+# ---------------------------------------------------------------- low precision, scales
+# The solve runs in float32 whatever the parameters' dtype, so a bfloat16 or float16
+# problem's answer is the exact answer (the float32 sequential scan of the same rounded
+# parameters, inputs and carry) rounded once: within 2 eps of the dtype, relative to the
+# largest entry (bfloat16 eps 2^-7, float16 2^-10). Before, bfloat16's 64·eps tolerance
+# (0.5) stopped the solve at iteration 0 (errors of 0.2 and gradients of the wrong sign).
+LOW_PRECISION = {jnp.bfloat16: 2 * 2.0**-7, jnp.float16: 2 * 2.0**-10}
+
+
+@pytest.mark.parametrize("dtype", list(LOW_PRECISION), ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("name", sorted(PARALLEL_CELLS))
+def test_low_precision_parameters_solve_to_that_precision(name, dtype):
+    cell = PARALLEL_CELLS[name]
+    params, xs, carry, key = problem(cell, seed=21)
+    low = jax.tree_util.tree_map(lambda leaf: leaf.astype(dtype), (params, xs, carry))
+    exact = jax.tree_util.tree_map(lambda leaf: leaf.astype(jnp.float32), low)
+    weights_key = jax.random.fold_in(key, 1)
+
+    def loss(implementation, dtype):
+        def run(params, xs, carry):
+            result = seqlab.scan(cell, params, xs, carry, implementation=implementation)
+            total = jnp.zeros((), jnp.float32)
+            for index, leaf in enumerate(leaves(result)):
+                weights = jax.random.normal(jax.random.fold_in(weights_key, index), leaf.shape)
+                weights = weights.astype(dtype).astype(leaf.dtype)  # the same numbers in both
+                total = total + jnp.sum(weights * leaf).astype(jnp.float32)
+            return total, result
+
+        return jax.jit(jax.grad(run, (0, 1, 2), has_aux=True))
+
+    expected_grads, expected = loss("xla-autodiff", dtype)(*exact)
+    actual_grads, actual = loss("parallel", dtype)(*low)
+    assert [leaf.dtype for leaf in leaves(actual)] == [jnp.dtype(dtype)] * len(leaves(actual))
+    assert relative_error(leaves(actual), leaves(expected)) <= LOW_PRECISION[dtype]
+    for a, e in zip(leaves(actual_grads), leaves(expected_grads), strict=True):
+        assert a.dtype == jnp.dtype(dtype)
+        assert relative_error(a, e) <= 2 * LOW_PRECISION[dtype]
+    if name == "diag_gru":  # the issue's case: 0 iterations at bfloat16's 64·eps = 0.5
+        record = seqlab.parallel.convergence(cell, *low)
+        assert record.iterations >= 2 and record.converged
+        assert record.tolerance == 64 * float(jnp.finfo(jnp.float32).eps)
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "diag_gru"])
+def test_solves_are_relative_to_the_trajectory_scale(name):
+    """Initial parameters (zero biases), zero start, inputs from 1e-6 to 1e3: the states
+    scale with the inputs, and the solve meets its tolerance relative to them (an absolute
+    floor of 1 stopped the 1e-6 solve at iteration 0 with relative error 1)."""
+    cell = PARALLEL_CELLS[name]
+    params = cell.init(jax.random.PRNGKey(3), INPUTS)
+    noise = jax.random.normal(jax.random.PRNGKey(4), (2, 200, INPUTS))
+    run = {
+        impl: jax.jit(lambda xs, impl=impl: seqlab.scan(cell, params, xs, implementation=impl))
+        for impl in ("xla-autodiff", "parallel")
+    }
+    for scale in (1e-6, 1e-3, 1.0, 1e3):
+        xs = scale * noise
+        expected, actual = run["xla-autodiff"](xs), run["parallel"](xs)
+        # at 1e3 each implementation's own pre-activations (|z| ~ 1e3) carry rounding of
+        # eps·|z| ~ 1e-4 absolute; tanh' shrinks most of it (1.05e-5 seen)
+        tolerance = 1e-5 if scale <= 1 else 5e-5
+        assert relative_error(leaves(actual), leaves(expected)) < tolerance, scale
+        record = seqlab.parallel.convergence(cell, params, xs)
+        # at 1e-6 tanh is linear there and one Newton step is exact; never zero steps
+        assert record.converged and record.iterations >= 1, (scale, record)
+
+
+def test_a_start_that_is_exact_stops_at_once_and_zero_is_not_divided():
+    """The scale's floor: zero inputs, zero biases and a zero start are already the
+    solution (residual exactly 0, no iteration needed and no 0/0)."""
+    cell = PARALLEL_CELLS["rnn"]
+    params = cell.init(jax.random.PRNGKey(3), INPUTS)
+    xs = jnp.zeros((2, 9, INPUTS))
+    record = seqlab.parallel.convergence(cell, params, xs)
+    assert record.converged and record.iterations == 0 and record.initial_residual == 0.0
+    outputs, _ = seqlab.scan(cell, params, xs, implementation="parallel")
+    assert np.all(np.asarray(outputs) == 0.0)
+
+
+# ---------------------------------------------------------------- derivatives of derivatives
+def _gradient_norm(cell, xs, implementation):
+    def norm(params):
+        def loss(params):
+            outputs, _ = seqlab.scan(cell, params, xs, implementation=implementation)
+            return jnp.sum(jnp.sin(outputs))
+
+        return sum(jnp.sum(g**2) for g in leaves(jax.grad(loss)(params)))
+
+    return norm
+
+
+@pytest.mark.parametrize("name", ["gru", "diag_gru", "diag_lstm"])
+def test_gradient_of_a_gradient_through_newton_says_what_to_use(name):
+    cell = PARALLEL_CELLS[name]
+    params, xs, _, _ = problem(cell)
+    with pytest.raises(ValueError, match="implementation='xla' or 'xla-autodiff'"):
+        jax.grad(_gradient_norm(cell, xs, "parallel"))(params)
+    with pytest.raises(ValueError, match="not supported for"):
+        jax.hessian(lambda p: jnp.sum(seqlab.scan(cell, p, xs, implementation="parallel")[0]))(
+            params
+        )
+
+
+def test_gradient_of_a_gradient_of_a_linear_cell_matches_autodiff():
+    """MinGRU's one associative scan has no iterations: reverse over reverse works."""
+    cell = PARALLEL_CELLS["mingru"]
+    params, xs, _, _ = problem(cell)
+    expected = jax.grad(_gradient_norm(cell, xs, "xla-autodiff"))(params)
+    actual = jax.grad(_gradient_norm(cell, xs, "parallel"))(params)
+    assert relative_error(leaves(actual), leaves(expected)) < 1e-4
+
+
+def test_convergence_takes_the_cells_scan_takes():
+    """An unhashable cell (a mutable dataclass) runs under ``scan(..., "parallel")``, so
+    ``seqlab.parallel.convergence`` takes it too."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Elman:
+        hidden_size: int = 3
+
+        def init(self, key, input_size):
+            return {"w": 0.3 * jax.random.normal(key, (input_size + self.hidden_size, 3))}
+
+        def initial_carry(self, params, batch_shape):
+            return jnp.zeros((*batch_shape, self.hidden_size))
+
+        def step(self, params, h, x):
+            h = jnp.tanh(jnp.concatenate([x, h], axis=-1) @ params["w"])
+            return h, h
+
+    cell = Elman()
+    params = cell.init(jax.random.PRNGKey(0), 2)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (2, 7, 2))
+    expected = seqlab.scan(cell, params, xs, implementation="xla")
+    actual = seqlab.scan(cell, params, xs, implementation="parallel")
+    assert relative_error(leaves(actual), leaves(expected)) < 1e-5
+    record = seqlab.parallel.convergence(cell, params, xs)
+    assert record.converged and record.iterations >= 2

@@ -269,3 +269,137 @@ def test_bad_implementation_and_carry_dtype_are_value_errors():
     with jax.numpy_dtype_promotion("standard"):  # the default: step promotes to float32
         with pytest.raises(ValueError, match=r"carry must have dtype float32 .* got float16"):
             seqlab.scan(cell, params, xs, carry)
+
+
+# ---------------------------------------------------------------- lengths and padding
+# Every implementation behind the one front door: what the padding holds and the lengths'
+# integer dtype must never change a number.
+IMPLEMENTATIONS = ["xla", "xla-autodiff", "parallel", "pallas"]
+
+
+@pytest.mark.parametrize("implementation", ["xla", "xla-autodiff", "parallel"])
+def test_narrow_length_dtypes_do_not_wrap(implementation):
+    """uint8 lengths [100, 20] at T = 300 were valid for 88 steps (a uint8 time index
+    wraps at 256); int8 for 216."""
+    cell = CELLS["gru_cudnn"]
+    params = random_params(cell, jax.random.key(5), 3)
+    xs = jax.random.normal(jax.random.key(6), (2, 300, 3))
+    run = jax.jit(
+        lambda xs, lengths: seqlab.scan(
+            cell, params, xs, seq_lengths=lengths, implementation=implementation
+        )
+    )
+    expected = seqlab.scan(
+        cell, params, xs, seq_lengths=np.array([100, 20], np.int32), implementation=implementation
+    )
+    for dtype in (np.uint8, np.int8):  # int16 wraps only past T = 32,767: the same fix
+        lengths = np.array([100, 20], dtype)
+        for actual in (
+            seqlab.scan(cell, params, xs, seq_lengths=lengths, implementation=implementation),
+            run(xs, jnp.asarray(lengths)),  # traced lengths too
+        ):
+            valid_steps = np.sum(np.any(np.asarray(actual[0]) != 0, axis=-1), axis=1)
+            assert valid_steps.tolist() == [100, 20], dtype
+            assert relative_error(list(actual), list(expected)) < 1e-5  # jit rounds otherwise
+
+
+def test_lengths_that_do_not_fit_int32_are_refused():
+    cell = CELLS["rnn_tanh"]
+    params = random_params(cell, jax.random.key(0), 3)
+    xs = jnp.ones((3, 5, 3))
+    with pytest.raises(ValueError, match=r"must fit int32.*seq_lengths\[0\] = 1099511627776"):
+        seqlab.scan(cell, params, xs, seq_lengths=np.array([2**40, 3, 1], np.int64))
+    with pytest.raises(ValueError, match="integer dtype"):
+        seqlab.scan(cell, params, xs, seq_lengths=np.array([2.0, 3.0, 1.0]))
+    layers = seqlab.layers
+    mask = layers.valid_mask(np.array([200, 3], np.uint8), 2, 300)
+    assert np.asarray(mask).sum(axis=1).tolist() == [200, 3]
+    outputs = jnp.broadcast_to(jnp.arange(300.0)[None, :, None], (2, 300, 1))
+    last = layers.last_valid_outputs(outputs, np.array([0, 255], np.uint8))
+    assert np.asarray(last)[:, 0].tolist() == [0.0, 254.0]
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_garbage_in_padding_never_reaches_a_gradient(implementation, reverse):
+    """NaN and inf past each length: outputs, final carries and every gradient equal those
+    of zero padding (they were NaN in w_ih on "xla" and everywhere on the others)."""
+    names = ["lstm"] if implementation == "pallas" else ["rnn_tanh", "lstm", "gru_cudnn"]
+    lengths = jnp.array([6, 3, 0])
+    valid = np.arange(6)[None, :] < np.asarray(lengths)[:, None]
+    for name in names:
+        cell = CELLS[name]
+        params = random_params(cell, jax.random.key(7), 3)
+        xs = jax.random.normal(jax.random.key(8), (3, 6, 3))
+        clean = jnp.where(valid[..., None], xs, 0.0)
+        garbage = jnp.where(valid[..., None], xs, jnp.array([jnp.nan, jnp.inf, -jnp.inf]))
+
+        def loss(params, xs, cell=cell):
+            outputs, final = seqlab.scan(
+                cell,
+                params,
+                xs,
+                seq_lengths=lengths,
+                reverse=reverse,
+                implementation=implementation,
+            )
+            return jnp.sum(jnp.sin(outputs)) + sum(jnp.sum(leaf) for leaf in leaves(final))
+
+        run = jax.jit(jax.value_and_grad(loss, (0, 1)))
+        expected, actual = run(params, clean), run(params, garbage)
+        assert all(np.all(np.isfinite(leaf)) for leaf in leaves(actual)), name
+        assert relative_error(leaves(actual), leaves(expected)) == 0.0, name
+
+
+def test_garbage_in_padding_through_layers_and_architectures():
+    """Stacked bidirectional layers and the architectures' heads: padding content cannot
+    reach a parameter's gradient."""
+    layer = seqlab.layers.RNNLayer(CELLS["lstm"], num_layers=2, bidirectional=True)
+    models = [
+        seqlab.layers.ManyToOne(layer, output_size=2),
+        seqlab.layers.ManyToMany(layer, output_size=2),
+    ]
+    lengths = jnp.array([5, 2])
+    valid = np.arange(5)[None, :] < np.asarray(lengths)[:, None]
+    xs = jax.random.normal(jax.random.key(9), (2, 5, 3))
+    garbage = jnp.where(valid[..., None], xs, jnp.nan)
+    clean = jnp.where(valid[..., None], xs, 0.0)
+    for model in models:
+        params = model.init(jax.random.key(1), 3)
+
+        def loss(params, xs, model=model):
+            outputs = jnp.sin(model.apply(params, xs, seq_lengths=lengths))
+            if model.kind == "many_to_many":  # (B, T, F): count valid steps only
+                outputs = outputs * model.output_mask(lengths, xs[..., 0])[..., None]
+            return jnp.sum(outputs)
+
+        run = jax.jit(jax.value_and_grad(loss))
+        expected, actual = run(params, clean), run(params, garbage)
+        assert all(np.all(np.isfinite(leaf)) for leaf in leaves(actual)), model.kind
+        assert relative_error(leaves(actual), leaves(expected)) == 0.0, model.kind
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_empty_batches_and_empty_sequences_in_every_implementation(implementation):
+    """B = 0 raised ZeroDivisionError in the hand-derived backward and "parallel"; T = 0
+    was refused by "pallas". All give what autodiff gives: empty outputs, the initial
+    carry back, zero gradients."""
+    cell = CELLS["gru_cudnn"]
+    params = random_params(cell, jax.random.key(2), 3)
+    for shape, lengths in (((0, 4, 3), np.zeros((0,), np.int32)), ((2, 0, 3), np.zeros(2, int))):
+        xs = jnp.ones(shape)
+        for seq_lengths in (None, lengths):
+
+            def loss(params, xs, seq_lengths=seq_lengths):
+                outputs, final = seqlab.scan(
+                    cell, params, xs, seq_lengths=seq_lengths, implementation=implementation
+                )
+                return jnp.sum(outputs) + jnp.sum(final**2), (outputs, final)
+
+            (_, (outputs, final)), grads = jax.value_and_grad(loss, has_aux=True)(params, xs)
+            assert outputs.shape == (*shape[:2], 6) and final.shape == (shape[0], 6)
+            assert all(np.all(np.asarray(g) == 0.0) for g in leaves(grads)), (shape, seq_lengths)
+
+
+def leaves(tree):
+    return jax.tree_util.tree_leaves(tree)

@@ -13,7 +13,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from seqlab._checks import require
+from seqlab._checks import as_lengths, require
 from seqlab.typing import Array
 
 
@@ -173,9 +173,11 @@ def pad_axis(array: Array, axis: int, size: int) -> Array:
 
 
 def check_lengths_dtype(seq_lengths: Array, batch: int) -> Array:
+    """(B,) integer lengths as int32 (``seqlab._checks.as_lengths``: values that do not fit
+    int32 are refused when concrete, never wrapped)."""
     require(
         seq_lengths.shape == (batch,) and jnp.issubdtype(seq_lengths.dtype, jnp.integer),
         f"seq_lengths must be an int array of shape ({batch},), got "
         f"{seq_lengths.dtype}{tuple(seq_lengths.shape)}",
     )
-    return seq_lengths.astype(jnp.int32)
+    return as_lengths(seq_lengths)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from seqlab._checks import check_rank, require
+from seqlab._checks import as_lengths, check_rank, require
+from seqlab._padding import valid_steps
 from seqlab.typing import Array, Params, PRNGKey
 
 
@@ -38,7 +39,7 @@ def last_valid_outputs(
     lengths = (
         jnp.full((batch_size,), num_steps, jnp.int32)
         if seq_lengths is None
-        else jnp.clip(jnp.asarray(seq_lengths), 0, num_steps)  # as seqlab.scan clamps them
+        else jnp.clip(as_lengths(seq_lengths), 0, num_steps)  # as seqlab.scan clamps them
     )
     last = jnp.clip(lengths - 1, 0, None)
     forward = jnp.take_along_axis(outputs, last[:, None, None], axis=1)[:, 0]
@@ -54,8 +55,7 @@ def valid_mask(seq_lengths: Array | None, batch_size: int, num_steps: int) -> Ar
     """(B, T) boolean: step t of sequence b is valid when t < seq_lengths[b]."""
     if seq_lengths is None:
         return jnp.ones((batch_size, num_steps), bool)
-    seq_lengths = jnp.asarray(seq_lengths)
-    return jnp.arange(num_steps, dtype=seq_lengths.dtype)[None, :] < seq_lengths[:, None]
+    return valid_steps(as_lengths(seq_lengths), num_steps).T
 
 
 def masked_reduce(per_step: Array, seq_lengths: Array | None, reduction: str = "mean") -> Array:

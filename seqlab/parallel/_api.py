@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from seqlab._checks import check_floating, check_rank, check_same_structure, check_seq_lengths
+from seqlab._padding import valid_steps, zero_padding
 from seqlab.cells._base import can_hoist, check_cell, jacobian_structure
 from seqlab.parallel._options import Parallel
 from seqlab.parallel._solve import (
@@ -30,6 +30,22 @@ def _flip(tree):
     return jax.tree_util.tree_map(lambda leaf: leaf[::-1], tree)
 
 
+def _widened(tree):
+    """Floating leaves narrower than float32 (bfloat16, float16) as float32."""
+
+    def widen(leaf):
+        dtype = jnp.dtype(leaf.dtype)
+        if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+            return leaf.astype(jnp.float32)
+        return leaf
+
+    return jax.tree_util.tree_map(widen, tree)
+
+
+def _cast_like(tree, like):
+    return jax.tree_util.tree_map(lambda leaf, want: leaf.astype(want.dtype), tree, like)
+
+
 def _problem(cell, params, xs, carry, seq_lengths, reverse, hoist, options):
     """Time-major (static, inputs, packed start, valid mask) for the solver, with the
     inputs in solving order (reversed within each length when ``reverse``)."""
@@ -42,8 +58,7 @@ def _problem(cell, params, xs, carry, seq_lengths, reverse, hoist, options):
     if seq_lengths is not None:
         if reverse:
             inputs = reverse_within_lengths(inputs, seq_lengths)
-        num_steps = xs.shape[0]
-        valid = jnp.arange(num_steps, dtype=seq_lengths.dtype)[:, None] < seq_lengths[None, :]
+        valid = valid_steps(seq_lengths, xs.shape[0])
     elif reverse:
         inputs = _flip(inputs)
     return static, inputs, packing.pack(carry), valid
@@ -61,7 +76,15 @@ def scan_parallel(
     options: Parallel,
 ):
     """Unroll ``cell`` over time-major ``xs`` (T >= 1) by the parallel solve; returns
-    (outputs, final carry) exactly as ``seqlab.unroll._reference.scan_xla`` does."""
+    (outputs, final carry) exactly as ``seqlab.unroll._reference.scan_xla`` does.
+
+    The solve runs in float32 at least: bfloat16 or float16 parameters, inputs and carries
+    are widened for it (Newton's stopping rule cannot be met in bfloat16, whose 64·eps is
+    0.5) and its outputs and final carry are rounded back to the dtypes the cell's own
+    step gives. ``xs`` must already be zero past each length (``seqlab.scan`` does that).
+    """
+    wanted = jax.eval_shape(cell.step, params, carry, xs[0])  # (carry, output) dtypes
+    params, xs, carry = _widened((params, xs, carry))
     static, inputs, start, valid = _problem(
         cell, params, xs, carry, seq_lengths, reverse, hoist, options
     )
@@ -70,7 +93,8 @@ def scan_parallel(
         outputs = reverse_within_lengths(outputs, seq_lengths)
     elif reverse:
         outputs = _flip(outputs)
-    return outputs, static.packing.unpack(states[-1])
+    final_carry = static.packing.unpack(states[-1])
+    return _cast_like(outputs, wanted[1]), _cast_like(final_carry, wanted[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,15 +123,19 @@ class Convergence:
     structure: str
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
 def _solve_record(static, params, inputs, start, valid):
-    solution = newton(static, params, inputs, start, valid)
-    f_all = step_function(static, params, inputs, valid)[0]
-    num_steps = jax.tree_util.tree_leaves(inputs)[0].shape[0]
-    states0 = jnp.broadcast_to(start[None], (num_steps, *start.shape))
-    args = (states0, inputs) if valid is None else (states0, inputs, valid)
-    initial = jnp.max(relative_residual(states0, f_all(*args)[0]))  # s_{t-1} = start too
-    return solution.iterations, solution.converged, solution.residuals, initial
+    # Jitted over a closure, not with ``static`` as a static argument: a cell need not be
+    # hashable (a mutable dataclass), as for ``seqlab.scan``.
+    def record(params, inputs, start, valid):
+        solution = newton(static, params, inputs, start, valid)
+        f_all = step_function(static, params, inputs, valid)[0]
+        num_steps = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+        states0 = jnp.broadcast_to(start[None], (num_steps, *start.shape))
+        args = (states0, inputs) if valid is None else (states0, inputs, valid)
+        initial = jnp.max(relative_residual(states0, f_all(*args)[0]))  # s_{t-1} = start too
+        return solution.iterations, solution.converged, solution.residuals, initial
+
+    return jax.jit(record)(params, inputs, start, valid)
 
 
 def convergence(
@@ -136,8 +164,11 @@ def convergence(
     check_floating("xs", xs)
     xs = xs if time_major else jnp.swapaxes(xs, 0, 1)
     num_steps, batch_size = xs.shape[:2]
-    if num_steps == 0:
-        raise ValueError("convergence needs at least one time step, got T = 0")
+    if num_steps == 0 or batch_size == 0:
+        raise ValueError(
+            "convergence needs at least one time step and one sequence, got "
+            f"T = {num_steps}, B = {batch_size}"
+        )
     if carry is None:
         carry = cell.initial_carry(params, (batch_size,))
     else:
@@ -146,6 +177,8 @@ def convergence(
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
     hoist = can_hoist(cell) and hoist_input_projection is not False
+    xs = zero_padding(xs, seq_lengths)
+    params, xs, carry = _widened((params, xs, carry))
     static, inputs, start, valid = _problem(
         cell, params, xs, carry, seq_lengths, reverse, hoist, options
     )

@@ -12,6 +12,14 @@ from seqlab._checks import check_one_of, require
 JACOBIANS = ("auto", "full", "diagonal")
 
 
+def at_least_float32(dtype):
+    """The dtype a solve of ``dtype`` states runs in: float32 for narrower floats
+    (bfloat16, float16), the dtype itself otherwise (``jnp.promote_types`` would refuse
+    float64 with float32 under strict dtype promotion)."""
+    dtype = jnp.dtype(dtype)
+    return jnp.dtype(jnp.float32) if dtype.itemsize < 4 else dtype
+
+
 @dataclasses.dataclass(frozen=True)
 class Parallel:
     """How ``seqlab.scan(..., implementation=Parallel(...))`` solves all steps at once.
@@ -27,9 +35,14 @@ class Parallel:
         every cell. ``"diagonal"``: only the diagonal (quasi-DEER; for dense cells it is
         read off the full per-step Jacobian, so it saves memory in the solve, not work).
       tolerance: the solve has converged when, for every sequence,
-        ``max_t ‖s_t − f(s_{t−1}, x_t)‖_∞ ≤ tolerance · max(1, max_t ‖f(s_{t−1}, x_t)‖_∞)``
-        (the relative residual). None: ``64 · eps`` of the state's dtype (7.6e-6 in
-        float32, 1.4e-14 in float64).
+        ``max_t ‖s_t − f(s_{t−1}, x_t)‖_∞ ≤ tolerance · max_t ‖f(s_{t−1}, x_t)‖_∞``
+        (the relative residual: relative to the trajectory's own scale, so states of
+        1e-5 are solved as accurately as states of 1; the scale's floor is the smallest
+        normal number, so a solve stops at iteration 0 only when its start is exact).
+        None: ``64 · eps`` of the dtype the solve runs in (7.6e-6 in float32, 1.4e-14 in
+        float64). The solve runs in float32 at least: bfloat16 and float16 problems are
+        solved in float32 and their results rounded back (a tolerance of 64·eps of
+        bfloat16, 0.5, stopped them before the first iteration).
       max_iterations: the cap on Newton iterations (linear solves). If some sequence has
         not converged by then, ``seqlab.scan`` runs the sequential scan instead, inside the
         same compiled program (``lax.cond``; under ``jax.vmap`` both branches run).
@@ -67,7 +80,8 @@ class Parallel:
         require(isinstance(self.damping, bool), f"damping must be a bool, got {self.damping!r}")
 
     def tolerance_for(self, dtype) -> float:
-        """The tolerance in force for a state of ``dtype``."""
+        """The tolerance in force for a solve whose states have ``dtype`` (narrower
+        floating dtypes are solved in float32: their tolerance is float32's)."""
         if self.tolerance is not None:
             return float(self.tolerance)
-        return 64 * float(jnp.finfo(dtype).eps)
+        return 64 * float(jnp.finfo(at_least_float32(dtype)).eps)

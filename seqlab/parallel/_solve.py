@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqlab._checks import require
-from seqlab.parallel._options import Parallel
+from seqlab.parallel._options import Parallel, at_least_float32
 from seqlab.typing import Array
 
 
@@ -276,10 +276,19 @@ def jacobians(structure: str, form: Form, jvp, prev: Array, num_leaves: int) -> 
 
 
 def relative_residual(states: Array, new: Array) -> Array:
-    """Per sequence: max_t ‖s_t − f(s_{t−1})‖_∞ / max(1, max_t ‖f(s_{t−1})‖_∞); inf when
-    anything is not finite."""
+    """Per sequence: max_t ‖s_t − f(s_{t−1})‖_∞ / max_t ‖f(s_{t−1})‖_∞, in float32 at least;
+    inf when anything is not finite.
+
+    Relative to the trajectory's own scale, so a trajectory of 1e-5 is solved to the same
+    relative accuracy as one of 1 (an absolute floor of 1 stopped such solves at iteration
+    0 with relative error 1). The scale's floor is the dtype's smallest normal number: the
+    residual is below any tolerance only when the states reproduce f to working precision
+    (an all-zero trajectory that f maps to zero is exact, residual 0).
+    """
+    dtype = at_least_float32(states.dtype)
+    states, new = states.astype(dtype), new.astype(dtype)
     difference = jnp.max(jnp.abs(states - new), axis=(0, 2))
-    scale = jnp.maximum(1.0, jnp.max(jnp.abs(new), axis=(0, 2)))
+    scale = jnp.maximum(jnp.max(jnp.abs(new), axis=(0, 2)), jnp.finfo(dtype).tiny)
     residual = (difference / scale).astype(jnp.float32)
     return jnp.where(jnp.isfinite(residual), residual, jnp.inf)
 
@@ -386,8 +395,33 @@ def recurrence(static: Static, params, inputs, start: Array, valid: Array | None
     return _solve(static, params, inputs, start, valid)
 
 
+SECOND_ORDER = (
+    "seqlab.scan(implementation='parallel') differentiates a Newton solve by one adjoint "
+    "solve at its solution, for first-order reverse mode (jax.grad, jax.vjp); "
+    "differentiating that gradient again (jax.grad of a gradient, jax.hessian, forward "
+    "over reverse) is not supported for {cell}, whose solve iterates. Use "
+    "implementation='xla' or 'xla-autodiff' for higher-order derivatives (the linear-state "
+    "cells MinGRU and MinLSTM support them on 'parallel' too)"
+)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _solve_first_order(static: Static, params, inputs, start, valid):
+    """``_solve`` for the custom_vjp's forward: differentiating it (which only a
+    higher-order derivative does) raises a ValueError that says what to use instead of
+    JAX's "Reverse-mode differentiation does not work for lax.while_loop"."""
+    return _solve(static, params, inputs, start, valid)
+
+
+@_solve_first_order.defjvp
+def _solve_first_order_jvp(static, primals, tangents):
+    del primals, tangents
+    raise ValueError(SECOND_ORDER.format(cell=type(static.cell).__name__))
+
+
 def _recurrence_fwd(static, params, inputs, start, valid):
-    states, outputs = _solve(static, params, inputs, start, valid)
+    solve = _solve if static.linear else _solve_first_order
+    states, outputs = solve(static, params, inputs, start, valid)
     return (states, outputs), (params, inputs, start, valid, states)
 
 

@@ -31,8 +31,6 @@ def unsupported_reason(cell, params: Params, xs: Array, carry: Carry) -> str | N
         )
     if isinstance(cell, LSTM) and cell.proj_size:
         return "the Pallas LSTM kernel has no projection (proj_size > 0)"
-    if xs.shape[0] == 0:
-        return "the time axis is empty"
     dtypes = [("xs are", xs.dtype), ("the parameters are", params["w_hh"].dtype)]
     dtypes += [("the carry is", leaf.dtype) for leaf in jax.tree_util.tree_leaves(carry)]
     for name, dtype in dtypes:

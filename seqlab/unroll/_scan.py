@@ -14,6 +14,7 @@ from seqlab._checks import (
     check_seq_lengths,
     require,
 )
+from seqlab._padding import zero_padding
 from seqlab.cells._base import can_hoist, check_cell
 from seqlab.kernels import Pallas
 from seqlab.parallel import Parallel, scan_parallel
@@ -137,9 +138,13 @@ def scan(
       xs: inputs, (B, T, D), or (T, B, D) when ``time_major``.
       carry: the initial carry; ``cell.initial_carry(params, (B,))`` when None. It must have
         that structure and those shapes.
-      seq_lengths: optional int array (B,) with values in [0, T]. Step t of sequence b is
-        valid when t < seq_lengths[b]; past it the carry stays frozen and the output is
-        exactly zero, so the final carry is the carry at the last valid step.
+      seq_lengths: optional int array (B,) with values in [0, T], of any integer dtype
+        (upcast to int32 first: a uint8 length never wraps; concrete values that do not
+        fit int32 are refused). Step t of sequence b is valid when t < seq_lengths[b];
+        past it the carry stays frozen and the output is exactly zero, so the final carry
+        is the carry at the last valid step. What ``xs`` holds past a length never
+        matters, NaN and inf included: those inputs are replaced by zeros before any
+        implementation sees them, so they reach no output and no gradient.
       reverse: run from the end of each sequence to its start. With ``seq_lengths`` each
         sequence is reversed within its own length (PyTorch packed-sequence semantics):
         the backward pass over sequence b starts at step seq_lengths[b] - 1. Outputs stay
@@ -188,6 +193,10 @@ def scan(
       output per step; final_carry with the structure of ``carry``.
 
     Composes with ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (backpropagation through time).
+    An empty batch (B = 0) or empty sequences (T = 0) give empty outputs and the initial
+    carry back, in every implementation. Second-order reverse mode (``jax.grad`` of a
+    gradient) works on ``"xla"`` and ``"xla-autodiff"``; on ``"parallel"`` only for the
+    linear-state cells: for the others it raises ValueError naming the alternatives.
     Value checks on ``seq_lengths`` happen when the lengths are concrete; inside ``jit``
     a length above T acts as T and one below 0 as 0.
     """
@@ -207,7 +216,8 @@ def scan(
         expected = jax.eval_shape(lambda p: cell.initial_carry(p, (batch_size,)), params)
         check_same_structure("carry", carry, expected)
     if seq_lengths is not None:
-        seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
+        seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)  # int32
+        xs_time_major = zero_padding(xs_time_major, seq_lengths)  # no padding in products
     x_t = jax.ShapeDtypeStruct(xs_time_major.shape[1:], xs_time_major.dtype)
     _check_step_accepts(cell, params, carry, x_t)
     implementation, options = resolve_implementation(
@@ -220,6 +230,8 @@ def scan(
         remat=remat,
     )
 
+    if num_steps == 0 or batch_size == 0:  # nothing to compute: every implementation agrees
+        implementation = "xla-autodiff"
     match implementation:
         case "xla" | "xla-autodiff":
             derived = implementation == "xla" and hand_derived(cell) and num_steps > 0
@@ -238,7 +250,7 @@ def scan(
                 hoist=hoist,
                 remat_block=remat_block,
             )
-        case "parallel" if num_steps > 0:
+        case "parallel":
             outputs, final_carry = scan_parallel(
                 cell,
                 params,
@@ -249,17 +261,6 @@ def scan(
                 # hoisted by default: the projection then runs once, not per iteration
                 hoist=can_hoist(cell) and hoist_input_projection is not False,
                 options=options,
-            )
-        case "parallel":  # no steps: nothing to solve
-            outputs, final_carry = scan_xla(
-                cell,
-                params,
-                xs_time_major,
-                carry,
-                seq_lengths=seq_lengths,
-                reverse=reverse,
-                unroll=unroll,
-                hoist=hoist,
             )
         case "pallas":
             outputs, final_carry = scan_pallas(
