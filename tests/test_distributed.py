@@ -5,6 +5,7 @@ a process that dies)."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -121,7 +122,10 @@ def test_two_processes_train_like_one_and_resume_after_sigkill(tmp_path):
     results = finish(launch(["resume", killed]))
     assert [code for code, _, _ in results] == [0, 0], results[0][2][-2000:]
     assert "resuming" in results[0][1] and "resuming" not in results[1][1]  # process 0 prints
-    assert (killed / "metrics.jsonl").read_text().startswith(before[: before.rfind("\n") + 1])
+    start = int(re.search(r"resuming .* from step (\d+)", results[0][1]).group(1))
+    kept = [line for line in before.splitlines(keepends=True) if line.endswith("\n")]
+    kept = [line for line in kept if json.loads(line)["step"] <= start]  # the rest: again
+    assert (killed / "metrics.jsonl").read_text().startswith("".join(kept))
     assert steps_of(killed) == [10, 20, 30, 40, 50]  # each record once, nothing lost
     one = json.loads((tmp_path / "one" / "summary.json").read_text())
     two = json.loads((killed / "summary.json").read_text())
@@ -197,6 +201,66 @@ def test_environment_errors_name_the_variable(environ, message):
     with pytest.raises(ValueError, match=message):
         _distributed.initialize(environ)
     assert _distributed.initialize({}) is False  # unset: nothing to start
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """``_distributed.initialize`` up to jax.distributed, which is recorded, not started
+    (nor gloo set for this test process, nor a coordinator waited for)."""
+    from seqlab.experiments import _distributed
+
+    calls = []
+    monkeypatch.setattr(_distributed.jax.config, "update", lambda *args: None)
+    monkeypatch.setattr(
+        _distributed, "_wait_for_coordinator", lambda address, timeout: calls.append(address)
+    )
+    monkeypatch.setattr(
+        _distributed.jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs)
+    )
+    return calls
+
+
+def _environ(process_id, address, **extra):
+    return {
+        "SEQLAB_DISTRIBUTED": "1",
+        "JAX_COORDINATOR_ADDRESS": address,
+        "JAX_NUM_PROCESSES": "2",
+        "JAX_PROCESS_ID": str(process_id),
+        "SEQLAB_DISTRIBUTED_TIMEOUT": "1",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("process_id", [0, 1])
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "127.0.0.1:", ":1234", "host:http", "host:0", "host:65536", "::1:1234",
+     "[::1]", "[localhost]:1234", "two words:1234"],
+)  # fmt: skip
+def test_a_malformed_coordinator_address_is_refused_by_every_process(process_id, address, started):
+    """JAX would fail with an IndexError on process 0 (or abort), and leave the others
+    waiting: every process refuses before it starts anything."""
+    from seqlab.experiments import _distributed
+
+    with pytest.raises(ValueError, match="JAX_COORDINATOR_ADDRESS must be host:port"):
+        _distributed.initialize(_environ(process_id, address))
+    assert started == []
+
+
+def test_coordinator_addresses_of_every_form_start(started):
+    from seqlab.experiments import _distributed
+
+    for address in ("127.0.0.1:1234", "node-7.cluster:65535", "[::1]:1234", "[fe80::1]:80"):
+        assert _distributed.initialize(_environ(0, address)) is True
+        assert _distributed.initialize(_environ(1, address)) is True
+        first, waited_for, second = started  # process 1 waits for the coordinator first
+        assert first["coordinator_address"] == second["coordinator_address"] == address
+        assert waited_for == address
+        started.clear()
+    bad_bind = _environ(0, "[::1]:1234", JAX_COORDINATOR_BIND_ADDRESS="0.0.0.0")
+    with pytest.raises(ValueError, match="JAX_COORDINATOR_BIND_ADDRESS must be host:port"):
+        _distributed.initialize(bad_bind)
+    assert started == []
 
 
 def test_a_sweep_under_jax_distributed_trains_each_point_over_both_processes(tmp_path):

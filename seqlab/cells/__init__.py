@@ -25,6 +25,7 @@ from seqlab.cells._lstm import LSTM as LSTM
 from seqlab.cells._lstm import LSTMState as LSTMState
 from seqlab.cells._mgu import MGU as MGU
 from seqlab.cells._registry import make as make
+from seqlab.cells._registry import option_types as option_types
 from seqlab.cells._registry import register as register
 from seqlab.cells._registry import registered as registered
 from seqlab.cells._rnn import RNN as RNN
@@ -49,6 +50,7 @@ __all__ = [
     "DiagGRU",
     "DiagLSTM",
     "make",
+    "option_types",
     "register",
     "registered",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +38,50 @@ def register(name: str, factory: Callable[..., Any]) -> None:
 def registered() -> list[str]:
     """The names ``make`` accepts."""
     return sorted(_REGISTRY)
+
+
+def option_types(name: str) -> dict[str, Any] | None:
+    """The keyword options ``make(name, ...)`` takes, each with its declared type: the
+    annotation of the cell's dataclass field (or of the factory's parameter), else the
+    type of its default, else ``typing.Any``. None when the factory takes any keyword
+    (``**kwargs``). Configs check the types of ``model.cell_options`` against it, so a
+    newly registered cell is covered without a table to update.
+    """
+    require(name in _REGISTRY, f"unknown cell {name!r}; expected one of {registered()}")
+    factory = _REGISTRY[name]
+    declared = {"trainable_initial_state": bool}  # make's own keyword
+    if dataclasses.is_dataclass(factory):
+        hints = _type_hints(factory)
+        for field in dataclasses.fields(factory):
+            if field.init:
+                default = None if field.default is dataclasses.MISSING else field.default
+                declared[field.name] = hints.get(field.name, _type_of(default))
+        return declared
+    parameters = inspect.signature(factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    hints = _type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for parameter in parameters:
+        if parameter.kind in keywords:
+            default = None if parameter.default is parameter.empty else parameter.default
+            declared[parameter.name] = hints.get(parameter.name, _type_of(default))
+    return declared
+
+
+def _type_hints(obj: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(obj)
+    except (NameError, TypeError):  # an annotation that does not resolve: nothing declared
+        return {}
+
+
+def _type_of(default: Any) -> Any:
+    """The type an unannotated option is taken to have from its default: a bool or a
+    string as such, any number for a number (an int default need not mean an int)."""
+    if isinstance(default, bool | str):
+        return type(default)
+    return float if isinstance(default, int | float) else Any
 
 
 def make(name: str, *, trainable_initial_state: bool = False, **options: Any) -> Any:

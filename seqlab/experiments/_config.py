@@ -10,8 +10,11 @@ lists the valid keys, before anything runs.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
+import types
+import typing
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -168,6 +171,7 @@ def validate(config: DictConfig) -> None:
     require(not bad, f"{', '.join(bad)} must be finite numbers, got {values}")
     check_one_of("model.cell", config.model.cell, cells.registered())
     options = OmegaConf.to_container(config.model.cell_options)
+    _check_cell_options(config.model.cell, options)
     try:
         cells.make(config.model.cell, hidden_size=config.model.hidden_size, **options)
     except TypeError as error:
@@ -222,6 +226,62 @@ def validate(config: DictConfig) -> None:
     require(not folds or 0 <= fold < folds, f"data.fold must be in [0, {folds}), got {fold}")
     for name in ("data.augment_jitter", "data.augment_scale"):
         check_non_negative(name, OmegaConf.select(config, name))
+
+
+def _check_cell_options(cell: str, options: dict) -> None:
+    """Refuse a ``model.cell_options`` entry the cell does not take, or of another type than
+    the cell declares (``seqlab.cells.option_types``): a config holds text, so "maybe" for
+    a bool or "zeros" for an initializer would otherwise reach the cell and fail, or be
+    taken for true, only once the model is built."""
+    declared = cells.option_types(cell)
+    if declared is None:  # the factory takes any keyword: the cell checks them itself
+        return
+    for key, value in options.items():
+        name = f"model.cell_options.{key}"
+        require(key != "hidden_size", f"{name}: set model.hidden_size instead")
+        require(
+            key in declared,
+            f"{name} is not an option of cell {cell!r}; its options: "
+            f"{', '.join(k for k in declared if k != 'hidden_size')}",
+        )
+        expected = declared[key]
+        require(
+            _has_type(value, expected),
+            f"{name} must be {_type_name(expected)} for cell {cell!r}, got {value!r}",
+        )
+
+
+def _has_type(value: Any, expected: Any) -> bool:
+    """Whether ``value`` (from a config) fits the annotation ``expected``: a bool must be
+    true or false, a float may be an int, a callable cannot come from a config."""
+    origin = typing.get_origin(expected) or expected
+    if expected is Any or expected is object:
+        return True
+    if expected is None or expected is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arm) for arm in typing.get_args(expected))
+    if origin is typing.Literal:
+        return value in typing.get_args(expected)
+    if expected in (int, float):  # a bool is an int to Python, never to a config
+        numbers = int if expected is int else int | float
+        return isinstance(value, numbers) and not isinstance(value, bool)
+    if origin is collections.abc.Callable:
+        return callable(value)
+    return not isinstance(origin, type) or isinstance(value, origin)
+
+
+def _type_name(expected: Any) -> str:
+    origin = typing.get_origin(expected) or expected
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arm) for arm in typing.get_args(expected))
+    if origin is typing.Literal:
+        return f"one of {list(typing.get_args(expected))}"
+    if origin is collections.abc.Callable:
+        return "a callable (an initializer function: set it in Python, a config cannot hold one)"
+    names = {None: "null", type(None): "null", bool: "a bool (true or false)", int: "an int",
+             float: "a number", str: "a string"}  # fmt: skip
+    return names.get(origin, f"a {getattr(origin, '__name__', origin)}")
 
 
 def to_yaml(config: DictConfig) -> str:

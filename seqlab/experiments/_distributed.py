@@ -12,6 +12,7 @@ on. Everything here is a no-op in a single process.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import socket
 import time
@@ -24,6 +25,9 @@ ENV = "SEQLAB_DISTRIBUTED"
 TIMEOUT_ENV = "SEQLAB_DISTRIBUTED_TIMEOUT"
 # Seconds without a heartbeat after which JAX declares a process dead and stops the others.
 HEARTBEAT_ENV = "SEQLAB_HEARTBEAT_TIMEOUT"
+# Where process 0's coordinator listens (JAX's default: every interface, the port of
+# JAX_COORDINATOR_ADDRESS).
+BIND_ENV = "JAX_COORDINATOR_BIND_ADDRESS"
 
 
 def _int_env(environ, name: str, default: int | None = None, minimum: int = 0) -> int | None:
@@ -39,17 +43,39 @@ def _int_env(environ, name: str, default: int | None = None, minimum: int = 0) -
     return value
 
 
+def _host_and_port(name: str, address: str) -> tuple[str, int]:
+    """(host, port) of ``address``, ``host:port`` or ``[ipv6]:port``; a ValueError naming
+    the variable ``name`` otherwise (JAX itself would fail with an IndexError on process 0,
+    or abort the process)."""
+    host, sep, port = address.rpartition(":")
+    expected = f"{name} must be host:port (or [ipv6]:port) with a port in 1..65535"
+    if not (sep and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{expected}, got {address!r}")
+    if any(character in host for character in ":[]"):
+        if not (host.startswith("[") and host.endswith("]") and _is_ipv6(host[1:-1])):
+            raise ValueError(f"{expected}, got {address!r} (an IPv6 address goes in brackets)")
+        host = host[1:-1]
+    elif any(character.isspace() for character in host):
+        raise ValueError(f"{expected}, got {address!r}")
+    return host, int(port)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _wait_for_coordinator(address: str, timeout: float) -> None:
     """Connect to the coordinator's port until it answers; a ValueError after ``timeout``
     seconds (JAX itself would abort the process without a Python exception)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"JAX_COORDINATOR_ADDRESS must be host:port, got {address!r}")
-    host = host.strip("[]")
+    host, port = _host_and_port("JAX_COORDINATOR_ADDRESS", address)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.create_connection((host, int(port)), timeout=2.0):
+            with socket.create_connection((host, port), timeout=2.0):
                 return
         except OSError as error:
             if time.monotonic() >= deadline:
@@ -68,8 +94,10 @@ def initialize(environ=None) -> bool:
     three, or none for SLURM / Open MPI detection), ``SEQLAB_DISTRIBUTED_TIMEOUT`` (seconds
     to wait for the coordinator and the other processes, default 300) and
     ``SEQLAB_HEARTBEAT_TIMEOUT`` (seconds of silence after which a process counts as dead
-    and JAX stops the others, default 100). A process other than 0 first checks that the
-    coordinator answers, so an unreachable one is a ValueError, not an abort.
+    and JAX stops the others, default 100). Every process checks the form of
+    ``JAX_COORDINATOR_ADDRESS`` (and of ``JAX_COORDINATOR_BIND_ADDRESS`` when set), and a
+    process other than 0 then checks that the coordinator answers, so a malformed or
+    unreachable address is a ValueError, not an IndexError or an abort.
     """
     environ = os.environ if environ is None else environ
     if environ.get(ENV, "") in ("", "0"):
@@ -95,6 +123,12 @@ def initialize(environ=None) -> bool:
         raise ValueError(
             f"JAX_PROCESS_ID must be below JAX_NUM_PROCESSES ({num_processes}), got {process_id}"
         )
+    # Every process checks the addresses (process 0 binds, the others connect), so that
+    # they all refuse the same mistake instead of some waiting for the others.
+    if address is not None:
+        _host_and_port("JAX_COORDINATOR_ADDRESS", address)
+    if environ.get(BIND_ENV):  # JAX reads it itself: process 0 binds there
+        _host_and_port(BIND_ENV, environ[BIND_ENV])
     timeout = _int_env(environ, TIMEOUT_ENV, 300, minimum=1)
     heartbeat = _int_env(environ, HEARTBEAT_ENV, 100, minimum=1)
     # CPU devices of different processes exchange data through gloo (the default is no
