@@ -117,12 +117,16 @@ def reference_scan(cell, params, xs, carry=None, seq_lengths=None, reverse=False
 
 
 def relative_error(actual, expected) -> float:
-    """max |actual - expected| / max(max |expected|, 1e-30), over all leaves."""
+    """max |actual - expected| / max(max |expected|, 1e-30), over all leaves; inf when
+    ``actual`` is NaN or infinite where ``expected`` is finite (Python's ``max`` would
+    drop a NaN: ``max(0.0, nan)`` is 0.0, and a NaN result would pass every tolerance)."""
     actual_leaves = actual if isinstance(actual, tuple | list) else [actual]
     expected_leaves = expected if isinstance(expected, tuple | list) else [expected]
     worst = 0.0
     for a, e in zip(actual_leaves, expected_leaves, strict=True):
         a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
         assert a.shape == e.shape, (a.shape, e.shape)
+        if np.any(~np.isfinite(a) & np.isfinite(e)):
+            return float("inf")
         worst = max(worst, float(np.max(np.abs(a - e)) / max(np.max(np.abs(e)), 1e-30)))
     return worst

@@ -11,6 +11,12 @@ The quasi-DEER (diagonal Jacobian) solve of a dense cell converges linearly, so 
 is bounded by the tolerance divided by the contraction gap: it runs at a tolerance of 1e-7
 there. Long linear recurrences: float32 parallel against a float64 sequential reference,
 1e-4 at T = 65,536.
+
+The sequential fallback would make every comparison pass even if Newton never converged,
+and any Jacobian, even a wrong one, reaches the answer after T iterations. So comparisons
+run the solve as ``STRICT``: no fallback (an unconverged solve returns NaN) and a cap of 12
+iterations, below T (``test_a_broken_jacobian_fails_the_comparisons`` shows that a broken
+Newton step then fails them).
 """
 
 from __future__ import annotations
@@ -51,6 +57,11 @@ def release_compiled_programs_per_test():
 
 
 LENGTHS = np.array([23, 0, 9, 1])
+# No fallback (an unconverged solve gives NaN), and fewer iterations than the T = 23 steps:
+# any Jacobian, even a wrong one, reaches the answer in T iterations (each makes one more
+# step exact), so only a cap below T lets a broken Newton step fail. Exact Jacobians take
+# at most 8 here (test_newton_iterations_match_the_structure).
+STRICT = Parallel(fallback=False, max_iterations=12)
 
 
 def leaves(tree):
@@ -86,7 +97,7 @@ def weighted_loss(cell, key, **scan_kwargs):
     return loss
 
 
-def compare(cell, params, xs, carry, key, *, parallel="parallel", **kwargs):
+def compare(cell, params, xs, carry, key, *, parallel=STRICT, **kwargs):
     """(forward error, gradient error) of the parallel scan against the sequential one:
     outputs and final carry, and the gradients w.r.t. params, xs and the initial carry."""
     results = {}
@@ -130,7 +141,7 @@ def test_float64_other_jacobian_options(name, jacobian):
     cell = PARALLEL_CELLS[name]
     with jax.enable_x64(True):
         params, xs, carry, key = problem(cell, seed=1, dtype=jnp.float64)
-        options = Parallel(jacobian=jacobian, tolerance=1e-13, max_iterations=200)
+        options = Parallel(jacobian=jacobian, tolerance=1e-13, max_iterations=200, fallback=False)
         record = seqlab.parallel.convergence(
             cell, params, xs, carry, seq_lengths=LENGTHS, options=options
         )
@@ -275,29 +286,27 @@ def test_layers_time_major_vmap_and_bfloat16():
             impl: seqlab.layers.RNNLayer(
                 cell, num_layers=2, bidirectional=True, implementation=impl
             )
-            for impl in ("xla", "parallel")
+            for impl in ("xla", STRICT)
         }
         params = layers["xla"].init(key, INPUTS)
         expected = layers["xla"].apply(params, xs, seq_lengths=lengths)
-        actual = layers["parallel"].apply(params, xs, seq_lengths=lengths)
+        actual = layers[STRICT].apply(params, xs, seq_lengths=lengths)
         assert relative_error(leaves(actual), leaves(expected)) < 1e-5
     cell = PARALLEL_CELLS["diag_gru"]
     params, xs, carry, _ = problem(cell, seed=11)
     time_major = jnp.swapaxes(xs, 0, 1)
     expected = seqlab.scan(cell, params, time_major, carry, time_major=True, implementation="xla")
-    actual = seqlab.scan(
-        cell, params, time_major, carry, time_major=True, implementation="parallel"
-    )
+    actual = seqlab.scan(cell, params, time_major, carry, time_major=True, implementation=STRICT)
     assert relative_error(leaves(actual), leaves(expected)) < 1e-5
     stacked = jnp.stack([xs, 2 * xs])  # vmap over a leading axis of whole problems
     run = lambda impl: jax.vmap(  # noqa: E731
         lambda x: seqlab.scan(cell, params, x, carry, implementation=impl)
     )(stacked)
-    assert relative_error(leaves(run("parallel")), leaves(run("xla"))) < 1e-5
+    assert relative_error(leaves(run(STRICT)), leaves(run("xla"))) < 1e-5
     low = xs.astype(jnp.bfloat16)
     with jax.numpy_dtype_promotion("standard"):  # bfloat16 inputs, float32 weights and state
         expected = seqlab.scan(cell, params, low, carry, implementation="xla")
-        actual = seqlab.scan(cell, params, low, carry, implementation="parallel")
+        actual = seqlab.scan(cell, params, low, carry, implementation=STRICT)
     assert actual[0].dtype == expected[0].dtype
     assert relative_error(leaves(actual), leaves(expected)) < 1e-5
 
@@ -405,7 +414,7 @@ def test_low_precision_parameters_solve_to_that_precision(name, dtype):
         return jax.jit(jax.grad(run, (0, 1, 2), has_aux=True))
 
     expected_grads, expected = loss("xla-autodiff", dtype)(*exact)
-    actual_grads, actual = loss("parallel", dtype)(*low)
+    actual_grads, actual = loss(STRICT, dtype)(*low)
     assert [leaf.dtype for leaf in leaves(actual)] == [jnp.dtype(dtype)] * len(leaves(actual))
     assert relative_error(leaves(actual), leaves(expected)) <= LOW_PRECISION[dtype]
     for a, e in zip(leaves(actual_grads), leaves(expected_grads), strict=True):
@@ -427,11 +436,11 @@ def test_solves_are_relative_to_the_trajectory_scale(name):
     noise = jax.random.normal(jax.random.PRNGKey(4), (2, 200, INPUTS))
     run = {
         impl: jax.jit(lambda xs, impl=impl: seqlab.scan(cell, params, xs, implementation=impl))
-        for impl in ("xla-autodiff", "parallel")
+        for impl in ("xla-autodiff", STRICT)
     }
     for scale in (1e-6, 1e-3, 1.0, 1e3):
         xs = scale * noise
-        expected, actual = run["xla-autodiff"](xs), run["parallel"](xs)
+        expected, actual = run["xla-autodiff"](xs), run[STRICT](xs)
         # at 1e3 each implementation's own pre-activations (|z| ~ 1e3) carry rounding of
         # eps·|z| ~ 1e-4 absolute; tanh' shrinks most of it (1.05e-5 seen)
         tolerance = 1e-5 if scale <= 1 else 5e-5
@@ -509,7 +518,28 @@ def test_convergence_takes_the_cells_scan_takes():
     params = cell.init(jax.random.PRNGKey(0), 2)
     xs = jax.random.normal(jax.random.PRNGKey(1), (2, 7, 2))
     expected = seqlab.scan(cell, params, xs, implementation="xla")
-    actual = seqlab.scan(cell, params, xs, implementation="parallel")
+    actual = seqlab.scan(cell, params, xs, implementation=STRICT)
     assert relative_error(leaves(actual), leaves(expected)) < 1e-5
     record = seqlab.parallel.convergence(cell, params, xs)
     assert record.converged and record.iterations >= 2
+
+
+def test_a_broken_jacobian_fails_the_comparisons(monkeypatch):
+    """The fallback hides a broken solve: with Newton's Jacobians sign-flipped and doubled
+    the default ``"parallel"`` still returns the right outputs (after T = 23 iterations,
+    or through the fallback), but ``STRICT``, which every comparison here uses, returns
+    NaN and fails them."""
+    from seqlab.parallel import _solve
+
+    jacobians = _solve.jacobians
+    monkeypatch.setattr(_solve, "jacobians", lambda *args: -2 * jacobians(*args))
+    cell = PARALLEL_CELLS["diag_gru"]
+    params, xs, carry, key = problem(cell)
+    assert not seqlab.parallel.convergence(cell, params, xs, carry, options=STRICT).converged
+    forward, _ = compare(cell, params, xs, carry, key, parallel="parallel")
+    assert forward < 1e-5  # the forward comparison alone would pass (the adjoint, which
+    # uses the same Jacobians, does not: its gradients are wrong whatever the options)
+    forward, gradient = compare(cell, params, xs, carry, key)
+    assert not (forward < 1e-5) and not (gradient < 1e-4)
+    outputs, final = seqlab.scan(cell, params, xs, carry, implementation=STRICT)
+    assert np.all(np.isnan(outputs)) and np.all(np.isnan(final))

@@ -57,12 +57,19 @@ class Parallel:
         never puts an overflowed trajectory into the iterate: it converges slower or
         falls back. False: plain Newton (a non-finite trial is kept and the solve cannot
         converge).
+      fallback: True (the default): a solve that has not converged is replaced by the
+        sequential scan's answer (above). False: no fallback; if any sequence has not
+        converged, every output and the final carry are NaN (so are their gradients):
+        never the unconverged trajectory, and never, silently, the sequential answer. For
+        tests and benchmarks that must check or time the parallel solve itself (a
+        comparison with the sequential scan cannot tell a fallback from a solve).
     """
 
     jacobian: str = "auto"
     tolerance: float | None = None
     max_iterations: int = 64
     damping: bool = True
+    fallback: bool = True
 
     def __post_init__(self):
         check_one_of("jacobian", self.jacobian, JACOBIANS)
@@ -78,6 +85,7 @@ class Parallel:
             f"max_iterations must be a positive int, got {self.max_iterations!r}",
         )
         require(isinstance(self.damping, bool), f"damping must be a bool, got {self.damping!r}")
+        require(isinstance(self.fallback, bool), f"fallback must be a bool, got {self.fallback!r}")
 
     def tolerance_for(self, dtype) -> float:
         """The tolerance in force for a solve whose states have ``dtype`` (narrower

@@ -381,6 +381,9 @@ def _solve(static: Static, params, inputs, start, valid):
     solution = newton(static, params, inputs, start, valid)
     if static.linear:
         return solution.states, solution.outputs
+    if not static.options.fallback:  # NaN unless converged: a failed solve cannot pass
+        poison = lambda leaf: jnp.where(solution.converged, leaf, jnp.nan)  # noqa: E731
+        return jax.tree_util.tree_map(poison, (solution.states, solution.outputs))
     return jax.lax.cond(
         solution.converged,
         lambda: (solution.states, solution.outputs),
