@@ -64,10 +64,54 @@ def reference_step(cell, params, carry, x):
         candidate = np.tanh(x @ w_ih[:, n_h:] + b[n_h:] + (f * h) @ w_hh[:, n_h:])
         h = (1 - f) * h + f * candidate
         return h, h
+    # The cells built for parallel-in-time solves, from the papers' equations. MinGRU and
+    # MinLSTM: Feng et al. 2024 ("Were RNNs all we needed?", Algorithms 1-4, with minLSTM's
+    # normalized gates f' = f / (f + i), i' = i / (f + i)); DiagGRU and DiagLSTM: ParaRNN's
+    # ParaGRU / ParaLSTM (Danieli et al. 2026), the GRU and LSTM with every recurrent
+    # matrix diagonal; seqlab parametrizes the diagonals as tanh(a_hh).
+    if isinstance(cell, seqlab.cells.MinGRU):
+        n_h = cell.hidden_size
+        z = _sigmoid(x @ p["w_ih"][:, :n_h] + bias[:n_h])
+        candidate = x @ p["w_ih"][:, n_h:] + bias[n_h:]
+        h = (1 - z) * carry + z * candidate
+        return h, h
+    if isinstance(cell, seqlab.cells.MinLSTM):
+        n_h = cell.hidden_size
+        f = _sigmoid(x @ p["w_ih"][:, :n_h] + bias[:n_h])
+        i = _sigmoid(x @ p["w_ih"][:, n_h : 2 * n_h] + bias[n_h : 2 * n_h])
+        candidate = x @ p["w_ih"][:, 2 * n_h :] + bias[2 * n_h :]
+        h = f / (f + i) * carry + i / (f + i) * candidate
+        return h, h
+    if isinstance(cell, seqlab.cells.DiagGRU):
+        h = carry
+        n_h = cell.hidden_size
+        w_r, w_z, w_n = (np.tanh(p["a_hh"][k * n_h : (k + 1) * n_h]) for k in range(3))
+        pre = [x @ p["w_ih"][:, k * n_h : (k + 1) * n_h] + bias[k * n_h : (k + 1) * n_h]
+               for k in range(3)]  # fmt: skip
+        r = _sigmoid(pre[0] + w_r * h)
+        z = _sigmoid(pre[1] + w_z * h)
+        n = np.tanh(pre[2] + r * (w_n * h + p["b_hn"]))
+        h = (1 - z) * n + z * h
+        return h, h
+    if isinstance(cell, seqlab.cells.DiagLSTM):
+        h, c = carry
+        n_h = cell.hidden_size
+        gates = [
+            x @ p["w_ih"][:, k * n_h : (k + 1) * n_h]
+            + bias[k * n_h : (k + 1) * n_h]
+            + np.tanh(p["a_hh"][k * n_h : (k + 1) * n_h]) * h
+            for k in range(4)
+        ]
+        i, f, g, o = _sigmoid(gates[0]), _sigmoid(gates[1]), np.tanh(gates[2]), _sigmoid(gates[3])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        return (h, c), h
     raise TypeError(type(cell))
 
 
 def reference_initial_carry(cell, batch_size):
+    if isinstance(cell, seqlab.cells.DiagLSTM):
+        return (np.zeros((batch_size, cell.hidden_size)), np.zeros((batch_size, cell.hidden_size)))
     if isinstance(cell, seqlab.cells.LSTM):
         return (
             np.zeros((batch_size, cell.proj_size or cell.hidden_size)),
