@@ -82,13 +82,22 @@ def test_linear_rnn_hidden_grad_norms_float64(gamma):
 
 @pytest.mark.parametrize("gamma", [0.8, 1.0, 1.3])
 def test_tanh_rnn_norms_bounded_by_gamma_powers(gamma):
-    """‖∂h_{T-1}/∂h_t‖ ≤ (γ · max|tanh'|)^(T-1-t) = γ^(T-1-t)."""
+    """γ^(T-1-t) ≥ ‖∂h_{T-1}/∂h_t‖ ≥ Π_{s>t} γ · min_units tanh'(z_s): the Jacobian is
+    Π diag(tanh'(z_s)) γQ with Q orthogonal, so its largest singular value lies between
+    the products of the factors' smallest and largest ones (tanh' = 1 − h_s²)."""
     layer, params = _linear_rnn(gamma, activation="tanh")
     xs = jnp.asarray(np.random.default_rng(4).normal(size=(3, 200, 3)), jnp.float32)
     norms = jacobian_norms(layer, params, xs)
     bound = gamma ** np.arange(199, -1, -1, dtype=np.float64)
     assert np.all(norms <= bound * (1 + 1e-4))
     assert np.all(norms[:, :-1] < bound[:-1])  # tanh' < 1 away from 0: strictly below
+    hidden = np.asarray(layer.apply(params, xs)[0], np.float64)  # (B, T, H): h_s
+    log_factor = np.log(gamma * np.min(1.0 - hidden**2, axis=-1))  # (B, T)
+    # lower[b, t] = Π_{s=t+1}^{T-1} γ·min tanh'(z_s): the sums of the later steps' logs
+    later = np.concatenate([np.cumsum(log_factor[:, ::-1], axis=1)[:, ::-1][:, 1:],
+                            np.zeros((3, 1))], axis=1)  # fmt: skip
+    assert np.all(norms >= np.exp(later) * (1 - 1e-4))
+    assert norms[0, -1] == pytest.approx(1.0, rel=1e-6)  # ∂h_{T-1}/∂h_{T-1} = I
 
 
 def test_lstm_with_zero_recurrent_weights_matches_closed_form(rng):
