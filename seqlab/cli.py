@@ -138,6 +138,7 @@ def _submit_sweep(args, config, axes, out, num_workers) -> int:
         if not sep or not key:
             raise ValueError(f"--slurm takes KEY=VALUE (a submitit slurm_ option), got {item!r}")
         options[f"slurm_{key.removeprefix('slurm_')}"] = int(value) if value.isdigit() else value
+    _cluster.check_submission(cluster=args.submit, options=options, count=num_workers)
     experiments.prepare_sweep(config, axes, out, kfold=args.kfold)  # checked, then planned
     out_path = pathlib.Path(out).absolute()
     jobs = _cluster.submit(

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import struct
@@ -42,6 +43,32 @@ def seqlab(*args, check=True, env=None, timeout=300):
     return result
 
 
+FAULTS = pathlib.Path(__file__).with_name("faults.py")
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory) -> dict:
+    """The environment of subprocesses that share JAX's persistent compilation cache: the
+    kill tests start several short processes of one config, each would compile it anew."""
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
+def killed(fault: str, *args, env: dict) -> None:
+    """Run ``seqlab ARGS`` with ``fault`` injected (tests/faults.py); it must die of it."""
+    result = subprocess.run(
+        [sys.executable, str(FAULTS), fault, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
+    assert result.returncode == -signal.SIGKILL, f"{fault}: {result.stderr[-3000:]}"
+
+
 def tree_digest(directory: pathlib.Path) -> dict:
     return {
         str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -71,10 +98,11 @@ FINISHED = ["run", "adding", *TINY, "train.steps=60"]
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One finished run for the tests that read it; tests that damage a run copy it."""
+def finished_run(tmp_path_factory, compile_cache):
+    """One finished run for the tests that read it; tests that damage a run copy it. (Its
+    compiled programs serve the kill tests' processes of the same config.)"""
     out = tmp_path_factory.mktemp("cli") / "run"
-    result = seqlab(*FINISHED, "--out", out)
+    result = seqlab(*FINISHED, "--out", out, env=compile_cache)
     return out, result
 
 
@@ -109,6 +137,18 @@ def test_report_and_analyze(finished_run):
     assert bad.returncode == 2 and "no checkpoint at step 7" in bad.stderr
 
 
+def records_up_to(metrics: str, resumed: str) -> str:
+    """The lines of ``metrics`` up to the step that ``resumed`` (a resume's output) names:
+    what a resume keeps (it computes the records past its checkpoint again)."""
+    start = int(re.search(r"resuming .* from step (\d+)", resumed).group(1))
+    kept = [
+        line
+        for line in metrics.splitlines(keepends=True)
+        if line.endswith("\n") and json.loads(line)["step"] <= start
+    ]
+    return "".join(kept)
+
+
 def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path):
     args = ["run", "adding", *TINY, "train.steps=400", "train.num_seeds=2"]
     seqlab(*args, "--out", tmp_path / "straight")
@@ -126,10 +166,9 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path):
     killed = tmp_path / "killed"
     before = (killed / "metrics.jsonl").read_text()
     assert not (killed / "summary.json").exists(), "the run ended before the kill"
-    seqlab("resume", killed)
+    log = seqlab("resume", killed).stdout
     after = (killed / "metrics.jsonl").read_text()
-    complete = before[: before.rfind("\n") + 1]
-    assert after.startswith(complete)  # nothing written before the kill was lost
+    assert after.startswith(records_up_to(before, log))  # none up to its checkpoint lost
     from seqlab import load_run
 
     straight, resumed = load_run(tmp_path / "straight"), load_run(killed)
@@ -140,6 +179,69 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path):
     assert [r["eval/mse"] for r in straight.metrics] == [r["eval/mse"] for r in resumed.metrics]
     again = seqlab("resume", killed)
     assert "already finished" in again.stdout
+
+
+def without_elapsed(run_dir: pathlib.Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "elapsed"} for line in lines]
+
+
+def test_kills_at_many_points_of_run_and_resume_end_like_an_uninterrupted_run(
+    finished_run, tmp_path, compile_cache
+):
+    """A run killed just after config.yaml, a resume killed inside the first save (only
+    20.orbax-checkpoint-tmp, records up to 40), one killed between saves and one inside
+    the last save: each resume continues from the newest committed checkpoint, cutting the
+    records past it, and the run ends with every step recorded once and the records and
+    parameters of the uninterrupted run."""
+    out = tmp_path / "run"
+    killed("kill-after-file:config.yaml", *FINISHED, "--out", out, env=compile_cache)
+    assert not (out / "task.json").exists()
+    killed("kill-in-save:20:40", "resume", out, env=compile_cache)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["20.orbax-checkpoint-tmp"]
+    assert [r["step"] for r in without_elapsed(out)] == [10, 20, 30, 40]
+    killed("kill-after-record:50", "resume", out, env=compile_cache)  # from step 0 again
+    killed("kill-in-save:60:60", "resume", out, env=compile_cache)
+    seqlab("resume", out, env=compile_cache)
+    reference = finished_run[0]
+    assert without_elapsed(out) == without_elapsed(reference)
+    for name in ("task.json", "run.json"):  # written again by the first resume
+        assert (out / name).read_text() == (reference / name).read_text(), name
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["20", "40", "60"]
+    import jax
+
+    from seqlab import load_run
+
+    straight, resumed = load_run(reference), load_run(out)
+    for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+
+
+def test_resume_restores_or_refuses_the_files_load_run_needs(finished_run, tmp_path, capsys):
+    """A deleted task.json is written again (it follows from the config), one that cannot
+    be read is refused and left alone, and a finished run whose checkpoints/ is gone is
+    refused: resume never exits 0 on a directory that load_run cannot open."""
+    from seqlab import load_run
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    task = (out / "task.json").read_text()
+    (out / "task.json").unlink()
+    assert main(["resume", str(out)]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert (out / "task.json").read_text() == task
+    assert load_run(out).steps == [20, 40, 60]
+    (out / "task.json").write_text("{")
+    before = tree_digest(out)
+    assert main(["resume", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "task.json cannot be read" in error, error
+    assert tree_digest(out) == before
+    (out / "task.json").write_text(task)
+    shutil.rmtree(out / "checkpoints")
+    assert main(["resume", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "checkpoints/ is missing" in error, error
 
 
 def test_sweep_table_plots_and_restart_skips_finished_points(tmp_path):

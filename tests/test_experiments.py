@@ -3,6 +3,7 @@
 import json
 import logging
 import pickle
+import re
 
 import jax
 import jax.numpy as jnp
@@ -493,3 +494,141 @@ def test_resume_allows_listed_config_changes_only(tmp_path, standard_promotion):
         30,
     ]
     assert json.loads((out / "run.json").read_text())["config"]["train"]["steps"] == 30
+
+
+# --------------------------------------------------------------------------- hand-written input
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("use_bias=maybe", "model.cell_options.use_bias must be a bool (true or false) for cell "
+         "'lstm', got 'maybe'"),
+        ("use_bias=1", "use_bias must be a bool"),
+        ("forget_bias=abc", "model.cell_options.forget_bias must be a number for cell 'lstm'"),
+        ("forget_bias=true", "forget_bias must be a number"),
+        ("kernel_init=zeros", "model.cell_options.kernel_init must be a callable"),
+        ("proj_size=2.5", "model.cell_options.proj_size must be an int"),
+        ("trainable_initial_state=yes please", "trainable_initial_state must be a bool"),
+        ("forgetbias=1", "model.cell_options.forgetbias is not an option of cell 'lstm'"),
+    ],
+)  # fmt: skip
+def test_cell_options_of_the_wrong_type_are_refused_by_the_config(option, message):
+    overrides = ["model.cell=lstm", f"model.cell_options.{option}"]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        apply_overrides(default_config("adding"), overrides)
+
+
+def test_cell_options_types_come_from_the_cells_fields(monkeypatch):
+    """Right types pass (an int where a float is declared, null where None is allowed); a
+    newly registered cell is checked from its own fields and defaults, with no table."""
+    import dataclasses
+
+    from seqlab import cells
+    from seqlab.cells import _registry
+
+    base = default_config("adding")
+    options = ["model.cell_options.forget_bias=2", "model.cell_options.use_bias=false"]
+    info = {"kind": "many_to_one", "objective": "mse", "input_size": 2, "output_size": 1}
+    cell = build_model(apply_overrides(base, options), info).encoder.cell
+    assert cell.forget_bias == 2 and cell.use_bias is False
+    apply_overrides(base, ["model.cell=diag_gru", "model.cell_options.max_timescale=null"])
+
+    @dataclasses.dataclass(frozen=True)
+    class Scaled(cells.RNN):
+        gain: float = 1.0
+        tied: bool = False
+
+    def plain(hidden_size, scale=1, mode="a"):  # no annotations: the defaults' types
+        return cells.RNN(hidden_size)
+
+    monkeypatch.setitem(_registry._REGISTRY, "scaled", Scaled)
+    monkeypatch.setitem(_registry._REGISTRY, "plain", plain)
+    apply_overrides(base, ["model.cell=scaled", "model.cell_options.gain=3"])
+    apply_overrides(base, ["model.cell=scaled", "model.cell_options.tied=true"])
+    for cell, option, message in [
+        ("scaled", "tied=maybe", "tied must be a bool"),
+        ("scaled", "gain=big", "gain must be a number"),
+        ("scaled", "recurrent_init=orthogonal", "recurrent_init must be a callable"),
+        ("plain", "mode=1", "mode must be a string"),
+        ("plain", "scale=x", "scale must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            apply_overrides(base, [f"model.cell={cell}", f"model.cell_options.{option}"])
+    apply_overrides(base, ["model.cell=plain", "model.cell_options.scale=0.5"])
+
+
+def test_a_sweep_checks_every_points_cell_options_before_training(tmp_path, standard_promotion):
+    out = tmp_path / "sweep"
+    with pytest.raises(ValueError, match="forget_bias must be a number"):
+        experiments.sweep(tiny(), {"model.cell_options.forget_bias": ["1.0", "abc"]}, out,
+                          progress=False, echo=lambda *_: None)  # fmt: skip
+    assert not out.exists()
+
+
+def test_a_hand_edited_sweep_plan_is_refused_by_every_command_that_reads_it(tmp_path, capsys):
+    """A plan of the wrong shape is one ValueError naming sweep.json and what is wrong, in
+    sweep, resume, report and the merge of results alike, and nothing is written."""
+    from seqlab.cli import main
+
+    out, grid = tmp_path / "sweep", {"model.cell": ["rnn", "gru"]}
+    quiet = {"progress": False, "echo": lambda *_: None}
+    experiments.prepare_sweep(tiny(), grid, out)
+    plan = json.loads((out / "sweep.json").read_text())
+    first = plan["points"][0]
+    edits = [
+        ("grid", ["model.cell=rnn,gru"], "grid must map each key to a list"),
+        ("grid", {"model.cell": "rnn"}, "grid must map each key to a list"),
+        ("kfold", "2", "kfold must be 0 (no folds) or an integer >= 2"),
+        ("kfold", True, "kfold must be 0"),
+        ("kfold", 1, "kfold must be 0"),
+        ("base", [plan["base"]], "its base config does not hold an experiment config"),
+        ("base", {**plan["base"], "task": "nosuch"}, "unknown task 'nosuch'"),
+        ("base", {**plan["base"], "train": {"lr": "fast"}}, "its base config cannot be read"),
+        ("base", {**plan["base"], "seed": -1}, "its base config: seed must be in"),
+        ("points", {"p0": first}, "points must be a list"),
+        ("points", [{**first, "name": "../outside"}], "a point's name must be a folder name"),
+        ("points", [{**first, "overrides": "model.cell=rnn"}], "overrides must be a list of"),
+        ("points", [{**first, "overrides": ["model.cell"]}], "overrides must be a list of"),
+        ("points", [first, first], "the points' names must differ"),
+    ]
+    for key, value, message in edits:
+        (out / "sweep.json").write_text(json.dumps({**plan, key: value}))
+        for read in (
+            lambda: experiments.report(out),
+            lambda: experiments.write_results(out),
+            lambda: experiments.resume_sweep(out, **quiet),
+            lambda: experiments.sweep(tiny(), grid, out, **quiet),
+        ):
+            with pytest.raises(ValueError, match="sweep.json") as error:
+                read()
+            assert message in str(error.value), (key, value, str(error.value))
+        assert [p.name for p in out.iterdir()] == ["sweep.json"], (key, value)
+    for command in ("report", "resume"):
+        assert main([command, str(out)]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "the points' names must differ" in error
+    assert [p.name for p in out.iterdir()] == ["sweep.json"]
+
+
+def test_a_run_folder_holding_only_a_killed_writers_temporary_is_not_foreign(
+    tmp_path, standard_promotion
+):
+    """A kill between ``config.yaml``'s temporary file and its rename leaves only the
+    temporary: a new run there (a sweep point started again) is not refused; any other
+    file still is."""
+    config = experiments.apply_overrides(
+        experiments.find("adding"),
+        ["model.hidden_size=4", "data.seq_len=5", "train.steps=2", "train.log_every=1",
+         "checkpoint.every=1", "data.eval_size=16", "train.batch_size=8"],
+    )  # fmt: skip
+    out = tmp_path / "point"
+    out.mkdir()
+    (out / ".config.yaml.4242.0a1b2c3d.tmp").write_text("half a config")
+    experiments.run(config, out, progress=False, echo=lambda *_: None)
+    assert (out / "summary.json").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        experiments.run(config, other, progress=False, echo=lambda *_: None)

@@ -5,12 +5,12 @@ submitit's local executor, and points side by side on a host's devices."""
 import csv
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -32,9 +32,14 @@ SWEEP = [
 ]
 
 
-def start(*args, env=None):
+FAULTS = pathlib.Path(__file__).with_name("faults.py")
+
+
+def start(*args, env=None, fault=None):
+    """``seqlab ARGS`` in a subprocess (with ``fault`` injected: tests/faults.py)."""
+    program = ["-m", "seqlab"] if fault is None else [str(FAULTS), fault]
     return subprocess.Popen(
-        [sys.executable, "-m", "seqlab", *map(str, args)],
+        [sys.executable, *program, *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -61,9 +66,20 @@ def steps_of(point_dir):
 
 
 @pytest.fixture(scope="module")
-def one_worker(tmp_path_factory):
+def compile_cache(tmp_path_factory) -> dict:
+    """The environment of subprocesses that share JAX's persistent compilation cache (the
+    tests that kill or freeze a worker start several processes of one sweep)."""
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory, compile_cache):
     out = tmp_path_factory.mktemp("sweep") / "one"
-    done(start(*SWEEP, "--out", out))
+    done(start(*SWEEP, "--out", out, env=compile_cache))
     return out
 
 
@@ -108,6 +124,83 @@ def test_a_killed_worker_restarts_and_every_point_finishes_once(tmp_path):
     assert all(row["status"] == "finished" for row in results(out).values())
 
 
+def test_a_sweep_killed_inside_its_first_save_resumes(one_worker, tmp_path, compile_cache):
+    """Killed while the first checkpoint of its first point is being written (its records
+    ran ahead to step 20): the restarted sweep trains that point again from step 0 and
+    every point ends as in the uninterrupted sweep, each step recorded once."""
+    out = tmp_path / "killed-in-save"
+    victim = start(*SWEEP, "--out", out, env=compile_cache, fault="kill-in-save:10:20")
+    victim.communicate(timeout=300)
+    assert victim.returncode == -signal.SIGKILL
+    (first,) = (out / "points").glob("p000_*")
+    (unfinished,) = (first / "checkpoints").iterdir()  # the save's folder, never committed
+    assert unfinished.name.startswith("10.orbax-checkpoint-tmp")
+    assert steps_of(first) == [10, 20]
+    restarted = done(start("resume", out, env=compile_cache))
+    assert "no checkpoint yet: starting from step 0" in restarted
+    assert results(out) == results(one_worker)
+    for point in (out / "points").iterdir():
+        assert steps_of(point) == [10, 20], point.name
+
+
+def files_of(folder) -> dict:
+    """{path: (mtime, bytes)} of every file under ``folder``."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("taker", ["worker", "claim"])
+def test_a_frozen_worker_leaves_its_point_untouched_once_taken_over(taker, tmp_path, compile_cache):
+    """Worker A frozen (SIGSTOP) with a save in flight, past --stale-after. The point is
+    taken over by a worker B that resumes it from the newest committed checkpoint and
+    finishes it, or by a claim alone (a B that has not touched the point yet). A, woken
+    (SIGCONT), says in one line that it left the point and exits 0 without writing into
+    it: no metrics, no summary, and its save in flight is not committed (only the
+    temporary folder of that save, its own, is gone)."""
+    out = tmp_path / "frozen"
+    args = [*SWEEP[:-4], "checkpoint.every=20", "train.steps=60", "model.cell=rnn"]
+    args += ["--out", out, "--stale-after", "1"]
+    frozen = start(*args, env=compile_cache, fault="freeze-in-save:40")
+    try:
+        _, status = os.waitpid(frozen.pid, os.WUNTRACED)  # once A has stopped itself
+        assert os.WIFSTOPPED(status), frozen.communicate()[1][-3000:]
+        (point,) = (out / "points").iterdir()
+        assert steps_of(point) == [10, 20, 30, 40]
+        time.sleep(1.5)  # A's claim goes stale
+        held = None
+        if taker == "worker":
+            taken = done(start(*args, env=compile_cache))
+            assert "resuming" in taken and "finished at step 60" in taken
+        else:
+            held = _claims.Claims(out, "taker", stale_after=1).try_claim(point.name)
+            assert held is not None and held.generation == 1
+        before = files_of(point)
+        in_flight = {name for name in before if "orbax-checkpoint-tmp" in name}
+        assert bool(in_flight) == (taker == "claim")  # B's start cleans up A's folder
+        frozen.send_signal(signal.SIGCONT)
+        log, errors = frozen.communicate(timeout=300)
+    finally:
+        if frozen.poll() is None:
+            frozen.kill()
+            frozen.communicate()
+    assert frozen.returncode == 0, errors[-3000:]
+    assert "Traceback" not in errors and "Error" not in errors, errors[-3000:]
+    assert [line for line in log.splitlines() if "left to it" in line] == [
+        "[1/1] base: another worker took this point over (no heartbeat from this one for "
+        "1 s); left to it"
+    ]
+    assert files_of(point) == {k: v for k, v in before.items() if k not in in_flight}
+    assert not [p for p in (point / "checkpoints").iterdir() if "tmp" in p.name]
+    if held is not None:
+        assert sorted(p.name for p in (point / "checkpoints").iterdir()) == ["20"]
+        held.release()
+    else:
+        assert steps_of(point) == [10, 20, 30, 40, 50, 60]
+
+
 def test_submitit_local_executor_runs_the_workers(one_worker, tmp_path):
     pytest.importorskip("submitit")
     out = tmp_path / "submitted"
@@ -143,14 +236,10 @@ def test_claims_are_exclusive_and_a_stale_one_is_taken_over(tmp_path):
     taken = second.try_claim("p000")
     assert taken is not None and taken.generation == 1
     assert first.try_claim("p000") is None  # the new generation is live
-    # the old holder notices at its next heartbeat: lost, and the main thread interrupted
-    with pytest.raises(KeyboardInterrupt):
-        held._stop.clear()
-        held._thread = threading.Thread(target=held._beat, daemon=True)
-        held.claims.heartbeat = 0.05
-        held._thread.start()
-        for _ in range(200):  # short sleeps: the interrupt lands between two of them
-            time.sleep(0.025)
+    # the old holder's check before its next write reads the claims folder: it refuses at
+    # once, before any heartbeat of the old holder has looked
+    with pytest.raises(_claims.ClaimLost, match="taken over"):
+        held.check()
     assert held.lost
     held.release()  # a lost claim leaves the new holder's file alone
     assert [g for g, _ in second.files("p000")] == [0, 1]
@@ -226,7 +315,67 @@ def test_a_slurm_array_task_is_a_worker_without_flags(monkeypatch):
 
 @pytest.mark.skipif(shutil.which("srun") is not None, reason="SLURM is installed here")
 def test_submit_slurm_without_slurm_is_a_one_line_error(tmp_path):
+    pytest.importorskip("submitit")
     process = start(*SWEEP, "--out", tmp_path / "s", "--submit", "slurm")
     _, err = process.communicate(timeout=300)
     assert process.returncode == 2, err[-3000:]
     assert 'Could not detect "srun"' in err and err.count("\n") == 1, err[-3000:]
+    assert not (tmp_path / "s").exists()  # refused before the plan was written
+
+
+def test_a_plan_another_worker_is_writing_is_not_foreign_content(tmp_path):
+    """Workers started together on a fresh --out: one may find the folder holding only
+    another's temporary plan (written, not yet linked to sweep.json, or left by a kill);
+    that folder is a sweep being planned, not someone else's. A stray file still counts."""
+    from seqlab.experiments import _rundir, apply_overrides, default_config, prepare_sweep
+
+    config = apply_overrides(default_config("adding"), ["data.eval_size=64", "data.seq_len=12"])
+    grid = {"model.cell": ["rnn", "gru"]}
+    out = tmp_path / "fresh"
+    out.mkdir()
+    theirs = out / f".{_rundir.SWEEP}.4242.0a1b2c3d.tmp"  # a writer's name for sweep.json
+    theirs.write_text('{"base": ')  # half written
+    plan = prepare_sweep(config, grid, out)
+    assert _rundir.read_sweep(out) == plan and theirs.exists()  # theirs left to its writer
+    assert _rundir.is_temporary(_rundir.temporary(out / _rundir.SWEEP), of=_rundir.SWEEP)
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / f".{_rundir.SWEEP}.tmp").write_text("mine")
+    with pytest.raises(ValueError, match="is not a sweep"):
+        prepare_sweep(config, grid, stray)
+    assert not (stray / _rundir.SWEEP).exists()
+
+
+class _RefusingExecutor:
+    """submitit's AutoExecutor where SLURM is missing and no option is accepted."""
+
+    def __init__(self, folder, cluster):
+        if cluster == "slurm":
+            raise RuntimeError('Could not detect "srun", are you indeed on a slurm cluster?')
+
+    def update_parameters(self, **parameters):
+        raise NameError("Unknown argument 'bogus' for executor 'local' in parameter 'bogus'")
+
+
+@pytest.mark.parametrize(
+    "cluster, submitit, message",
+    [
+        ("local", None, "--submit needs submitit, which is not installed"),
+        ("slurm", _RefusingExecutor, 'Could not detect "srun"'),
+        ("local", _RefusingExecutor, "submitit refused the job options: Unknown argument"),
+    ],
+)
+def test_submit_refuses_before_writing_the_plan(
+    cluster, submitit, message, tmp_path, monkeypatch, capsys
+):
+    import types
+
+    from seqlab.cli import main
+
+    module = None if submitit is None else types.SimpleNamespace(AutoExecutor=submitit)
+    monkeypatch.setitem(sys.modules, "submitit", module)  # None: as if not installed
+    out = tmp_path / "s"
+    assert main([*SWEEP, "--out", str(out), "--submit", cluster, "--num-workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not out.exists()

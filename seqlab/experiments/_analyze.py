@@ -81,8 +81,9 @@ def _fit(curve: np.ndarray, counts: np.ndarray) -> dict:
     return {"factor": fit.factor, "rate": fit.rate}
 
 
-def analyze_params(experiment, params, step: int, run_dir) -> dict:
-    """Gradient norms for every seed of stacked ``params``; writes the JSON and plot."""
+def analyze_params(experiment, params, step: int, run_dir, *, guard=None) -> dict:
+    """Gradient norms for every seed of stacked ``params``; writes the JSON and plot
+    (calling ``guard``, when given, just before: a sweep worker's claim check)."""
     model = experiment.model
     count = min(ANALYSIS_EXAMPLES, len(experiment.data.eval["targets"]))
     batch = {k: jnp.asarray(v[:count]) for k, v in experiment.data.eval.items()}
@@ -115,6 +116,8 @@ def analyze_params(experiment, params, step: int, run_dir) -> dict:
             for layer in range(curves.shape[1])
         ]
     run_dir = pathlib.Path(run_dir)
+    if guard is not None:
+        guard()
     _rundir.write_json(run_dir / "analysis" / f"gradnorms_step{step}.json", result)
     _plots.plot_gradnorms(run_dir, result)
     return result

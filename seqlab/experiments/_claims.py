@@ -12,9 +12,12 @@ seconds. The rule for taking a claim over:
   on the same machine);
 - a dead claim is taken over by creating the next generation, again with ``O_EXCL``, so
   two workers that both saw it dead cannot both win;
-- a worker whose claim was taken over (it was slow, not dead) sees the newer generation
-  at its next heartbeat and stops that point (``KeyboardInterrupt`` in the main thread,
-  which the sweep turns into a message), leaving the point to the new holder.
+- a worker whose claim was taken over (it was slow, not dead) leaves the point to the new
+  holder without writing into it again: the training loop calls ``Claim.check`` before
+  every write to the point's folder (config, metrics, checkpoints, summary, plots) and
+  before a checkpoint commits, and ``ClaimLost`` ends the point (the sweep says so in one
+  line). The heartbeat notices too, but only marks the claim lost: an interrupt could
+  land inside orbax's save and leave it half done.
 
 A worker that finishes a point removes its claims; the point's ``summary.json`` says it
 is done.
@@ -22,7 +25,6 @@ is done.
 
 from __future__ import annotations
 
-import _thread
 import json
 import os
 import pathlib
@@ -67,6 +69,10 @@ def read_holder(directory: pathlib.Path, name: str) -> dict | None:
         return {}
 
 
+class ClaimLost(Exception):
+    """Another worker took over the point this worker was training (``Claim.check``)."""
+
+
 class Claim:
     """A held claim: heartbeats until ``release``; ``lost`` when another worker took it."""
 
@@ -77,17 +83,30 @@ class Claim:
         self._thread = threading.Thread(target=self._beat, name=f"claim {name}", daemon=True)
         self._thread.start()
 
+    def _taken_over(self) -> bool:
+        """Whether a newer generation holds the point, or this claim's file is gone."""
+        newer = any(g > self.generation for g, _ in self.claims.files(self.name))
+        return newer or not self.path.exists()
+
     def _beat(self) -> None:
         while not self._stop.wait(self.claims.heartbeat):
-            newer = [g for g, _ in self.claims.files(self.name) if g > self.generation]
+            if self.lost or self._taken_over():
+                self.lost = True  # the training loop stops at its next check()
+                return
             try:
                 os.utime(self.path)
             except FileNotFoundError:
-                newer = newer or [self.generation]
-            if newer:
                 self.lost = True
-                _thread.interrupt_main()  # the sweep stops this point and moves on
                 return
+
+    def check(self) -> None:
+        """Raise ``ClaimLost`` when another worker has taken the point over. Reads the
+        claims folder (not only the heartbeat's verdict): a worker frozen past the stale
+        limit and woken again runs this before its heartbeat thread has looked."""
+        if not self.lost and self._taken_over():
+            self.lost = True
+        if self.lost:
+            raise ClaimLost(f"point {self.name} was taken over by another worker")
 
     def release(self) -> None:
         """Stop the heartbeat; remove the point's claims unless another worker holds it."""

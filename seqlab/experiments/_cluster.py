@@ -12,6 +12,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 
 CLUSTERS = ("slurm", "local")
 
@@ -39,6 +40,17 @@ def worker_from_environment(environ=None) -> tuple[int, int] | None:
     return (task - first) % count, count
 
 
+def check_submission(*, cluster: str, options: dict, count: int) -> None:
+    """Everything ``submit`` can refuse before it submits (submitit missing, a machine
+    without SLURM's commands, an option submitit does not take), as a ValueError, with
+    nothing written where the jobs will go: the executor is tried on a scratch folder
+    (submitit's local executor makes its folder as soon as it exists)."""
+    with tempfile.TemporaryDirectory(prefix="seqlab-submit-") as scratch:
+        _executor(
+            pathlib.Path(scratch), cluster=cluster, options=options, name="check", count=count
+        )
+
+
 def submit(
     job,
     argvs: list[list[str]],
@@ -53,8 +65,18 @@ def submit(
 
     ``options`` go to ``submitit.AutoExecutor.update_parameters`` (``timeout_min``,
     ``gpus_per_node``, ``cpus_per_task``, ``mem_gb``, ``slurm_partition``, any other
-    ``slurm_*``); submitit writes each job's logs under ``folder``.
+    ``slurm_*``); submitit writes each job's logs under ``folder``. ``check_submission``
+    finds the same mistakes without writing anything.
     """
+    executor = _executor(folder, cluster=cluster, options=options, name=name, count=len(argvs))
+    try:
+        return executor.map_array(job, argvs)
+    except (RuntimeError, subprocess.CalledProcessError) as error:  # sbatch said no
+        reason = " ".join(str(error).split())[:300]
+        raise ValueError(f"--submit {cluster}: the submission failed: {reason}") from None
+
+
+def _executor(folder: pathlib.Path, *, cluster: str, options: dict, name: str, count: int):
     if cluster not in CLUSTERS:
         raise ValueError(f"--submit must be one of {', '.join(CLUSTERS)}, got {cluster!r}")
     try:
@@ -70,18 +92,16 @@ def submit(
             f"--submit {cluster}: {error} (submit from a machine with SLURM's commands, or "
             "run --worker I --num-workers N by hand)"
         ) from None
-    parameters = {"name": name, "slurm_array_parallelism": len(argvs), **options}
+    parameters = {"name": name, "slurm_array_parallelism": count, **options}
     if cluster == "local":  # the local executor knows none of SLURM's own options
         parameters = {k: v for k, v in parameters.items() if not k.startswith("slurm_")}
     try:
         executor.update_parameters(**parameters)
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"submitit refused the job options: {error}") from None
-    try:
-        return executor.map_array(job, argvs)
-    except (RuntimeError, subprocess.CalledProcessError) as error:  # sbatch said no
+    # (an unknown option is a NameError, a value of the wrong type an AssertionError)
+    except (ValueError, TypeError, NameError, AssertionError) as error:
         reason = " ".join(str(error).split())[:300]
-        raise ValueError(f"--submit {cluster}: the submission failed: {reason}") from None
+        raise ValueError(f"submitit refused the job options: {reason}") from None
+    return executor
 
 
 def probe_devices() -> tuple[str, int]:

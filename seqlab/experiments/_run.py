@@ -4,8 +4,16 @@
 checkpoint (parameters, optimizer state, RNG keys, step, data position, early-stopping
 counters) and continues. Chunks of ``train.log_every`` steps end on multiples of
 ``log_every``, and checkpoints fall on multiples of it, so a resumed run replays exactly
-the computation of an uninterrupted one. Records already in ``metrics.jsonl`` are never
-rewritten or removed.
+the computation of an uninterrupted one. A run may be killed at any moment, a save in
+flight included: orbax commits a checkpoint in the background while training runs on, so
+``metrics.jsonl`` can hold records past the newest committed checkpoint; resume cuts them
+and computes them again (each step keeps one record). Records up to that checkpoint are
+never rewritten. A run with no committed checkpoint starts again from step 0.
+
+``run`` and ``resume`` take a ``guard``: a sweep worker passes its claim's check, called
+before every write to the run directory (config, metrics, checkpoints, summary, analysis,
+plots) and before a checkpoint commits; whatever it raises ends the run without another
+byte written (the worker that took the point over writes it).
 
 Under ``jax.distributed`` every process calls ``run`` (or ``resume``) with the same
 arguments: they train together, orbax saves and restores the checkpoints collectively, and
@@ -29,9 +37,18 @@ from seqlab.experiments._config import structured, to_dict, to_yaml, valid_keys,
 from seqlab.experiments._train import Experiment
 
 
-def run(config, out_dir, *, progress: bool | None = None, echo=print, data=None) -> dict:
+def _check(guard) -> None:
+    """Call the run's ``guard`` (if any) before a write to its directory."""
+    if guard is not None:
+        guard()
+
+
+def run(
+    config, out_dir, *, progress: bool | None = None, echo=print, data=None, guard=None
+) -> dict:
     """Train ``config`` (an ExperimentConfig or typed DictConfig) into a new run directory
-    ``out_dir``; returns the summary (also written to ``summary.json``)."""
+    ``out_dir``; returns the summary (also written to ``summary.json``). ``guard``: see
+    the module docstring."""
     config = structured(config)
     validate(config)
     out_dir = pathlib.Path(out_dir)
@@ -43,19 +60,27 @@ def run(config, out_dir, *, progress: bool | None = None, echo=print, data=None)
             f"{out_dir} already holds a run; continue it with `seqlab resume {out_dir}` or "
             "choose another --out"
         )
-    if out_dir.exists() and any(out_dir.iterdir()):
+    # A writer killed between its temporary file and the rename leaves the temporary
+    # (a sweep point whose first write was interrupted): that is not foreign content.
+    leftovers = [
+        path
+        for path in (out_dir.iterdir() if out_dir.exists() else ())
+        if not any(_rundir.is_temporary(path, of=name) for name in _rundir.RUN_FILES)
+    ]
+    if leftovers:
         raise ValueError(f"{out_dir} exists and is not empty; choose another --out")
     experiment = Experiment.from_config(config, data=data)
     experiment.check()  # everything that can fail does so before the first byte is written
     _distributed.barrier("run-checked")  # every process has looked before any writes
     if _distributed.is_writer():
+        _check(guard)
         out_dir.mkdir(parents=True, exist_ok=True)
         _rundir.write_text(out_dir / _rundir.CONFIG, to_yaml(config))
         _rundir.write_json(out_dir / _rundir.RUN, {"config": to_dict(config)})
         _rundir.write_json(out_dir / _rundir.TASK, experiment.data.info)
     _distributed.barrier("run-created")
     state = experiment.init_state()
-    return _train_loop(experiment, out_dir, state, 0, {}, progress=progress, echo=echo)
+    return _train_loop(experiment, out_dir, state, 0, {}, progress=progress, echo=echo, guard=guard)
 
 
 # Keys of config.yaml that may differ from the config a run started with when it is
@@ -91,13 +116,18 @@ def _check_unchanged(run_dir: pathlib.Path, config) -> bool:
     return bool(changed)
 
 
-def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
-    """Continue the run in ``run_dir`` from its latest checkpoint (from step 0 when it
-    has none); a finished run is left as it is and its summary returned.
+def resume(run_dir, *, progress: bool | None = None, echo=print, guard=None) -> dict:
+    """Continue the run in ``run_dir`` from its latest committed checkpoint (from step 0
+    when it has none), cutting the metric records past it; a finished run is left as it
+    is and its summary returned. A missing ``task.json`` or ``run.json`` (a kill just
+    after ``config.yaml`` was written, or a deletion) is written again from the config:
+    the directory stays one that ``load_run`` opens.
 
-    Refused with a ValueError: a ``config.yaml`` changed since the run started (but for
-    ``CHANGEABLE_ON_RESUME``), and metric records without the checkpoints behind them (a
-    deleted ``checkpoints/``), which a restart from step 0 would contradict.
+    Refused with a ValueError, nothing written: a ``config.yaml`` changed since the run
+    started (but for ``CHANGEABLE_ON_RESUME``); a ``task.json`` that cannot be read; a
+    finished run without its ``checkpoints/``; and metric records further past the newest
+    checkpoint than a save in flight leaves them (deleted checkpoints), which a restart
+    from an older step would rewrite. ``guard``: see the module docstring.
     """
     run_dir = pathlib.Path(run_dir)
     _distributed.check_same("run directories", str(run_dir))
@@ -109,7 +139,20 @@ def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
         )
     config = _rundir.read_config(run_dir)
     summary = _rundir.read_summary(run_dir)
+    task_missing = not (run_dir / _rundir.TASK).exists()
+    if not task_missing:
+        _rundir.read_info(run_dir)  # one that cannot be read is refused, not overwritten
     if summary is not None and summary.get("status") in _rundir.FINAL_STATUSES:
+        if not (run_dir / _rundir.CHECKPOINTS).is_dir():
+            raise ValueError(
+                f"{run_dir} is {summary['status']} but its {_rundir.CHECKPOINTS}/ is missing "
+                "(deleted?): load_run cannot open it; train it again as a new run"
+            )
+        if task_missing and _distributed.is_writer():
+            _check(guard)
+            info = Experiment.from_config(config).data.info
+            _rundir.write_json(run_dir / _rundir.TASK, info)
+            echo(f"restored {run_dir / _rundir.TASK}")
         echo(f"{run_dir} is already {summary['status']} at step {summary['step']}")
         return summary
     changed = _check_unchanged(run_dir, config)
@@ -126,21 +169,37 @@ def resume(run_dir, *, progress: bool | None = None, echo=print) -> dict:
                 state, meta = restore_state(checkpoints, experiment, step)
         finally:
             checkpoints.close()
-    if step is None and records and records[-1]["step"] > config.checkpoint.every:
+    # orbax commits a save in the background and waits for it only at the next save, so
+    # a kill leaves the records at most two checkpoint intervals past the newest commit;
+    # further means checkpoints were deleted.
+    last = max((r["step"] for r in records), default=0)
+    if last > (step or 0) + 2 * config.checkpoint.every:
+        newest = (
+            f"no checkpoint in {_rundir.CHECKPOINTS}/"
+            if step is None
+            else f"its newest checkpoint is step {step}"
+        )
         raise ValueError(
-            f"{run_dir} has metric records up to step {records[-1]['step']} but no "
-            f"checkpoint in {_rundir.CHECKPOINTS}/ (deleted?): a restart from step 0 "
-            "would contradict them; start a new run instead"
+            f"{run_dir} has metric records up to step {last} but {newest} (deleted?): "
+            f"a restart from step {step or 0} would rewrite them; start a new run instead"
         )
     _distributed.barrier("resume-checked")
-    if changed and _distributed.is_writer():  # the allowed changes join the run's config
-        _rundir.write_json(run_dir / _rundir.RUN, {"config": to_dict(config)})
+    if _distributed.is_writer():
+        _check(guard)
+        run_missing = not (run_dir / _rundir.RUN).exists()
+        if changed or run_missing:  # the allowed changes join the run's config
+            _rundir.write_json(run_dir / _rundir.RUN, {"config": to_dict(config)})
+        if task_missing:
+            _rundir.write_json(run_dir / _rundir.TASK, experiment.data.info)
+            echo(f"restored {run_dir / _rundir.TASK}")
     if step is None:
         echo(f"{run_dir} has no checkpoint yet: starting from step 0")
         state = experiment.init_state()
     else:
         echo(f"resuming {run_dir} from step {step}")
-    return _train_loop(experiment, run_dir, state, step or 0, meta, progress=progress, echo=echo)
+    return _train_loop(
+        experiment, run_dir, state, step or 0, meta, progress=progress, echo=echo, guard=guard
+    )
 
 
 def _record(step, train_metrics, per_seed, ensemble, seeds, elapsed) -> dict:
@@ -157,15 +216,16 @@ def _record(step, train_metrics, per_seed, ensemble, seeds, elapsed) -> dict:
     return record
 
 
-def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> dict:
+def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo, guard) -> dict:
     config = experiment.config
     total, log_every = config.train.steps, config.train.log_every
     metric, mode = experiment.main_metric()
     sign = 1.0 if mode == "min" else -1.0
     stopping = dict(meta.get("early_stopping", {"best": None, "best_step": None, "bad_evals": 0}))
-    checkpoints = open_checkpoints(run_dir, experiment)
+    _check(guard)  # the manager cleans orbax's temporary folders, the log cuts records
+    checkpoints = open_checkpoints(run_dir, experiment, guard=guard)
     writer = _distributed.is_writer()
-    log = _rundir.MetricLog(run_dir) if writer else None
+    log = None
     # A run killed after its last checkpoint (stopped early, diverged) but before its
     # summary resumes into that status instead of training on.
     status = meta.get("status", "running")
@@ -182,6 +242,9 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
     )
     record = meta.get("record")
     try:
+        if writer:
+            _check(guard)
+            log = _rundir.MetricLog(run_dir, start=step)
         while step < total and status == "running":
             num_steps = min(log_every - step % log_every, total - step)
             state, train_metrics = experiment.train_chunk(state, step, num_steps)
@@ -191,6 +254,7 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
             elapsed = time.perf_counter() - start
             record = _record(step, train_metrics, per_seed, ensemble, experiment.seeds, elapsed)
             if writer:
+                _check(guard)
                 log.write(record)
             if metric not in record:
                 raise ValueError(
@@ -233,14 +297,15 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
         best = (best_step, None if best_step is None else checkpoints.metric(best_step))
     finally:
         bar.close()
-        checkpoints.wait()
-        checkpoints.close()
-        if log is not None:
-            log.close()
+        try:
+            checkpoints.close()  # waits for the save in flight (dropped if the guard refuses)
+        finally:
+            if log is not None:
+                log.close()
     if status == "running":
         status = "finished"
     if not experiment.fed:
-        summary = finish(experiment, run_dir, state, step, record, best, status)
+        summary = finish(experiment, run_dir, state, step, record, best, status, guard=guard)
         _echo_summary(summary, echo)
         return summary
     # Several processes: the writer finishes on its own device with host copies of the
@@ -248,15 +313,18 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo) -> di
     if writer:
         host_state = jax.tree.map(np.asarray, state)
         with jax.default_device(jax.local_devices()[0]):
-            summary = finish(experiment, run_dir, host_state, step, record, best, status)
+            summary = finish(
+                experiment, run_dir, host_state, step, record, best, status, guard=guard
+            )
         _echo_summary(summary, echo)
     _distributed.barrier("run-finished")
     return summary if writer else _rundir.read_summary(run_dir)
 
 
-def finish(experiment, run_dir, state, step, record, best, status) -> dict:
+def finish(experiment, run_dir, state, step, record, best, status, *, guard=None) -> dict:
     """Write summary.json, the plots and the final gradient-norm analysis of a run;
-    ``best`` is (step, value) of the best checkpointed step (or (None, None))."""
+    ``best`` is (step, value) of the best checkpointed step (or (None, None)); ``guard``
+    is called before each of those writes."""
     metric, mode = experiment.main_metric()
     info = experiment.data.info
     summary = {
@@ -282,11 +350,14 @@ def finish(experiment, run_dir, state, step, record, best, status) -> dict:
     extra = _analyze.samples(experiment, state["params"])
     if extra:
         summary["samples"] = extra
+    _check(guard)
     try:
-        _analyze.analyze_params(experiment, state["params"], step, run_dir)
+        _analyze.analyze_params(experiment, state["params"], step, run_dir, guard=guard)
     except ValueError as error:
         summary["analysis"] = f"skipped: {error}"
+    _check(guard)
     _rundir.write_json(run_dir / _rundir.SUMMARY, summary)
+    _check(guard)
     _plots.plot_run(run_dir)
     return summary
 

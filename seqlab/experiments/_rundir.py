@@ -6,7 +6,7 @@ run.json         the config the run started with: resume refuses a config.yaml e
                  since (but for the keys seqlab.experiments._run.CHANGEABLE_ON_RESUME)
 task.json        the task's info: what the model is built from, vocabularies, baselines
 metrics.jsonl    one JSON record per log step, flushed and fsynced as written
-tensorboard/     TensorBoard event files (tensorboardX)
+tensorboard/     TensorBoard event files (tensorboardX's format), flushed as written
 checkpoints/     orbax CheckpointManager steps
 summary.json     written when the run ends
 plots/, analysis/, report.md
@@ -21,6 +21,8 @@ import json
 import math
 import os
 import pathlib
+import re
+import time
 import uuid
 
 import yaml
@@ -35,6 +37,8 @@ TASK = "task.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 RUN = "run.json"
+# What `run` writes first, before training: their temporaries may be left by a kill.
+RUN_FILES = (CONFIG, RUN, TASK)
 CHECKPOINTS = "checkpoints"
 SWEEP = "sweep.json"
 # The statuses of a run that has ended: resume and sweeps leave such a run as it is.
@@ -48,14 +52,24 @@ def read_config(run_dir: str | pathlib.Path):
         raise ValueError(f"{run_dir} is not a run directory: {path.name} is missing")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict) or "task" not in raw:
-            raise ValueError(f"{path} does not hold an experiment config")
-        config = OmegaConf.merge(default_config(raw["task"]), raw)
-    except (yaml.YAMLError, OmegaConfBaseException) as error:
+    except yaml.YAMLError as error:
         reason = str(error).splitlines()[0]
         raise ValueError(f"{path} cannot be read as an experiment config: {reason}") from None
+    config = _typed_config(str(path), raw)
     validate(config)
     return config
+
+
+def _typed_config(where: str, raw):
+    """``raw`` (read from ``where``) merged over its task's default config, not yet
+    validated."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("task"), str):
+        raise ValueError(f"{where} does not hold an experiment config (with a task name)")
+    try:
+        return OmegaConf.merge(default_config(raw["task"]), raw)
+    except (OmegaConfBaseException, ValueError) as error:  # (ValueError: an unknown task)
+        reason = str(error).splitlines()[0]
+        raise ValueError(f"{where} cannot be read as an experiment config: {reason}") from None
 
 
 def read_json(path: str | pathlib.Path, *, numbers: bool = False) -> dict:
@@ -99,13 +113,58 @@ def read_summary(run_dir: str | pathlib.Path) -> dict | None:
 
 
 def read_sweep(out_dir: str | pathlib.Path) -> dict:
-    """The plan of a sweep directory (``sweep.json``): base config, grid, folds, points."""
-    path = pathlib.Path(out_dir) / SWEEP
+    """The plan of a sweep directory (``sweep.json``): base config, grid, folds, points,
+    each checked against the shape ``prepare_sweep`` writes, so that a hand-edited file is
+    one ValueError naming the file and the key (every command reads it through here)."""
+    return _read_plan(pathlib.Path(out_dir) / SWEEP)[0]
+
+
+def read_sweep_config(out_dir: str | pathlib.Path):
+    """The typed base config of a sweep directory's plan (checked as ``read_sweep`` does)."""
+    return _read_plan(pathlib.Path(out_dir) / SWEEP)[1]
+
+
+# A point's name is a folder of points/: no separators, no "." or "..".
+_POINT_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9=._-]+")
+
+
+def _read_plan(path: pathlib.Path):
     plan = _require_keys(path, read_json(path), ("base", "grid", "kfold", "points"))
-    for point in plan["points"]:
+
+    def damaged(what: str, value) -> ValueError:
+        return ValueError(f"{path} is damaged: {what}, got {json.dumps(value)[:200]}")
+
+    where = f"{path}: its base config"
+    config = _typed_config(where, plan["base"])
+    try:
+        validate(config)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    grid, kfold, points = plan["grid"], plan["kfold"], plan["points"]
+    scalar = str | int | float | bool | None
+    if not isinstance(grid, dict) or not all(
+        key and isinstance(values, list) and all(isinstance(v, scalar) for v in values)
+        for key, values in grid.items()
+    ):
+        raise damaged("grid must map each key to a list of values", grid)
+    if type(kfold) is not int or kfold == 1 or kfold < 0:
+        raise damaged("kfold must be 0 (no folds) or an integer >= 2", kfold)
+    if not isinstance(points, list):
+        raise damaged("points must be a list", points)
+    for point in points:
         if not isinstance(point, dict) or set(point) != {"name", "overrides"}:
-            raise ValueError(f"{path} is damaged: a point must have a name and overrides")
-    return plan
+            raise damaged("a point must have a name and overrides", point)
+        name, overrides = point["name"], point["overrides"]
+        if not isinstance(name, str) or not _POINT_NAME.fullmatch(name):
+            raise damaged("a point's name must be a folder name (letters, digits, =._-)", name)
+        if not isinstance(overrides, list) or not all(
+            isinstance(o, str) and "=" in o and not o.startswith("=") for o in overrides
+        ):
+            raise damaged("a point's overrides must be a list of key=value strings", overrides)
+    names = [point["name"] for point in points]
+    if len(set(names)) != len(names):
+        raise damaged("the points' names must differ", names)
+    return plan, config
 
 
 def read_metrics(path: str | pathlib.Path) -> list[dict]:
@@ -161,28 +220,61 @@ def _json_safe(value):
 
 
 class MetricLog:
-    """Appends records to ``metrics.jsonl`` (flush + fsync each) and TensorBoard.
+    """Appends records to ``metrics.jsonl`` (flush + fsync each) and TensorBoard (flushed
+    each, no background thread): a record is on disk when ``write`` returns, and nothing
+    is written after that, so a caller that checks before each write (a sweep worker that
+    may lose its point) controls every byte.
 
     Opening an existing log (a resumed run) first cuts a partial last line left by a
-    kill; records for steps already in the file are not written again.
+    kill, and the records past ``start`` (when given), the step the run continues from:
+    they were computed after its newest committed checkpoint (orbax saves in the
+    background while training runs on) and are computed and written again, so each step
+    keeps one record, from the computation the checkpoints continue. TensorBoard is told
+    to drop its events past ``start`` too (a purge marker, as tensorboardX's
+    ``purge_step``). Records for steps already in the file are not written again.
     """
 
-    def __init__(self, run_dir: pathlib.Path, *, tensorboard: bool = True):
+    def __init__(
+        self, run_dir: pathlib.Path, *, start: int | None = None, tensorboard: bool = True
+    ):
         self.path = run_dir / METRICS
-        self.steps = {r["step"] for r in read_metrics(self.path)}
+        start = math.inf if start is None else start
+        past = [r["step"] for r in read_metrics(self.path) if r["step"] > start]
         if self.path.exists():
             data = self.path.read_bytes()
-            if data and not data.endswith(b"\n"):
+            end = 0
+            for line in data.splitlines(keepends=True):
+                if not line.endswith(b"\n") or (line.strip() and json.loads(line)["step"] > start):
+                    break  # a partial last line, or the first record past start
+                end += len(line)
+            if end < len(data):
                 with open(self.path, "r+b") as file:
-                    file.truncate(data.rfind(b"\n") + 1)
+                    file.truncate(end)
+                    os.fsync(file.fileno())
+        self.steps = {r["step"] for r in read_metrics(self.path)}
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        self.writer = None
+        self.events = None
         if tensorboard:
             # imported here: tensorboardX imports torch when it is installed (about 1 s),
             # which only runs that write events should pay
-            from tensorboardX import SummaryWriter
+            from tensorboardX.event_file_writer import EventsWriter
+            from tensorboardX.proto import event_pb2, summary_pb2
 
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), flush_secs=10)
+            self._event, self._summary = event_pb2, summary_pb2
+            folder = run_dir / "tensorboard"
+            folder.mkdir(exist_ok=True)
+            # tensorboardX names the file by the second and the host: a suffix of its own
+            # keeps a resume within the same second from overwriting the last file
+            self.events = EventsWriter(str(folder / "events"), f".{uuid.uuid4().hex[:8]}")
+            if past:
+                self.events.write_event(
+                    event_pb2.Event(
+                        wall_time=time.time(),
+                        step=start + 1,
+                        session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START),
+                    )
+                )
+            self.events.flush()
 
     def write(self, record: dict) -> bool:
         """Append ``record`` unless its step is already logged; True when written."""
@@ -192,18 +284,27 @@ class MetricLog:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.steps.add(record["step"])
-        if self.writer is not None:
-            for name, value in record.items():
-                # TensorBoard gets finite scalars only (NaN/inf stay in metrics.jsonl)
-                finite = isinstance(value, int | float) and math.isfinite(value)
-                if name != "step" and finite:
-                    self.writer.add_scalar(name, value, record["step"])
+        if self.events is not None:
+            # TensorBoard gets finite scalars only (NaN/inf stay in metrics.jsonl)
+            values = [
+                self._summary.Summary.Value(tag=name, simple_value=value)
+                for name, value in record.items()
+                if name != "step" and isinstance(value, int | float) and math.isfinite(value)
+            ]
+            self.events.write_event(
+                self._event.Event(
+                    wall_time=time.time(),
+                    step=record["step"],
+                    summary=self._summary.Summary(value=values),
+                )
+            )
+            self.events.flush()
         return True
 
     def close(self) -> None:
         self.file.close()
-        if self.writer is not None:
-            self.writer.close()
+        if self.events is not None:
+            self.events.close()
 
 
 def write_json(path: pathlib.Path, payload) -> None:
@@ -213,15 +314,21 @@ def write_json(path: pathlib.Path, payload) -> None:
     write_text(path, json.dumps(_json_safe(payload), indent=2) + "\n")
 
 
-def _temporary(path: pathlib.Path) -> pathlib.Path:
+def temporary(path: pathlib.Path) -> pathlib.Path:
     """A name beside ``path`` that no other process or worker writes at the same time."""
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def is_temporary(path: pathlib.Path, of: str) -> bool:
+    """Whether ``path`` is a name ``temporary`` gives for a file named ``of``: another
+    writer's file on its way in (or left by a writer killed before its rename)."""
+    return re.fullmatch(rf"\.{re.escape(of)}\.\d+\.[0-9a-f]{{8}}\.tmp", path.name) is not None
 
 
 def write_text(path: pathlib.Path, text: str) -> None:
     """Write text atomically (a temporary file of this process, then rename): a kill, or
     another worker writing the same file, never leaves half of it."""
-    tmp = _temporary(path)
+    tmp = temporary(path)
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)

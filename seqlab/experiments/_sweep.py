@@ -21,14 +21,10 @@ import json
 import os
 import pathlib
 import re
-import uuid
-
-from omegaconf import OmegaConf
 
 from seqlab.experiments import _distributed, _rundir
-from seqlab.experiments._claims import STALE_AFTER, Claims
-from seqlab.experiments._config import apply_overrides, structured, to_dict, validate
-from seqlab.experiments._lookup import default_config
+from seqlab.experiments._claims import STALE_AFTER, ClaimLost, Claims
+from seqlab.experiments._config import apply_overrides, structured, to_dict
 from seqlab.experiments._report import report_sweep, write_results
 from seqlab.experiments._run import resume, run
 from seqlab.experiments._train import Experiment
@@ -98,11 +94,15 @@ def prepare_sweep(config, grid: dict[str, list[str]], out_dir, *, kfold: int = 0
     plan = json.loads(json.dumps(plan))
     sweep_file = out_dir / _rundir.SWEEP
     if _distributed.is_writer() and not sweep_file.exists():
-        # (sweep.json looked at again: another worker may have just made the folder)
-        if out_dir.exists() and any(out_dir.iterdir()) and not sweep_file.exists():
+        # Another worker starting at the same time may have made the folder and be writing
+        # its plan (a temporary file, then sweep.json): neither is foreign content.
+        foreign = out_dir.exists() and any(
+            not _rundir.is_temporary(path, of=_rundir.SWEEP) for path in out_dir.iterdir()
+        )
+        if foreign and not sweep_file.exists():
             raise ValueError(f"{out_dir} exists and is not a sweep; choose another --out")
         out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / f".{_rundir.SWEEP}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp = _rundir.temporary(sweep_file)
         try:
             tmp.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
             os.link(tmp, sweep_file)  # fails when another worker wrote its plan first
@@ -184,15 +184,16 @@ def sweep(
                 if _finished(point_dir):  # finished by another worker since we looked
                     continue
                 echo(label)
+                # the claim is checked before every write into the point: a worker that
+                # lost it (frozen past --stale-after) writes nothing more there
+                guard = None if claim is None else claim.check
                 if (point_dir / _rundir.CONFIG).exists():
-                    resume(point_dir, progress=progress, echo=echo)
+                    resume(point_dir, progress=progress, echo=echo, guard=guard)
                 else:
                     # run() refuses a non-empty folder without config.yaml: nothing is
                     # overwritten
-                    run(configs[name], point_dir, progress=progress, echo=echo)
-        except KeyboardInterrupt:
-            if claim is None or not claim.lost:
-                raise
+                    run(configs[name], point_dir, progress=progress, echo=echo, guard=guard)
+        except ClaimLost:
             echo(
                 f"{label}: another worker took this point over (no heartbeat from this one "
                 f"for {claims.stale_after:g} s); left to it"
@@ -229,11 +230,7 @@ def resume_sweep(out_dir, *, progress=None, echo=print, **workers):
     if not (out_dir / _rundir.SWEEP).exists():
         raise ValueError(f"{out_dir} is not a sweep directory: {_rundir.SWEEP} is missing")
     plan = _rundir.read_sweep(out_dir)
-    base = plan["base"]
-    if not isinstance(base, dict) or "task" not in base:
-        raise ValueError(f"{out_dir / _rundir.SWEEP} is damaged: its base config has no task")
-    config = OmegaConf.merge(default_config(base["task"]), base)
-    validate(config)
+    config = _rundir.read_sweep_config(out_dir)
     return sweep(
         config, plan["grid"], out_dir, kfold=plan["kfold"], progress=progress, echo=echo, **workers
     )
