@@ -87,7 +87,13 @@ def as_lengths(seq_lengths, name: str = "seq_lengths") -> jax.Array:
     """
     if not is_concrete(seq_lengths):  # traced: the dtype is all that can be checked
         check_integer(name, seq_lengths)
-        return jax.numpy.asarray(seq_lengths).astype(jax.numpy.int32)
+        seq_lengths = jax.numpy.asarray(seq_lengths)
+        info = jax.numpy.iinfo(seq_lengths.dtype)
+        if info.max > INT32_MAX:  # saturate, never wrap: above T acts as T, as documented
+            seq_lengths = jax.numpy.minimum(seq_lengths, INT32_MAX)
+        if info.min < -INT32_MAX - 1:
+            seq_lengths = jax.numpy.maximum(seq_lengths, -INT32_MAX - 1)
+        return seq_lengths.astype(jax.numpy.int32)
     values = np.asarray(seq_lengths)
     if values.dtype == object or not np.issubdtype(values.dtype, np.integer):
         raise ValueError(f"{name} must have an integer dtype, got {values.dtype}")

@@ -632,3 +632,81 @@ def test_a_run_folder_holding_only_a_killed_writers_temporary_is_not_foreign(
     (other / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty"):
         experiments.run(config, other, progress=False, echo=lambda *_: None)
+
+
+def test_a_save_in_flight_never_leaves_the_folder_without_a_committed_step(tmp_path):
+    """keep=1 and a better metric: the previous (the only committed) step used to be
+    deleted while the new one was still a temporary folder, so a kill then left nothing
+    to resume from. It stays until the next save, when orbax has committed the new one."""
+    state = {"w": jnp.arange(6.0).reshape(2, 3)}
+    manager = Checkpoints(tmp_path, keep=1, best_metric="eval/loss", mode="min")
+    for step, loss in ((10, 2.0), (20, 1.0)):
+        manager.save(step, state, {"metrics": {"eval/loss": loss}}, {"eval/loss": loss})
+    assert (tmp_path / "10").is_dir()  # committed, while 20 may still be in flight
+    manager.wait()
+    manager.save(30, state, {"metrics": {"eval/loss": 3.0}}, {"eval/loss": 3.0})
+    manager.wait()
+    assert manager.steps() == [20, 30] and manager.best_step() == 20
+    manager.close()
+
+
+def _session_starts(folder):
+    """Steps of the TensorBoard SessionLog START markers in every events file of folder."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    steps = []
+    for path in sorted(folder.iterdir()):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            if event.HasField("session_log"):
+                steps.append(event.step)
+            offset += 12 + length + 4
+    return steps
+
+
+def test_a_resume_marks_tensorboard_even_when_the_cut_already_happened(tmp_path):
+    """A kill after metrics.jsonl was cut but before the TensorBoard marker: the next
+    resume (nothing past its step left in metrics.jsonl) still tells TensorBoard to drop
+    the old events past that step."""
+    log = MetricLog(tmp_path)
+    for step in (1, 2, 3, 4):
+        log.write({"step": step, "train/loss": 1.0 / step})
+    log.close()
+    MetricLog(tmp_path, start=2, tensorboard=False).close()  # the cut, then the "kill"
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
+    MetricLog(tmp_path, start=2).close()
+    assert 3 in _session_starts(tmp_path / "tensorboard")
+
+
+def test_padding_labels_out_of_range_never_reach_the_loss():
+    """The cross-entropy of the experiments layer masks with ``where``: a padding label
+    of -100 (PyTorch's ignore index) gave a NaN loss through ``nll * mask``."""
+    from seqlab.experiments._model import _cross_entropy
+
+    logits = jax.random.normal(jax.random.key(0), (2, 3, 4))
+    labels = jnp.array([[1, 2, -100], [3, -100, -100]])
+    mask = jnp.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    metrics = _cross_entropy(logits, labels, mask)
+    total, count = metrics["loss"]
+    assert np.all(np.isfinite(total)) and count.tolist() == [2.0, 1.0]
+    grads = jax.grad(lambda z: jnp.sum(_cross_entropy(z, labels, mask)["loss"][0]))(logits)
+    assert np.all(np.isfinite(grads)) and np.all(np.asarray(grads)[0, 2] == 0.0)
+
+
+def test_cell_options_may_interpolate_other_config_values():
+    config = experiments.apply_overrides(
+        experiments.find("adding"),
+        [
+            "model.cell=diag_gru",
+            "data.seq_len=50",
+            "model.cell_options.max_timescale=${data.seq_len}",
+        ],
+    )
+    assert config.model.cell_options.max_timescale == 50  # validated by apply_overrides
+    info = {"kind": "many_to_one", "objective": "mse", "input_size": 2, "output_size": 1}
+    assert experiments.build_model(config, info).encoder.cell.max_timescale == 50

@@ -403,3 +403,48 @@ def test_empty_batches_and_empty_sequences_in_every_implementation(implementatio
 
 def leaves(tree):
     return jax.tree_util.tree_leaves(tree)
+
+
+def test_lengths_rules_hold_at_every_public_entry_point():
+    """The kernels' public functions and references, ``reverse_within_lengths`` and
+    ``scan_parallel`` take lengths of any integer dtype (traced ones wider than int32
+    saturate) and never let padding reach a gradient; a bidirectional summary of T = 0
+    sequences is zeros."""
+    from seqlab.kernels import rnn_recurrence, rnn_recurrence_reference
+    from seqlab.unroll import reverse_within_lengths
+
+    xs = jnp.arange(300.0)[:, None, None]  # (T, B=1, 1)
+    flipped = reverse_within_lengths(xs, np.array([100], np.uint8))
+    assert float(flipped[0, 0, 0]) == 99.0 and float(flipped[150, 0, 0]) == 150.0
+    lengths = jnp.array([2**31 + 5], jnp.uint32)  # traced: saturates at int32's max
+    cell = CELLS["rnn_tanh"]
+    params = random_params(cell, jax.random.key(3), 3)
+    ten = jax.random.normal(jax.random.key(4), (1, 10, 3))
+    outputs, _ = jax.jit(lambda n: seqlab.scan(cell, params, ten, seq_lengths=n))(lengths)
+    assert np.all(np.any(np.asarray(outputs) != 0, axis=-1))  # every step valid, none wrapped
+    projected = jax.random.normal(jax.random.key(5), (6, 2, 6))
+    lengths = np.array([6, 3], np.uint8)
+    garbage = projected.at[3:, 1].set(jnp.nan)
+    for function in (rnn_recurrence_reference, rnn_recurrence):
+        grads = jax.grad(
+            lambda p, f=function: jnp.sum(f(p, params["w_hh"], jnp.zeros((2, 6)), lengths)),
+        )(garbage)
+        assert np.all(np.isfinite(grads)) and np.all(np.asarray(grads)[3:, 1] == 0.0)
+    garbage_xs = jax.random.normal(jax.random.key(6), (2, 6, 3)).at[1, 3:].set(jnp.nan)
+    grads = jax.grad(
+        lambda p: jnp.sum(
+            seqlab.parallel.scan_parallel(
+                cell,
+                p,
+                jnp.swapaxes(garbage_xs, 0, 1),
+                cell.initial_carry(p, (2,)),
+                seq_lengths=lengths,
+                reverse=True,
+                hoist=True,
+                options=seqlab.parallel.Parallel(),
+            )[0]
+        )
+    )(params)
+    assert all(np.all(np.isfinite(g)) for g in leaves(grads))
+    summary = seqlab.layers.last_valid_outputs(jnp.zeros((2, 0, 4)), None, bidirectional=True)
+    assert summary.shape == (2, 4) and np.all(np.asarray(summary) == 0.0)

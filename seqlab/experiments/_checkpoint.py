@@ -202,6 +202,12 @@ class Checkpoints:
         best = self.best_step(steps)
         if best is not None:
             keep.add(best)
+        # ``newest`` is still being written in the background: the newest committed step
+        # stays until the next save (when orbax has committed this one), so a kill now
+        # always leaves a checkpoint to resume from (with keep=1 it was deleted here).
+        committed = [step for step in steps if step != newest]
+        if committed:
+            keep.add(committed[-1])
         for step in steps:
             if step not in keep and step != newest:
                 self.manager.delete(step)

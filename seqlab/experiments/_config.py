@@ -170,7 +170,7 @@ def validate(config: DictConfig) -> None:
     values = [OmegaConf.select(config, key) for key in bad]
     require(not bad, f"{', '.join(bad)} must be finite numbers, got {values}")
     check_one_of("model.cell", config.model.cell, cells.registered())
-    options = OmegaConf.to_container(config.model.cell_options)
+    options = OmegaConf.to_container(config.model.cell_options, resolve=True)
     _check_cell_options(config.model.cell, options)
     try:
         cells.make(config.model.cell, hidden_size=config.model.hidden_size, **options)

@@ -30,13 +30,17 @@ def _cross_entropy(outputs, targets, mask):
     labels = targets.astype(jnp.int32)
     nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
     correct = (jnp.argmax(outputs, axis=-1) == labels).astype(outputs.dtype)
+    # where, not a product: a padding label out of range (-100, say) gives a NaN nll there,
+    # and NaN times a zero mask is NaN (in the loss and in every gradient)
+    nll = jnp.where(mask > 0, nll, jnp.zeros_like(nll))
+    correct = jnp.where(mask > 0, correct, jnp.zeros_like(correct))
     mask = mask.astype(outputs.dtype)
     if mask.ndim == 1:  # one output per sequence
-        return {"loss": (nll * mask, mask), "accuracy": (correct * mask, mask)}
+        return {"loss": (nll, mask), "accuracy": (correct, mask)}
     count = jnp.sum(mask, axis=1)
     return {
-        "loss": (jnp.sum(nll * mask, axis=1), count),
-        "accuracy": (jnp.sum(correct * mask, axis=1), count),
+        "loss": (jnp.sum(nll, axis=1), count),
+        "accuracy": (jnp.sum(correct, axis=1), count),
     }
 
 
@@ -150,7 +154,7 @@ def build_model(config, info: dict) -> TaskModel:
     model = config.model
     options = getattr(model, "cell_options", None) or {}
     if OmegaConf.is_config(options):
-        options = OmegaConf.to_container(options)
+        options = OmegaConf.to_container(options, resolve=True)  # ${...} interpolations
     cell = cells.make(model.cell, hidden_size=model.hidden_size, **options)
 
     def rnn(bidirectional):

@@ -239,7 +239,6 @@ class MetricLog:
     ):
         self.path = run_dir / METRICS
         start = math.inf if start is None else start
-        past = [r["step"] for r in read_metrics(self.path) if r["step"] > start]
         if self.path.exists():
             data = self.path.read_bytes()
             end = 0
@@ -266,7 +265,10 @@ class MetricLog:
             # tensorboardX names the file by the second and the host: a suffix of its own
             # keeps a resume within the same second from overwriting the last file
             self.events = EventsWriter(str(folder / "events"), f".{uuid.uuid4().hex[:8]}")
-            if past:
+            # Written on every start at a step, not only when records past it remain: a
+            # kill after the cut of metrics.jsonl but before this marker would otherwise
+            # leave TensorBoard the old events past ``start`` beside the recomputed ones.
+            if start != math.inf:
                 self.events.write_event(
                     event_pb2.Event(
                         wall_time=time.time(),

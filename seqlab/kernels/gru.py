@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from seqlab._checks import check_one_of
+from seqlab._checks import as_lengths, check_one_of
+from seqlab._padding import zero_padding
 from seqlab.cells._gru import gru_update, gru_update_backward, reset_backward
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options
@@ -351,6 +352,7 @@ def gru_recurrence(
         raise ValueError("the original GRU variant has no b_hn; pass None")
     options = resolve_options(options)
     seq_lengths = _layout.check_lengths_dtype(seq_lengths, projected.shape[1])
+    projected = zero_padding(projected, seq_lengths)  # padding reaches no gradient
     if b_hn is None:
         b_hn = jnp.zeros((w_hh.shape[0],), w_hh.dtype)
     return _gru(projected, w_hh, b_hn, h0.astype(f32), seq_lengths, variant, options)
@@ -359,6 +361,8 @@ def gru_recurrence(
 def gru_recurrence_reference(projected, w_hh, b_hn, h0, seq_lengths, *, variant="cudnn"):
     """``gru_recurrence`` as a plain ``lax.scan``: float32 state and accumulation, matmul
     operands in ``w_hh``'s dtype (``__program.reference_matmul``)."""
+    seq_lengths = as_lengths(seq_lengths)
+    projected = zero_padding(projected, seq_lengths)
     hidden = w_hh.shape[0]
     b_hn = (jnp.zeros((hidden,), f32) if b_hn is None else b_hn.astype(f32))[None, :]
     matmul = _program.reference_matmul

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from seqlab._checks import as_lengths
+from seqlab._padding import zero_padding
 from seqlab.cells._lstm import lstm_update, lstm_update_backward
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options
@@ -271,6 +273,7 @@ def lstm_recurrence(
     """
     options = resolve_options(options)
     seq_lengths = _layout.check_lengths_dtype(seq_lengths, projected.shape[1])
+    projected = zero_padding(projected, seq_lengths)  # padding reaches no gradient
     # The state is float32 inside; entering as float32 lets autodiff cast its gradient back.
     return _lstm(projected, w_hh, h0.astype(f32), c0.astype(f32), seq_lengths, options)
 
@@ -278,6 +281,8 @@ def lstm_recurrence(
 def lstm_recurrence_reference(projected, w_hh, h0, c0, seq_lengths):
     """``lstm_recurrence`` as a plain ``lax.scan``: float32 state and accumulation, matmul
     operands in ``w_hh``'s dtype (``__program.reference_matmul``)."""
+    seq_lengths = as_lengths(seq_lengths)
+    projected = zero_padding(projected, seq_lengths)
     num_steps = projected.shape[0]
 
     def step(carry, inputs):

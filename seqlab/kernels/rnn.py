@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from seqlab._checks import check_one_of
+from seqlab._checks import as_lengths, check_one_of
+from seqlab._padding import zero_padding
 from seqlab.cells._rnn import ACTIVATION_GRADIENTS, ACTIVATIONS
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options
@@ -209,12 +210,15 @@ def rnn_recurrence(
     check_one_of("activation", activation, sorted(ACTIVATIONS))
     options = resolve_options(options)
     seq_lengths = _layout.check_lengths_dtype(seq_lengths, projected.shape[1])
+    projected = zero_padding(projected, seq_lengths)  # padding reaches no gradient
     return _rnn(projected, w_hh, h0.astype(f32), seq_lengths, activation, options)
 
 
 def rnn_recurrence_reference(projected, w_hh, h0, seq_lengths, *, activation="tanh"):
     """``rnn_recurrence`` as a plain ``lax.scan``: float32 state and accumulation, matmul
     operands in ``w_hh``'s dtype (``__program.reference_matmul``)."""
+    seq_lengths = as_lengths(seq_lengths)
+    projected = zero_padding(projected, seq_lengths)
     function = ACTIVATIONS[activation]
     matmul = _program.reference_matmul
 

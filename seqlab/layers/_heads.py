@@ -48,6 +48,8 @@ def last_valid_outputs(
         return forward
     require(features % 2 == 0, f"bidirectional outputs need an even feature size, got {features}")
     half = features // 2
+    if num_steps == 0:  # no step 0 to read the backward direction at: zeros, as forward
+        return jnp.zeros_like(forward)
     return jnp.concatenate([forward[:, :half], outputs[:, 0, half:]], axis=-1)
 
 

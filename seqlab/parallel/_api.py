@@ -4,12 +4,19 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqlab._checks import check_floating, check_rank, check_same_structure, check_seq_lengths
+from seqlab._checks import (
+    as_lengths,
+    check_floating,
+    check_rank,
+    check_same_structure,
+    check_seq_lengths,
+)
 from seqlab._padding import valid_steps, zero_padding
 from seqlab.cells._base import can_hoist, check_cell, jacobian_structure
 from seqlab.parallel._options import Parallel
@@ -76,13 +83,18 @@ def scan_parallel(
     options: Parallel,
 ):
     """Unroll ``cell`` over time-major ``xs`` (T >= 1) by the parallel solve; returns
-    (outputs, final carry) exactly as ``seqlab.unroll._reference.scan_xla`` does.
+    (outputs, final carry) exactly as ``seqlab.unroll._reference.scan_xla`` does, with
+    ``seqlab.scan``'s rules for lengths (any integer dtype, clamped to [0, T]) and padding
+    (zeroed before the solve).
 
     The solve runs in float32 at least: bfloat16 or float16 parameters, inputs and carries
     are widened for it (Newton's stopping rule cannot be met in bfloat16, whose 64·eps is
     0.5) and its outputs and final carry are rounded back to the dtypes the cell's own
     step gives. ``xs`` must already be zero past each length (``seqlab.scan`` does that).
     """
+    if seq_lengths is not None:  # a public function: the front door's rules hold here too
+        seq_lengths = jnp.clip(as_lengths(seq_lengths), 0, xs.shape[0])
+        xs = zero_padding(xs, seq_lengths)
     wanted = jax.eval_shape(cell.step, params, carry, xs[0])  # (carry, output) dtypes
     params, xs, carry = _widened((params, xs, carry))
     static, inputs, start, valid = _problem(
@@ -123,19 +135,26 @@ class Convergence:
     structure: str
 
 
-def _solve_record(static, params, inputs, start, valid):
-    # Jitted over a closure, not with ``static`` as a static argument: a cell need not be
-    # hashable (a mutable dataclass), as for ``seqlab.scan``.
-    def record(params, inputs, start, valid):
-        solution = newton(static, params, inputs, start, valid)
-        f_all = step_function(static, params, inputs, valid)[0]
-        num_steps = jax.tree_util.tree_leaves(inputs)[0].shape[0]
-        states0 = jnp.broadcast_to(start[None], (num_steps, *start.shape))
-        args = (states0, inputs) if valid is None else (states0, inputs, valid)
-        initial = jnp.max(relative_residual(states0, f_all(*args)[0]))  # s_{t-1} = start too
-        return solution.iterations, solution.converged, solution.residuals, initial
+def _record(static, params, inputs, start, valid):
+    solution = newton(static, params, inputs, start, valid)
+    f_all = step_function(static, params, inputs, valid)[0]
+    num_steps = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+    states0 = jnp.broadcast_to(start[None], (num_steps, *start.shape))
+    args = (states0, inputs) if valid is None else (states0, inputs, valid)
+    initial = jnp.max(relative_residual(states0, f_all(*args)[0]))  # s_{t-1} = start too
+    return solution.iterations, solution.converged, solution.residuals, initial
 
-    return jax.jit(record)(params, inputs, start, valid)
+
+_record_cached = jax.jit(_record, static_argnums=(0,))
+
+
+def _solve_record(static, params, inputs, start, valid):
+    try:
+        hash(static)
+    except TypeError:  # an unhashable cell (a mutable dataclass), as ``seqlab.scan`` takes:
+        # jitted over a closure, compiled on every call
+        return jax.jit(functools.partial(_record, static))(params, inputs, start, valid)
+    return _record_cached(static, params, inputs, start, valid)
 
 
 def convergence(

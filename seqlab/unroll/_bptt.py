@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqlab._padding import valid_steps
 from seqlab.cells import GRU, LSTM, MGU, RNN, TrainableInitialState, hidden_of, replace_hidden
 from seqlab.typing import Array, Carry, Params
 from seqlab.unroll._policy import BPTT_CHUNK_ROWS
@@ -259,7 +260,7 @@ def scan_bptt(
         seq_lengths = jnp.full((batch_size,), num_steps, jnp.int32)
     if reverse:
         xs = reverse_within_lengths(xs, seq_lengths)
-    valid = jnp.arange(num_steps, dtype=seq_lengths.dtype)[:, None] < seq_lengths[None, :]
+    valid = valid_steps(seq_lengths, num_steps)
 
     def run(carry, inputs):
         xs, valid = inputs

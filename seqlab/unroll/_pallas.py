@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from seqlab._padding import valid_steps
 from seqlab.cells import GRU, LSTM, RNN
 from seqlab.cells._lstm import LSTMState
 from seqlab.kernels import Pallas, gru_recurrence, lstm_recurrence, rnn_recurrence
@@ -78,7 +79,7 @@ def scan_pallas(
             final_carry = hs[-1].astype(carry.dtype)
     outputs = hs
     if seq_lengths is not None:
-        valid = jnp.arange(num_steps, dtype=lengths.dtype)[:, None] < lengths[None, :]
+        valid = valid_steps(lengths, num_steps)
         outputs = jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
     if reverse:
         outputs = (

@@ -8,6 +8,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from seqlab._checks import as_lengths
+from seqlab._padding import valid_steps
 from seqlab.typing import Array, Carry, Params
 
 
@@ -24,8 +26,8 @@ def reverse_within_lengths(tree, seq_lengths: Array):
     [0, T] (traced lengths cannot be checked), so no index ever leaves the array.
     """
     num_steps = jax.tree_util.tree_leaves(tree)[0].shape[0]
-    seq_lengths = jnp.clip(seq_lengths, 0, num_steps)
-    time = jnp.arange(num_steps, dtype=seq_lengths.dtype)[:, None]
+    seq_lengths = jnp.clip(as_lengths(seq_lengths), 0, num_steps)
+    time = jnp.arange(num_steps, dtype=jnp.int32)[:, None]
     index = jnp.where(time < seq_lengths[None, :], seq_lengths[None, :] - 1 - time, time)
 
     def gather(leaf):
@@ -73,7 +75,7 @@ def scan_xla(
 
     if reverse:
         inputs = reverse_within_lengths(inputs, seq_lengths)
-    valid = jnp.arange(num_steps, dtype=seq_lengths.dtype)[:, None] < seq_lengths[None, :]
+    valid = valid_steps(seq_lengths, num_steps)
 
     def masked_step(carry, inputs_t):
         x, valid_t = inputs_t
