@@ -74,12 +74,28 @@ def test_time_major_layer_matches_batch_major(rng):
 
 
 def test_cells_per_layer_with_different_sizes(rng):
+    """An LSTM(7) layer under a GRU(3) layer, both bidirectional: the numbers equal the
+    per-layer float64 loop (the second layer reads the first's 14 features), not only the
+    shapes."""
     layer = RNNLayer([seqlab.cells.LSTM(7), seqlab.cells.GRU(3)], num_layers=2, bidirectional=True)
     params = layer.init(jax.random.key(0), 4)
     assert params[1]["forward"]["w_ih"].shape == (14, 9)
-    outputs, _ = layer.apply(params, jnp.asarray(rng.normal(size=(2, 5, 4)), jnp.float32))
-    assert outputs.shape == (2, 5, 6)
+    params = tuple(
+        {
+            d: random_params(cell, jax.random.key(10 * i + j), p[d]["w_ih"].shape[0])
+            for j, d in enumerate(p)
+        }
+        for i, (cell, p) in enumerate(zip(layer.cells, params, strict=True))
+    )
+    xs = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    lengths = np.array([5, 2, 0])
+    outputs, final_state = layer.apply(params, jnp.asarray(xs), seq_lengths=jnp.asarray(lengths))
+    assert outputs.shape == (3, 5, 6)
     assert layer.output_size(4) == 6
+    expected, expected_finals = reference_stack(layer, params, xs, lengths)
+    assert relative_error(outputs, expected) < TOLERANCE
+    got = final_state[1]["backward"]
+    assert relative_error(got, expected_finals[1]["backward"]) < TOLERANCE
 
 
 def test_dropout_only_in_training_and_between_layers(rng):
