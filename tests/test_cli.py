@@ -391,8 +391,18 @@ def test_demo_writes_plots_and_table(tmp_path, standard_promotion):
     config = DemoConfig(steps=20, seq_len=10, hidden_size=8, log_every=10)
     payload = run_demo(tmp_path / "demo", config, echo=lambda *_: None)
     assert [r["cell"] for r in payload["results"]] == ["rnn", "lstm", "gru"]
-    for row in payload["results"]:
+    for index, row in enumerate(payload["results"]):
         assert 0 < row["decay_factor_init"] < 1.5 and np.isfinite(row["eval_mse_mean"])
+        # the table's numbers are the sweep point's own: its summary's per-seed eval MSE
+        point = tmp_path / "demo" / "sweep" / "points" / f"p{index:03d}_cell={row['cell']}"
+        summary = json.loads((point / "summary.json").read_text())
+        per_seed = summary["final_per_seed"]["eval/mse"]
+        assert row["eval_mse_per_seed"] == per_seed and len(per_seed) == 2
+        assert row["eval_mse_mean"] == pytest.approx(float(np.mean(per_seed)), rel=1e-12)
+        assert row["decay_factor_trained"] != row["decay_factor_init"]  # training moved it
+        assert f"| {row['cell']} |" in (tmp_path / "demo" / "summary.md").read_text()
+    factors = [row["decay_factor_init"] for row in payload["results"]]
+    assert len(set(factors)) == 3  # three cells, three different gradient flows
     assert (tmp_path / "demo" / "plots" / "gradnorm_decay.png").stat().st_size > 1000
     assert "| lstm |" in (tmp_path / "demo" / "summary.md").read_text()
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
