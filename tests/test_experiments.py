@@ -277,13 +277,19 @@ def test_penalties_and_dropout_change_training(tmp_path, standard_promotion):
 
 
 @pytest.mark.parametrize("task", ["copy_memory", "tagging", "dates", "chars"])
-def test_each_architecture_type_trains_one_chunk(task, tmp_path, standard_promotion):
+def test_each_architecture_type_learns(task, tmp_path, standard_promotion):
     extra = {"dates": ["data.seq_len=32", "data.train_size=64"], "tagging": ["data.seq_len=30"],
              "chars": ["data.seq_len=12"], "copy_memory": ["data.seq_len=5"]}[task]  # fmt: skip
-    config = tiny(task, *extra, "train.steps=10", "checkpoint.every=10")
+    config = tiny(task, *extra, "train.steps=40", "checkpoint.every=40")
     summary = run(config, tmp_path / task, progress=False, echo=lambda *_: None)
     assert summary["status"] == "finished"
-    assert np.isfinite(summary["final"]["eval/loss"])
+    # It learns: the eval loss after 40 steps is below the first record's (step 10). Only
+    # the tagger beats its trivial baseline this soon (accuracy 0.43 against 0.30 seen);
+    # the others need runs too long for the suite (experiments_defaults results do it).
+    first = read_metrics(tmp_path / task / "metrics.jsonl")[0]
+    assert summary["final"]["eval/loss"] < first["eval/loss"]
+    if task == "tagging":
+        assert summary["final"]["eval/accuracy"] > summary["baselines"]["eval/accuracy"]
     if task in ("dates", "chars"):
         assert len(summary["samples"]) == 4
 
