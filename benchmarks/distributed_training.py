@@ -172,7 +172,10 @@ def main() -> int:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    stem.with_suffix(".md").write_text(text)
+    # Taken here, after the workers have finished: it starts JAX's backend in this process
+    # (whose device count is then its own, not the workers' forced CPU devices).
+    recorded = _common.provenance()
+    stem.with_suffix(".md").write_text(text + _common.provenance_markdown(recorded))
     payload = {
         "preset": args.preset,
         **preset,
@@ -180,6 +183,7 @@ def main() -> int:
         "many": many,
         "one_device": single,
         "jax": jax.__version__,
+        "provenance": recorded,
     }
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     if difference > 1e-4:  # the two set-ups must train the same model

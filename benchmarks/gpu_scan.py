@@ -59,6 +59,8 @@ from _common import (
     forward_and_backward,
     median_ms,
     preset_parser,
+    provenance,
+    provenance_markdown,
     relative_error,
     torch_fns,
 )
@@ -491,6 +493,7 @@ class Report:
     limits: dict = dataclasses.field(default_factory=dict)
     checks: list[dict] = dataclasses.field(default_factory=list)
     rows: list[Row] = dataclasses.field(default_factory=list)
+    recorded: dict | None = None  # provenance(), taken at the first save
 
     def progress(self, stage: str) -> None:
         self.save(f"the run had not finished '{stage}' when this was written")
@@ -502,6 +505,8 @@ class Report:
     def save(self, incomplete: str | None = None) -> str:
         """Write both files; return the Markdown. ``incomplete`` says why the run has not
         finished (the report then holds what came before)."""
+        if self.recorded is None:
+            self.recorded = provenance()
         backend = jax.default_backend()
         device = jax.devices()[0]
         failed = [c["name"] for c in self.checks if not c["ok"]]
@@ -525,7 +530,7 @@ class Report:
         out.mkdir(parents=True, exist_ok=True)
         part = f"_{self.part}" if self.part else ""
         stem = f"gpu_scan_{self.preset}_{backend}{part}_{date}"
-        (out / f"{stem}.md").write_text(report + "\n")
+        (out / f"{stem}.md").write_text(report + "\n" + provenance_markdown(self.recorded))
         saved = dict(
             ceilings=self.limits,
             checks=self.checks,
@@ -534,6 +539,7 @@ class Report:
             jax=jax.__version__,
             device=device.device_kind,
             date=date,
+            provenance=self.recorded,
         )
         (out / f"{stem}.json").write_text(json.dumps(saved, indent=1, default=float))
         return report

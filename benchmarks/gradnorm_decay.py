@@ -16,7 +16,8 @@ per seed, with a 95% Student-t interval over seeds.
     python benchmarks/gradnorm_decay.py --preset full   # see benchmarks/results/ for its time
 
 Writes to ``--out`` (default benchmarks/results/gradnorm_decay_<preset>_<date>/):
-curves.csv (every curve, long format), curves.json, decay_rates.csv, diagnostics.csv
+curves.csv (every curve, long format), curves.json (the same curves as
+``{"records": [...], "provenance": {...}}``), decay_rates.csv, diagnostics.csv
 (σ_max of each W_hh block and gate saturation, per seed, at init and after training),
 summary.md, and the
 plots decay_init.png, decay_trained.png (ln-norm against distance at the longest T, one
@@ -36,7 +37,7 @@ import platform
 import sys
 import time
 
-import _common  # noqa: F401  (the checkout on sys.path)
+import _common  # (also puts the checkout on sys.path)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -249,7 +250,10 @@ def run(preset: Preset, out: pathlib.Path) -> dict:
 
 def write_outputs(result: dict, preset: Preset, out: pathlib.Path, header: str) -> str:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "curves.json").write_text(json.dumps(result["records"]))
+    recorded = _common.provenance()
+    (out / "curves.json").write_text(
+        json.dumps({"records": result["records"], "provenance": recorded})
+    )
     with open(out / "curves.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["cell", "phase", "T", "seed", "distance", "grad_norm"])
@@ -327,7 +331,7 @@ def write_outputs(result: dict, preset: Preset, out: pathlib.Path, header: str) 
             sigma = "n/a" if np.isnan(sigmas).all() else f"{np.mean(sigmas):.3f}"
             lines.append(f"| {cell} | {phase} | {sigma} | {saturation or 'n/a'} |")
     summary = "\n".join(lines) + "\n"
-    (out / "summary.md").write_text(summary)
+    (out / "summary.md").write_text(summary + _common.provenance_markdown(recorded))
     plot(result, preset, out)
     return summary
 

@@ -42,7 +42,11 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
-from _common import preset_parser  # (also puts the checkout on sys.path)
+from _common import (  # (also puts the checkout on sys.path)
+    preset_parser,
+    provenance,
+    provenance_markdown,
+)
 from gpu_scan import KINDS, kernel_pair  # noqa: E402
 
 from seqlab import kernels  # noqa: E402
@@ -380,9 +384,13 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"kernel_resources_{args.preset}_{date}"
-    (out / f"{stem}.md").write_text(report)
+    recorded = provenance()
+    (out / f"{stem}.md").write_text(report + provenance_markdown(recorded))
     (out / f"{stem}.json").write_text(
-        json.dumps(dict(jax=jax.__version__, triton=version, date=date, rows=rows), indent=1)
+        json.dumps(
+            dict(jax=jax.__version__, triton=version, date=date, rows=rows, provenance=recorded),
+            indent=1,
+        )
     )
     print(report)
     return 1 if failing and PRESETS[args.preset]["strict"] else 0

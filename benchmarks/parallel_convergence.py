@@ -38,7 +38,7 @@ import platform
 import sys
 import time
 
-import _common  # noqa: F401  (the checkout on sys.path)
+import _common  # (also puts the checkout on sys.path)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -354,13 +354,14 @@ def main() -> int:
         "jax": jax.__version__,
         "date": date,
         "seconds": time.perf_counter() - start,
+        "provenance": _common.provenance(),
     }
     (out / "results.json").write_text(
         json.dumps({**meta, "preset_values": dataclasses.asdict(preset), "rows": rows}, indent=2)
         + "\n"
     )
     text = summary(rows, preset, meta)
-    (out / "summary.md").write_text(text)
+    (out / "summary.md").write_text(text + _common.provenance_markdown(meta["provenance"]))
     plot(rows, preset, out)
     print(text)
     return 0

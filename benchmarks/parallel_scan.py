@@ -37,7 +37,7 @@ import time
 
 import jax
 import jax.numpy as jnp
-from _common import block, preset_parser, relative_error
+from _common import block, preset_parser, provenance, provenance_markdown, relative_error
 
 import seqlab
 
@@ -167,7 +167,9 @@ def write(out: pathlib.Path, stem: str, meta: dict, rows: list, trades: list, co
             lines.append(
                 f"| {t['T']} | {t['H']} | " + " | ".join(f"{t[k]:.2f}" for k in keys) + " |"
             )
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text(
+        "\n".join(lines) + "\n" + provenance_markdown(meta["provenance"])
+    )
     return lines
 
 
@@ -200,6 +202,7 @@ def main() -> int:
         "jax": jax.__version__,
         "date": date,
         "rounds": preset["rounds"],
+        "provenance": provenance(),  # taken once: the run writes after every case
     }
     stem = f"parallel_scan_{args.preset}_{backend}_{date}"
     if args.cells or args.grid:

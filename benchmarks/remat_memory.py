@@ -31,7 +31,11 @@ import time
 
 import jax
 import jax.numpy as jnp
-from _common import preset_parser  # (also puts the checkout on sys.path)
+from _common import (  # (also puts the checkout on sys.path)
+    preset_parser,
+    provenance,
+    provenance_markdown,
+)
 
 import seqlab  # noqa: E402
 
@@ -117,8 +121,10 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"remat_memory_{args.preset}_{device.platform}_{today}"
-    (out / f"{stem}.md").write_text(report)
-    (out / f"{stem}.json").write_text(json.dumps(list(results.values()), indent=2))
+    recorded = provenance()
+    (out / f"{stem}.md").write_text(report + provenance_markdown(recorded))
+    data = {"rows": list(results.values()), "provenance": recorded}
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=2))
     failures = []
     if rematted["temp_mib"] / plain["temp_mib"] > 0.125:
         failures.append("autodiff's remat temp is above 1/8 of its plain scan's")

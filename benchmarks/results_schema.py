@@ -9,7 +9,10 @@ A result is what one run of one benchmark measured::
 - ``preset``: the preset it ran (``"cpu"``, ``"full"``, ``"defaults"``, ...).
 - ``provenance``: what the file records about where and how it ran (date, versions, device,
   settings), flat, string keys to strings or numbers. Only what the file holds: a loader
-  never fills in what the run did not write.
+  never fills in what the run did not write. Files written since the benchmarks record
+  ``benchmarks/_common.py``'s ``provenance()`` (a top-level ``"provenance"`` key: commit,
+  versions, device, CPU, command line, date) give its fields, the versions as one key per
+  package; they take precedence over what the loader reads elsewhere in the file.
 - ``rows``: one measured number each. ``case`` names what was measured, its parts joined by
   " / " (``"lstm / B=32 T=256 H=256 / seqlab xla"``); ``metric`` what of it
   (``"fwd+bwd time"``); ``value`` the number, in ``unit`` (``"ms"``, ``"s"``, ``"MiB"``,
@@ -148,6 +151,16 @@ def _scalars(mapping: Mapping, skip: Sequence[str] = ()) -> dict[str, Scalar]:
     }
 
 
+def _recorded(data) -> dict[str, Scalar]:
+    """The ``"provenance"`` record of a benchmark's JSON (``_common.provenance()``), flat:
+    its ``versions`` as one key per installed package; {} for a file written before the
+    benchmarks recorded it."""
+    record = data.get("provenance") if isinstance(data, Mapping) else None
+    if not isinstance(record, Mapping):
+        return {}
+    return _scalars(record, skip=("versions",)) | _scalars(record.get("versions") or {})
+
+
 def _median_spread(values: Sequence[float]) -> tuple[float, int, tuple[float, float]]:
     return statistics.median(values), len(values), (min(values), max(values))
 
@@ -182,15 +195,16 @@ def load_parallel_scan(path: pathlib.Path) -> list[Result]:
         for key, value in r.items():
             if key.endswith(" ms"):
                 rows.append(Row(case, key[: -len(" ms")] + " time", float(value), "ms", rounds))
-    return [Result("parallel_scan", data["preset"], _scalars(data), tuple(rows), _relative(path))]
+    provenance = _scalars(data) | _recorded(data)
+    return [Result("parallel_scan", data["preset"], provenance, tuple(rows), _relative(path))]
 
 
 def load_scan_throughput(path: pathlib.Path) -> list[Result]:
     """``scan_throughput_<preset>_<backend>_<date>.json``: a list of timings (2026-11-24) or
-    ``{"rows", "matmul_rates"}`` (from 2026-11-26); provenance and repeats from the
-    Markdown file of the same name."""
+    ``{"rows", "matmul_rates"}`` (from 2026-11-26; ``"provenance"`` later); provenance and
+    repeats from the Markdown file of the same name, the JSON's provenance over it."""
     data = json.loads(path.read_text())
-    provenance = _markdown_provenance(path.with_suffix(".md"))
+    provenance = _markdown_provenance(path.with_suffix(".md")) | _recorded(data)
     repeats = provenance.get("repeats")
     timings = data if isinstance(data, list) else data["rows"]
     rows = []
@@ -213,13 +227,14 @@ def load_scan_throughput(path: pathlib.Path) -> list[Result]:
 
 def load_remat_memory(path: pathlib.Path) -> list[Result]:
     """``remat_memory_<preset>_<backend>_<date>.json``: XLA's memory analysis and the time of
-    the jitted gradient, with and without remat. The 2026-11-24 file has no
+    the jitted gradient, with and without remat: a list of measurements, or (later files)
+    ``{"rows": [...], "provenance": {...}}``. The 2026-11-24 file has no
     ``implementation`` field: it is then ``"default"`` (autodiff at the time)."""
     data = json.loads(path.read_text())
-    provenance = _markdown_provenance(path.with_suffix(".md"))
+    provenance = _markdown_provenance(path.with_suffix(".md")) | _recorded(data)
     repeats = provenance.get("repeats")
     rows = []
-    for r in data:
+    for r in data if isinstance(data, list) else data["rows"]:
         case = case_name(r.get("implementation", "default"), "remat" if r["remat"] else "plain")
         rows.append(Row(case, "temporary memory", r["temp_mib"], "MiB", 1))
         rows.append(Row(case, "total memory", r["total_mib"], "MiB", 1))
@@ -236,7 +251,8 @@ def load_sweep_seeds(path: pathlib.Path) -> list[Result]:
     rows = tuple(
         Row(case, "time", seconds, "s", repeats) for case, seconds in data["seconds"].items()
     )
-    return [Result("sweep_seeds", data["preset"], _scalars(data), rows, _relative(path))]
+    provenance = _scalars(data) | _recorded(data)
+    return [Result("sweep_seeds", data["preset"], provenance, rows, _relative(path))]
 
 
 def load_gpu_scan(path: pathlib.Path) -> list[Result]:
@@ -255,7 +271,7 @@ def load_gpu_scan(path: pathlib.Path) -> list[Result]:
         rows.append(Row(case, "fwd time", r["forward_ms"], "ms"))
         rows.append(Row(case, "fwd+bwd time", r["backward_ms"], "ms"))
     preset = re.match(r"gpu_scan_([a-z]+)_", path.name).group(1)
-    provenance = _scalars(data) | {"incomplete": bool(data.get("incomplete"))}
+    provenance = _scalars(data) | {"incomplete": bool(data.get("incomplete"))} | _recorded(data)
     return [Result("gpu_scan", preset, provenance, tuple(rows), _relative(path))]
 
 
@@ -287,7 +303,8 @@ def load_kernel_resources(path: pathlib.Path) -> list[Result]:
                 rows.append(Row(case, metric, float(r[metric]), unit, 1))
         rows.append(Row(case, "ok", float(r["ok"]), "bool", 1))
     preset = re.match(r"kernel_resources_([a-z]+)_", path.name).group(1)
-    return [Result("kernel_resources", preset, _scalars(data), tuple(rows), _relative(path))]
+    provenance = _scalars(data) | _recorded(data)
+    return [Result("kernel_resources", preset, provenance, tuple(rows), _relative(path))]
 
 
 def load_distributed_training(path: pathlib.Path) -> list[Result]:
@@ -305,7 +322,7 @@ def load_distributed_training(path: pathlib.Path) -> list[Result]:
         rows.append(Row(setup, "seconds per chunk", median, "s", n, spread))
         for chunk, loss in enumerate(data[key]["losses"]):
             rows.append(Row(setup, f"loss, chunk {chunk}", loss, "", 1))
-    provenance = _scalars(data) | {"date": _date_from_name(path)}
+    provenance = _scalars(data) | {"date": _date_from_name(path)} | _recorded(data)
     return [
         Result("distributed_training", data["preset"], provenance, tuple(rows), _relative(path))
     ]
@@ -327,7 +344,7 @@ def load_parallel_convergence(path: pathlib.Path) -> list[Result]:
                 rows.append(Row(case, "newton iterations", float(iterations), "iterations", 1))
                 converged = r["converged"][steps][seed]
                 rows.append(Row(case, "converged", float(converged), "bool", 1))
-    provenance = _scalars(data) | _scalars(data["preset_values"])
+    provenance = _scalars(data) | _scalars(data["preset_values"]) | _recorded(data)
     return [
         Result("parallel_convergence", data["preset"], provenance, tuple(rows), _relative(path))
     ]
@@ -337,7 +354,8 @@ def load_gradnorm_decay(path: pathlib.Path) -> list[Result]:
     """``gradnorm_decay_<preset>_<date>/``: ``decay_rates.csv`` (the rate of each cell,
     phase and T with its 95% interval over seeds; the factor exp(rate) with exp of that
     interval) and ``diagnostics.csv`` (per seed; here the mean over seeds, with the range).
-    Seeds and the preset from ``summary.md``."""
+    Seeds and the preset from ``summary.md``; provenance from its header, and (later runs)
+    the record in ``curves.json`` over it."""
     summary = (path / "summary.md").read_text()
     seeds = int(re.search(r"seeds=(\d+)", summary).group(1))
     rows = []
@@ -361,12 +379,14 @@ def load_gradnorm_decay(path: pathlib.Path) -> list[Result]:
             Row(case, metric, statistics.fmean(values), "", len(values), (min(values), max(values)))
         )
     provenance: dict[str, Scalar] = {}
-    for line in summary.splitlines():
+    for line in summary.split("\n## Provenance\n", 1)[0].splitlines():
         if line.startswith("- "):
             key, sep, value = line[2:].partition(": ")
             provenance[key if sep else "versions" if key.startswith("jax") else "preset"] = (
                 value if sep else key
             )
+    if (path / "curves.json").exists():
+        provenance |= _recorded(json.loads((path / "curves.json").read_text()))
     preset = re.search(r"preset (\w+)", summary).group(1)
     return [Result("gradnorm_decay", preset, provenance, tuple(rows), _relative(path))]
 
@@ -417,7 +437,7 @@ def load_vmap_seeds(path: pathlib.Path) -> list[Result]:
             for metric in ("compile", "chunk"):
                 if summary[metric] is not None:
                     rows.append(Row(case, f"{metric} time", summary[metric], "s", trials))
-        provenance = _scalars(data) | _scalars(data["settings"])
+        provenance = _scalars(data) | _scalars(data["settings"]) | _recorded(data)
         results.append(Result("vmap_seeds_cpu", "trials", provenance, tuple(rows), _relative(file)))
     for file in sorted(path.glob("vmap_vs_loop*.json")):
         data = json.loads(file.read_text())
@@ -436,6 +456,20 @@ def load_vmap_seeds(path: pathlib.Path) -> list[Result]:
     return results
 
 
+def load_test_suite_times(path: pathlib.Path) -> list[Result]:
+    """``test_suite_times_<date>/results.json``: wall and CPU time of the README's test
+    command, one run per Python (recorded by hand from pytest's summary and ``time``)."""
+    data = json.loads((path / "results.json").read_text())
+    rows = []
+    for run in data["runs"]:
+        case = case_name(f"python {run['python']}", jax=run["jax"], commit=run["commit"])
+        rows.append(Row(case, "wall time", float(run["wall_s"]), "s", 1))
+        rows.append(Row(case, "CPU user time", float(run["user_s"]), "s", 1))
+        rows.append(Row(case, "tests passed", float(run["passed"]), "tests", 1))
+    provenance = _scalars(data, skip=("runs",))
+    return [Result(data["name"], data["preset"], provenance, tuple(rows), _relative(path))]
+
+
 # name pattern of a committed result (a file or a folder under benchmarks/results/) -> loader
 LOADERS: dict[str, Callable[[pathlib.Path], list[Result]]] = {
     r"parallel_scan_\w+_\w+_[\d-]+.*\.json": load_parallel_scan,
@@ -449,6 +483,7 @@ LOADERS: dict[str, Callable[[pathlib.Path], list[Result]]] = {
     r"gradnorm_decay_\w+_[\d-]+": load_gradnorm_decay,
     r"experiments_defaults_\w+_[\d-]+": load_experiments_defaults,
     r"vmap_seeds_\w+_[\d-]+": load_vmap_seeds,
+    r"test_suite_times_[\d-]+": load_test_suite_times,
 }
 
 

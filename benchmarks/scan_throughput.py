@@ -47,7 +47,14 @@ import time
 
 import jax
 import jax.numpy as jnp
-from _common import block, forward_and_backward, preset_parser, torch_fns
+from _common import (
+    block,
+    forward_and_backward,
+    preset_parser,
+    provenance,
+    provenance_markdown,
+    torch_fns,
+)
 
 import seqlab  # noqa: E402
 from seqlab.unroll import _policy  # noqa: E402
@@ -335,10 +342,12 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"scan_throughput_{args.preset}_{device.platform}_{datetime.date.today().isoformat()}"
-    (out / f"{stem}.md").write_text(report)
+    recorded = provenance()
+    (out / f"{stem}.md").write_text(report + provenance_markdown(recorded))
     data = {
         "rows": [dataclasses.asdict(r) for r in rows],
         "matmul_rates": [dataclasses.asdict(r) for r in rates],
+        "provenance": recorded,
     }
     (out / f"{stem}.json").write_text(json.dumps(data, indent=2))
     print(f"wrote {out / stem}.md and .json")

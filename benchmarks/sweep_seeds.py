@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 
-import _common  # noqa: F401  (the checkout on sys.path)
+import _common  # (also puts the checkout on sys.path)
 import jax
 
 from seqlab.experiments import (  # noqa: E402
@@ -121,7 +121,8 @@ def main() -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"sweep_seeds_{args.preset}_{backend}_{date}"
-    stem.with_suffix(".md").write_text(text)
+    recorded = _common.provenance()
+    stem.with_suffix(".md").write_text(text + _common.provenance_markdown(recorded))
     payload = {
         "preset": args.preset,
         "backend": backend,
@@ -131,6 +132,7 @@ def main() -> int:
         "passed": passed,
         "jax": jax.__version__,
         "date": date,
+        "provenance": recorded,
     }
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     # The CI preset's single short timing is too noisy to gate on; the others gate.

@@ -167,9 +167,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     program = "" if args.program == "seqlab" else "_minimal"
     stem = f"vmap_seeds_cpu{program}_jax{jax.__version__}_{date}"
-    (out / f"{stem}.md").write_text(text)
+    from _common import provenance, provenance_markdown  # beside this file
+
+    recorded = provenance()  # after the trials: it starts JAX's backend in this process
+    (out / f"{stem}.md").write_text(text + provenance_markdown(recorded))
     payload = dict(jax=jax.__version__, date=date, settings=vars(args), summary=summary,
-                   trials=rows)  # fmt: skip
+                   trials=rows, provenance=recorded)  # fmt: skip
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
     return 1 if any(r["outcome"] == "hang" for r in rows) else 0
 
