@@ -234,7 +234,40 @@ def scan_throughput_cpu(results: list[Result]) -> list[str]:
     return markdown_table(header, rows)
 
 
+DEMO_CELLS = {"rnn": "rnn (tanh)", "lstm": "lstm", "gru": "gru"}
+ADDING_BASELINE_MSE = 1 / 6
+
+
+def demo(results: list[Result]) -> list[str]:
+    (result,) = results
+    rows = []
+    for cell, label in DEMO_CELLS.items():
+        mse = result.value(cell, "eval MSE")
+        rows.append(
+            [
+                label,
+                f"{mse:.4f}",
+                significant(mse / ADDING_BASELINE_MSE, 3, 3),
+                "yes" if result.value(cell, "solved") else "no",
+                f"{result.value(cell, 'decay factor init'):.3f}",
+                f"{result.value(cell, 'decay factor trained'):.3f}",
+                f"{result.value(cell, 'train time'):.0f}",
+            ]
+        )
+    header = [
+        "cell",
+        "eval MSE",
+        "/ baseline (1/6)",
+        "solved (< 0.01)",
+        "decay per step, init",
+        "after training",
+        "train s",
+    ]
+    return markdown_table(header, rows)
+
+
 TABLES: dict[str, Table] = {
+    "demo": Table(("demo_full_cpu_2026-12-03",), demo),
     "parallel-scan-h200": Table(
         (
             "parallel_scan_gpu_gpu_2026-11-26.json",

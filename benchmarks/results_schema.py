@@ -158,7 +158,10 @@ def _recorded(data) -> dict[str, Scalar]:
     record = data.get("provenance") if isinstance(data, Mapping) else None
     if not isinstance(record, Mapping):
         return {}
-    return _scalars(record, skip=("versions",)) | _scalars(record.get("versions") or {})
+    flat = _scalars(record, skip=("versions",)) | _scalars(record.get("versions") or {})
+    if isinstance(flat.get("date"), str):  # the schema's date is the day; the time is kept
+        flat["recorded_at"], flat["date"] = flat["date"], flat["date"][:10]
+    return flat
 
 
 def _median_spread(values: Sequence[float]) -> tuple[float, int, tuple[float, float]]:
@@ -456,6 +459,26 @@ def load_vmap_seeds(path: pathlib.Path) -> list[Result]:
     return results
 
 
+def load_demo(path: pathlib.Path) -> list[Result]:
+    """``demo_<preset>_<backend>_<date>/results.json`` (``benchmarks/record_demo.py``): per
+    cell the eval MSE (mean and per seed), the gradient-norm decay factor at initialization
+    and after training, and its training seconds; the demo's wall time in all."""
+    data = json.loads((path / "results.json").read_text())
+    rows = [Row("demo", "wall time", float(data["wall_seconds"]), "s", 1)]
+    for result in data["results"]:
+        cell, seeds = result["cell"], len(result["eval_mse_per_seed"])
+        spread = (min(result["eval_mse_per_seed"]), max(result["eval_mse_per_seed"]))
+        rows += [
+            Row(cell, "eval MSE", float(result["eval_mse_mean"]), "", seeds, spread),
+            Row(cell, "solved", float(result["solved"]), "bool", seeds),
+            Row(cell, "decay factor init", float(result["decay_factor_init"]), "per step", 1),
+            Row(cell, "decay factor trained", float(result["decay_factor_trained"]), "per step", 1),
+            Row(cell, "train time", float(result["seconds"]), "s", 1),
+        ]
+    provenance = _scalars(data["config"]) | {"date": _date_from_name(path)} | _recorded(data)
+    return [Result("demo", data["preset"], provenance, tuple(rows), _relative(path))]
+
+
 def load_test_suite_times(path: pathlib.Path) -> list[Result]:
     """``test_suite_times_<date>/results.json``: wall and CPU time of the README's test
     command, one run per Python (recorded by hand from pytest's summary and ``time``)."""
@@ -484,6 +507,7 @@ LOADERS: dict[str, Callable[[pathlib.Path], list[Result]]] = {
     r"experiments_defaults_\w+_[\d-]+": load_experiments_defaults,
     r"vmap_seeds_\w+_[\d-]+": load_vmap_seeds,
     r"test_suite_times_[\d-]+": load_test_suite_times,
+    r"demo_\w+_\w+_[\d-]+": load_demo,
 }
 
 
