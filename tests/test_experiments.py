@@ -276,20 +276,46 @@ def test_penalties_and_dropout_change_training(tmp_path, standard_promotion):
     assert float(jnp.sum(w_l2**2)) < float(jnp.sum(w_base**2))
 
 
-@pytest.mark.parametrize("task", ["copy_memory", "tagging", "dates", "chars"])
+# Per task: the tiny run's settings, and whether it beats the task's trivial baseline in it
+# (seen: tagging accuracy 0.43 against 0.30 after 40 steps; chars 2.49 against the
+# unigram's 3.20 nats after 200 steps at lr 1e-2, H = 16). copy_memory (0.836 against
+# 0.832 after 200 and 400 steps) and dates (exact match 0 at accuracy 0.72) need runs too
+# long for the suite; experiments_defaults_cpu_2026-11-24 shows them beating it.
+ARCHITECTURE_RUNS = {
+    "copy_memory": (["data.seq_len=5", "train.steps=40", "checkpoint.every=40"], False),
+    "tagging": (["data.seq_len=30", "train.steps=40", "checkpoint.every=40"], True),
+    "dates": (
+        ["data.seq_len=32", "data.train_size=64", "train.steps=40", "checkpoint.every=40"],
+        False,
+    ),
+    "chars": (
+        [
+            "data.seq_len=12",
+            "train.steps=200",
+            "train.lr=1e-2",
+            "model.hidden_size=16",
+            "train.batch_size=32",
+            "train.log_every=50",
+            "checkpoint.every=200",
+        ],
+        True,
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("task", sorted(ARCHITECTURE_RUNS))
 def test_each_architecture_type_learns(task, tmp_path, standard_promotion):
-    extra = {"dates": ["data.seq_len=32", "data.train_size=64"], "tagging": ["data.seq_len=30"],
-             "chars": ["data.seq_len=12"], "copy_memory": ["data.seq_len=5"]}[task]  # fmt: skip
-    config = tiny(task, *extra, "train.steps=40", "checkpoint.every=40")
+    overrides, beats_baseline = ARCHITECTURE_RUNS[task]
+    config = tiny(task, *overrides)
     summary = run(config, tmp_path / task, progress=False, echo=lambda *_: None)
     assert summary["status"] == "finished"
-    # It learns: the eval loss after 40 steps is below the first record's (step 10). Only
-    # the tagger beats its trivial baseline this soon (accuracy 0.43 against 0.30 seen);
-    # the others need runs too long for the suite (experiments_defaults results do it).
+    # It learns: the final eval loss is below the first record's.
     first = read_metrics(tmp_path / task / "metrics.jsonl")[0]
     assert summary["final"]["eval/loss"] < first["eval/loss"]
-    if task == "tagging":
-        assert summary["final"]["eval/accuracy"] > summary["baselines"]["eval/accuracy"]
+    if beats_baseline:
+        metric, mode = {"tagging": ("eval/accuracy", "max"), "chars": ("eval/loss", "min")}[task]
+        final, baseline = summary["final"][metric], summary["baselines"][metric]
+        assert final > baseline if mode == "max" else final < baseline
     if task in ("dates", "chars"):
         assert len(summary["samples"]) == 4
 
