@@ -149,13 +149,14 @@ def records_up_to(metrics: str, resumed: str) -> str:
     return "".join(kept)
 
 
-def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path):
+def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path, compile_cache):
     args = ["run", "adding", *TINY, "train.steps=400", "train.num_seeds=2"]
-    seqlab(*args, "--out", tmp_path / "straight")
+    seqlab(*args, "--out", tmp_path / "straight", env=compile_cache)
     process = subprocess.Popen(
         [sys.executable, "-m", "seqlab", *map(str, args), "--out", str(tmp_path / "killed")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **compile_cache},
     )
     marker = tmp_path / "killed" / "checkpoints" / "40" / "commit_success.txt"
     deadline = time.time() + 120
@@ -166,7 +167,7 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path):
     killed = tmp_path / "killed"
     before = (killed / "metrics.jsonl").read_text()
     assert not (killed / "summary.json").exists(), "the run ended before the kill"
-    log = seqlab("resume", killed).stdout
+    log = seqlab("resume", killed, env=compile_cache).stdout
     after = (killed / "metrics.jsonl").read_text()
     assert after.startswith(records_up_to(before, log))  # none up to its checkpoint lost
     from seqlab import load_run
@@ -177,7 +178,7 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path):
     for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
     assert [r["eval/mse"] for r in straight.metrics] == [r["eval/mse"] for r in resumed.metrics]
-    again = seqlab("resume", killed)
+    again = seqlab("resume", killed, env=compile_cache)
     assert "already finished" in again.stdout
 
 
