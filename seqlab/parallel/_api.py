@@ -90,7 +90,7 @@ def scan_parallel(
     The solve runs in float32 at least: bfloat16 or float16 parameters, inputs and carries
     are widened for it (Newton's stopping rule cannot be met in bfloat16, whose 64·eps is
     0.5) and its outputs and final carry are rounded back to the dtypes the cell's own
-    step gives. ``xs`` must already be zero past each length (``seqlab.scan`` does that).
+    step gives.
     """
     if seq_lengths is not None:  # a public function: the front door's rules hold here too
         seq_lengths = jnp.clip(as_lengths(seq_lengths), 0, xs.shape[0])
