@@ -350,8 +350,7 @@ def finish(experiment, run_dir, state, step, record, best, status, *, guard=None
     extra = _analyze.samples(experiment, state["params"])
     if extra:
         summary["samples"] = extra
-    _check(guard)
-    try:
+    try:  # it checks the guard itself, just before its own writes
         _analyze.analyze_params(experiment, state["params"], step, run_dir, guard=guard)
     except ValueError as error:
         summary["analysis"] = f"skipped: {error}"
