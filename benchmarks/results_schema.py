@@ -12,7 +12,9 @@ A result is what one run of one benchmark measured::
   never fills in what the run did not write. Files written since the benchmarks record
   ``benchmarks/_common.py``'s ``provenance()`` (a top-level ``"provenance"`` key: commit,
   versions, device, CPU, command line, date) give its fields, the versions as one key per
-  package; they take precedence over what the loader reads elsewhere in the file.
+  package; they take precedence over what the loader reads elsewhere in the file. Results
+  written before that carry ``committed_in`` instead: the commit that added them to the
+  repository (``benchmarks/results/COMMITTED.json``, from git's history).
 - ``rows``: one measured number each. ``case`` names what was measured, its parts joined by
   " / " (``"lstm / B=32 T=256 H=256 / seqlab xla"``); ``metric`` what of it
   (``"fwd+bwd time"``); ``value`` the number, in ``unit`` (``"ms"``, ``"s"``, ``"MiB"``,
@@ -527,7 +529,26 @@ def load(path: str | pathlib.Path) -> list[Result]:
     load_one = loader_for(path)
     if load_one is None:
         raise ValueError(f"{path}: no loader for this name (benchmarks/results_schema.py LOADERS)")
-    return load_one(path)
+    results = load_one(path)
+    committed_in = _committed_in().get(path.name) if path.parent.resolve() == RESULTS else None
+    if committed_in:
+        results = [
+            result
+            if result.provenance.get("commit")
+            else dataclasses.replace(
+                result, provenance={**result.provenance, "committed_in": committed_in}
+            )
+            for result in results
+        ]
+    return results
+
+
+def _committed_in() -> dict[str, str]:
+    """``COMMITTED.json``: for each result written before the benchmarks recorded their
+    commit, the commit that added it (git's record, not the run's: reported as
+    ``committed_in``, never as ``commit``)."""
+    file = RESULTS / "COMMITTED.json"
+    return json.loads(file.read_text())["committed_in"] if file.exists() else {}
 
 
 def load_all(results: pathlib.Path = RESULTS) -> dict[str, list[Result]]:

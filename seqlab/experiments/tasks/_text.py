@@ -33,7 +33,7 @@ import numpy as np
 
 from seqlab.experiments._config import DataConfig
 from seqlab.experiments.tasks._base import Task, TaskData, register, split_indices, take
-from seqlab.layers import Vocabulary
+from seqlab.layers import SPECIAL_TOKENS, Vocabulary
 
 # --------------------------------------------------------------------------- sentiment
 
@@ -347,6 +347,8 @@ def load_dates(config) -> TaskData:
         return {"inputs": ids, "lengths": lengths, "targets": target_ids}
 
     train = arrays(train_src, train_tgt)
+    evaluation = arrays(eval_src, eval_tgt)
+    loss, accuracy = _position_baseline(train["targets"], evaluation["targets"], len(target_vocab))
     return TaskData(
         info={
             "kind": "encoder_decoder",
@@ -357,12 +359,37 @@ def load_dates(config) -> TaskData:
             "target_length": train["targets"].shape[1],
             "vocab": source_vocab.tokens,
             "target_vocab": target_vocab.tokens,
-            "baselines": {"eval/exact_match": 0.0},
+            "baselines": {"eval/exact_match": 0.0, "eval/loss": loss, "eval/accuracy": accuracy},
+            "baseline_name": "per-position character frequencies of the training targets "
+            "(ignores the source)",
             "num_train": data.train_size,
         },
         train=train,
-        eval=arrays(eval_src, eval_tgt),
+        eval=evaluation,
     )
+
+
+def _position_baseline(train_targets, eval_targets, vocab_size: int) -> tuple[float, float]:
+    """The cross-entropy and token accuracy, on the eval targets, of a model that ignores
+    the source and predicts each output position's character frequencies in the training
+    targets (add-one smoothed over the target vocabulary; accuracy from the most frequent
+    character). Counted over the tokens the loss counts: up to and including ``<eos>``."""
+    pad = SPECIAL_TOKENS.index("<pad>")  # Vocabulary's reserved padding id
+    log_probs, best = [], []
+    for position in range(eval_targets.shape[1]):
+        column = train_targets[:, position : position + 1].ravel()  # empty past its end
+        counts = np.bincount(column, minlength=vocab_size).astype(np.float64)[:vocab_size]
+        counts[pad] = 0.0  # never a target the loss counts
+        best.append(int(counts.argmax()))
+        smoothed = counts + 1.0
+        smoothed[pad] = 0.0
+        probs = smoothed / smoothed.sum()
+        log_probs.append(np.log(probs, where=probs > 0, out=np.full_like(probs, -np.inf)))
+    mask = eval_targets != pad
+    positions = np.broadcast_to(np.arange(eval_targets.shape[1]), eval_targets.shape)
+    nll = -np.stack(log_probs)[positions, eval_targets]
+    correct = np.asarray(best)[positions] == eval_targets
+    return float(nll[mask].mean()), float(correct[mask].mean())
 
 
 register(
