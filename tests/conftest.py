@@ -1,13 +1,42 @@
-"""Strict JAX settings for the whole test suite: silent broadcasts and promotions fail."""
+"""Strict JAX settings for the whole test suite: silent broadcasts and promotions fail.
+
+One persistent compilation cache for a whole test run: the controller (or the lone
+process, without xdist) makes a fresh folder and puts it in the environment, which every
+xdist worker and every subprocess a test starts (the command line, sweep workers, killed
+and resumed runs) inherits; identical programs are then compiled once per run instead of
+once per process. It starts empty each run, so no result depends on an earlier run, and
+the controller removes it at the end.
+"""
 
 import gc
+import os
+import shutil
+import tempfile
 
 import jax
 import numpy as np
 import pytest
 
+CACHE_VARIABLES = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+if "SEQLAB_TEST_JAX_CACHE" not in os.environ:  # the controller, or a run without xdist
+    os.environ["SEQLAB_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="seqlab-tests-jax-cache-")
+    os.environ["SEQLAB_TEST_JAX_CACHE_OWNER"] = str(os.getpid())
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["SEQLAB_TEST_JAX_CACHE"]
+    os.environ.update(CACHE_VARIABLES)
+jax.config.update("jax_compilation_cache_dir", os.environ["SEQLAB_TEST_JAX_CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+def pytest_sessionfinish(session):
+    if os.environ.get("SEQLAB_TEST_JAX_CACHE_OWNER") == str(os.getpid()):
+        shutil.rmtree(os.environ["SEQLAB_TEST_JAX_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture

@@ -47,14 +47,11 @@ FAULTS = pathlib.Path(__file__).with_name("faults.py")
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory) -> dict:
+def compile_cache() -> dict:
     """The environment of subprocesses that share JAX's persistent compilation cache: the
-    kill tests start several short processes of one config, each would compile it anew."""
-    return {
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    }
+    run-wide one of tests/conftest.py (which every subprocess inherits anyway), spelled
+    out for the tests that start several processes of one config."""
+    return {"JAX_COMPILATION_CACHE_DIR": os.environ["SEQLAB_TEST_JAX_CACHE"]}
 
 
 def killed(fault: str, *args, env: dict) -> None:

@@ -281,23 +281,23 @@ def test_a_sweep_under_jax_distributed_trains_each_point_over_both_processes(tmp
 
 
 PARTITIONING = """
-import re, jax, jax.numpy as jnp
-from seqlab.experiments import Experiment, apply_overrides, default_config
+import dataclasses, re, jax, jax.numpy as jnp
+from seqlab.experiments import Experiment, apply_overrides, build_model, default_config
 config = apply_overrides(default_config("adding"), ["model.cell=CELL", "model.hidden_size=64",
                          "data.seq_len=50", "train.batch_size=16"])
 experiment = Experiment.from_config(config)
 experiment.check()
 state = experiment.init_state()
 experiment.train_chunk(state, 0, 2)
-def collectives(ctx):
-    jax.clear_caches()  # traces are cached by arguments, not by the trace-time setting
-    with ctx:
-        lowered = experiment._train_chunk.lower(experiment, state, jnp.int32(0), 2,
-                                                experiment.train_arrays)
+# the same experiment with a model that does not know its batch is sharded
+plain = dataclasses.replace(experiment, model=build_model(config, experiment.data.info),
+                            trace_key=None)
+def collectives(experiment):
+    lowered = experiment._train_chunk.lower(experiment, state, jnp.int32(0), 2,
+                                            experiment.train_arrays)
     text = lowered.compile().as_text()
     return len(re.findall(r" all-gather\\(", text)), len(re.findall(r" all-reduce\\(", text))
-import contextlib
-print([collectives(experiment._tracing()), collectives(contextlib.nullcontext())])
+print([collectives(experiment), collectives(plain)])
 """
 
 

@@ -88,3 +88,35 @@ def test_readme_examples_run(standard_promotion):
                     checked.add(marker)
     assert checked == set(CHECKS), f"README blocks not found: {set(CHECKS) - checked}"
     assert jnp.asarray(namespace["xs"]).ndim == 3
+
+
+def test_the_layout_section_names_every_module_and_only_what_exists():
+    """Every module and package of seqlab/ and every script of benchmarks/ is named in the
+    README's Layout block (a module by its file name or its stem, a package as name/), and
+    every file name the block gives exists there."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    block = re.search(r"^## Layout\n\n```\n(.*?)```", text, re.S | re.M)
+    assert block, "README.md has no Layout block"
+    layout = block.group(1)
+    words = set(re.findall(r"[\w.]+/?", layout))
+    missing = []
+    for path in sorted((root / "seqlab").rglob("*.py")) + sorted(
+        (root / "benchmarks").glob("*.py")
+    ):
+        if path.name == "__init__.py" and path.parent.name != "seqlab":
+            continue
+        if not ({path.name, path.stem} & words):
+            missing.append(str(path.relative_to(root)))
+    for package in sorted((root / "seqlab").rglob("__init__.py")):
+        if package.parent.name != "seqlab" and f"{package.parent.name}/" not in words:
+            missing.append(str(package.parent.relative_to(root)) + "/")
+    assert not missing, f"the README's Layout does not name {missing}"
+    names = {word for word in words if word.endswith((".py", ".md"))}
+    everywhere = {
+        path.name for folder in ("seqlab", "benchmarks") for path in (root / folder).rglob("*")
+    }
+    assert names - everywhere == set(), f"the Layout names no such file: {names - everywhere}"

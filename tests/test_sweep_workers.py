@@ -66,14 +66,11 @@ def steps_of(point_dir):
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory) -> dict:
-    """The environment of subprocesses that share JAX's persistent compilation cache (the
-    tests that kill or freeze a worker start several processes of one sweep)."""
-    return {
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    }
+def compile_cache() -> dict:
+    """The environment of subprocesses that share JAX's persistent compilation cache: the
+    run-wide one of tests/conftest.py (which every subprocess inherits anyway), spelled
+    out for the tests that start several processes of one config."""
+    return {"JAX_COMPILATION_CACHE_DIR": os.environ["SEQLAB_TEST_JAX_CACHE"]}
 
 
 @pytest.fixture(scope="module")

@@ -459,3 +459,128 @@ def test_lengths_rules_hold_at_every_public_entry_point():
     assert all(np.all(np.isfinite(g)) for g in leaves(grads))
     summary = seqlab.layers.last_valid_outputs(jnp.zeros((2, 0, 4)), None, bidirectional=True)
     assert summary.shape == (2, 4) and np.all(np.asarray(summary) == 0.0)
+
+
+def test_only_the_front_door_builds_masks_and_reverses_sequences():
+    """Direction and masking live in seqlab/_time.py alone: no module of unroll/ or
+    parallel/ builds a valid mask from lengths or reverses a sequence itself."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(seqlab.__file__).parent
+    pattern = re.compile(
+        r"valid_steps\(|reverse_within_lengths\(|steps_of\(|jnp\.flip\(|_flip\("
+        r"|arange\([^)]*\)[^\n]*<"
+    )
+    offenders = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for folder in ("unroll", "parallel")
+        for path in sorted((root / folder).glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line) and not line.lstrip().startswith(("from ", "import ", "#"))
+    ]
+    # convergence reads the front door's Steps for its record (no mask of its own)
+    allowed = {"parallel/_api.py"}
+    offenders = [o for o in offenders if not (o.split(":")[0] in allowed and "steps_of(" in o)]
+    assert offenders == [], "\n".join(offenders)
+
+
+class MinimalCell:
+    """A user cell with the three required methods and none of the optional ones
+    (no project_inputs, jacobian_structure, input_size, hand-derived backward)."""
+
+    def init(self, key, input_size):
+        k1, k2 = jax.random.split(key)
+        return {
+            "w": 0.5 * jax.random.normal(k1, (input_size, 5)),
+            "u": 0.3 * jax.random.normal(k2, (5, 5)),
+        }
+
+    def initial_carry(self, params, batch_shape):
+        return jnp.zeros((*batch_shape, 5))
+
+    def step(self, params, carry, x):
+        h = jnp.tanh(x @ params["w"] + carry @ params["u"])
+        return h, 2.0 * h
+
+
+def test_implementation_names_and_options_objects_are_the_same_programs():
+    from seqlab.kernels import Pallas
+    from seqlab.parallel import Parallel
+    from seqlab.unroll import Xla
+
+    cell = CELLS["lstm"]
+    params = random_params(cell, jax.random.key(0), 3)
+    xs = jax.random.normal(jax.random.key(1), (3, 7, 3))
+    lengths = np.array([7, 4, 0])
+
+    def loss(p, implementation, **kwargs):
+        ys, _ = seqlab.scan(cell, p, xs, seq_lengths=lengths, implementation=implementation,
+                            **kwargs)  # fmt: skip
+        return jnp.sum(ys**2)
+
+    for name, options in [
+        ("xla", Xla()),
+        ("xla-autodiff", Xla(backward="autodiff")),
+        ("parallel", Parallel()),
+        ("pallas", Pallas()),
+    ]:
+        by_name = jax.value_and_grad(loss)(params, name)
+        by_object = jax.value_and_grad(loss)(params, options)
+        for a, b in zip(leaves(by_name), leaves(by_object), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert Xla(unroll=2) == Xla(unroll=2) and hash(Xla(unroll=2)) == hash(Xla(unroll=2))
+    assert Xla(batch_sharded=True) != Xla()
+    # one setting given twice must agree
+    np.testing.assert_array_equal(
+        loss(params, Xla(unroll=2), unroll=2), loss(params, Xla(), unroll=2)
+    )
+    with pytest.raises(ValueError, match=r"unroll=3 and the options object's 2 disagree"):
+        loss(params, Xla(unroll=2), unroll=3)
+    with pytest.raises(ValueError, match="remat must be a bool or a positive int"):
+        Xla(remat=0)
+    with pytest.raises(ValueError, match="backward must be one of"):
+        Xla(backward="derivd")
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        seqlab.scan(cell, params, xs, implementation=object())
+
+
+def test_batch_sharded_gives_the_same_gradients_on_one_device():
+    """Xla(batch_sharded=True) changes how the weight gradients are contracted (for a
+    sharded batch), never their values."""
+    from seqlab.unroll import Xla
+
+    for name in ("lstm", "lstm_proj", "gru_cudnn", "gru_original", "rnn_tanh", "mgu"):
+        cell = CELLS[name]
+        params = random_params(cell, jax.random.key(2), 4)
+        xs = jax.random.normal(jax.random.key(3), (5, 9, 4))
+
+        def loss(p, implementation, cell=cell, xs=xs):
+            return jnp.sum(jnp.sin(seqlab.scan(cell, p, xs, implementation=implementation)[0]))
+
+        plain = jax.grad(loss)(params, Xla())
+        sharded = jax.grad(loss)(params, Xla(batch_sharded=True))
+        for a, b in zip(leaves(plain), leaves(sharded), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_cell_with_only_the_required_methods_runs_everywhere_it_can():
+    cell = MinimalCell()
+    params = cell.init(jax.random.key(4), 3)
+    xs = jax.random.normal(jax.random.key(5), (2, 6, 3))
+    lengths = np.array([6, 2])
+    w, u = (np.asarray(params[k], np.float64) for k in ("w", "u"))
+    expected, final = np.zeros((2, 6, 5)), np.zeros((2, 5))
+    for b, length in enumerate(lengths):  # float64, backwards within each length
+        h = np.zeros(5)
+        for t in reversed(range(length)):
+            h = np.tanh(np.asarray(xs[b, t], np.float64) @ w + h @ u)
+            expected[b, t] = 2.0 * h
+        final[b] = h
+    for implementation in ("xla", "xla-autodiff", seqlab.parallel.Parallel(fallback=False)):
+        ys, h = seqlab.scan(cell, params, xs, seq_lengths=lengths, reverse=True,
+                            implementation=implementation)  # fmt: skip
+        assert relative_error(ys, expected) < 1e-5, implementation
+        assert relative_error(h, final) < 1e-5, implementation
+    with pytest.raises(ValueError, match="the Pallas kernels cover"):
+        seqlab.scan(cell, params, xs, implementation="pallas")

@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqlab._checks import check_rank, require
-from seqlab.cells import GRU, LSTM, MGU, RNN, DiagGRU, DiagLSTM
-from seqlab.cells._base import TrainableInitialState
+from seqlab.cells import GRU, LSTM, MGU, RNN, DiagGRU, DiagLSTM, TrainableInitialState
 from seqlab.typing import Array, Params
 
 # Largest |φ'| of each activation: Pascanu, Mikolov & Bengio (2013) show that

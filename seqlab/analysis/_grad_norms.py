@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqlab._checks import check_rank, check_seq_lengths, require
-from seqlab.cells._base import hidden_of
+from seqlab.cells import hidden_of
 from seqlab.layers import RNNLayer
 from seqlab.typing import Array, Params
 

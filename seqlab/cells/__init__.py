@@ -13,6 +13,7 @@ from seqlab.cells._base import PerturbedHidden as PerturbedHidden
 from seqlab.cells._base import RecurrentCell as RecurrentCell
 from seqlab.cells._base import TrainableInitialState as TrainableInitialState
 from seqlab.cells._base import can_hoist as can_hoist
+from seqlab.cells._base import check_cell as check_cell
 from seqlab.cells._base import hidden_of as hidden_of
 from seqlab.cells._base import jacobian_structure as jacobian_structure
 from seqlab.cells._base import replace_hidden as replace_hidden
@@ -38,6 +39,7 @@ __all__ = [
     "hidden_of",
     "replace_hidden",
     "can_hoist",
+    "check_cell",
     "jacobian_structure",
     "JACOBIAN_STRUCTURES",
     "RNN",

@@ -11,8 +11,6 @@ Parameter layout (``G`` gates, gate blocks in the order each cell documents):
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 from collections.abc import Callable
 from typing import ClassVar
@@ -43,9 +41,8 @@ class AffineInputCell:
             needs beyond the carries (gate activations), a tuple of (*batch, ·) arrays
         backward_weights(params) -> weights
             what the backward loop multiplies by, prepared once before it: the
-            transposed recurrent matrices (a contiguous Wᵀ made once beats a transposed
-            operand in every step: 34 against 56 ms for 256 steps of (32, 1024) x
-            (1024, 256) on the 2-core CPU)
+            transposed recurrent matrices, made contiguous once (why: "Wᵀ once" in
+            ``seqlab/unroll/_policy.py``'s implementation choices)
         backward_step(weights, d_carry, saved, carry_prev, carry)
                 -> (d_projected, d_recurrent, d_carry_prev)
             one step back: the gradient w.r.t. this step's projected input (its gate
@@ -53,7 +50,7 @@ class AffineInputCell:
             (``()`` when ``d_projected`` suffices) and the gradient w.r.t. the carry
             before the step; ``d_carry`` is the total gradient w.r.t. the carry after it
         weight_gradients(params, xs, carries_prev, carries, saved, d_projected,
-                         d_recurrent) -> dict
+                         d_recurrent, *, sharded=False) -> dict
             every parameter's gradient over all steps at once, as large
             (T·B)-contractions outside the time loop (arguments stacked time-major;
             ``affine_gradients`` does the input projection's part)
@@ -129,56 +126,43 @@ def split_gates(array: Array, num_gates: int) -> list[Array]:
     return jnp.split(array, num_gates, axis=-1)
 
 
-# Set while a program whose batch axis is sharded over devices is traced (the experiments'
-# data-parallel training): see ``contract_time_batch``.
-_BATCH_SHARDED = contextvars.ContextVar("seqlab_batch_sharded", default=False)
-
-
-@contextlib.contextmanager
-def batch_sharded():
-    """Trace the hand-derived backward passes for a batch axis sharded over devices."""
-    token = _BATCH_SHARDED.set(True)
-    try:
-        yield
-    finally:
-        _BATCH_SHARDED.reset(token)
-
-
-def contract_time_batch(left: Array, right: Array) -> Array:
+def contract_time_batch(left: Array, right: Array, *, sharded: bool = False) -> Array:
     """``Σ_t Σ_b left[t, b]ᵀ right[t, b]``: (T, B, I), (T, B, J) -> (I, J), one matmul in
     ``right``'s dtype.
 
-    On one device: a matmul of (T·B, ·) reshapes, XLA's fastest form on the CPU (a
-    ``dot_general`` over both axes took 8-40% longer per training step for LSTM, GRU and
-    RNN at H = 64). Under ``batch_sharded()``: that ``dot_general``, because the merged
-    T·B axis cannot carry a batch sharding, so the partitioner all-gathered every device's
-    (T, B, ·) activations (6.5 MB a step for an H = 64 LSTM at T = 100, B = 64) where it
-    now sums each device's part and all-reduces the (I, J) result
-    (benchmarks/distributed_training.py: 2.4x faster on 4 CPU devices)."""
+    On one device: a matmul of (T·B, ·) reshapes. With ``sharded``
+    (``seqlab.unroll.Xla(batch_sharded=True)``): one ``dot_general`` over both axes,
+    because a merged T·B axis cannot carry a batch sharding and the partitioner would
+    all-gather every device's (T, B, ·) activations to build it; this way each device sums
+    its own part and only the (I, J) result is all-reduced. Why each form where it is:
+    "contraction over time and batch" in ``seqlab/unroll/_policy.py``'s implementation
+    choices."""
     left = left.astype(right.dtype)
-    if _BATCH_SHARDED.get():
+    if sharded:
         return jnp.einsum("tbi,tbj->ij", left, right)
     return left.reshape(-1, left.shape[-1]).T @ right.reshape(-1, right.shape[-1])
 
 
-def affine_gradients(params, xs: Array, d_pre: Array, recurrent: Array | None = None):
+def affine_gradients(
+    params, xs: Array, d_pre: Array, recurrent: Array | None = None, *, sharded: bool = False
+):
     """The gradients of ``w_ih`` and ``b`` (and of ``w_hh`` when ``recurrent``, the
     (T, B, R) inputs of the recurrent matmul, is given) from the gate pre-activations'
     gradient ``d_pre`` (T, B, G·H).
 
     With ``recurrent`` the two weight gradients are one matmul, ``[xs, recurrent]ᵀ d_pre``,
-    reading ``d_pre`` once (LSTM at (32, 256, 256) on the 2-core CPU: 50 against 71 ms
-    for two).
+    reading ``d_pre`` once (why: "one matmul for dW_ih and dW_hh" in
+    ``seqlab/unroll/_policy.py``'s implementation choices).
     """
     dtype, gradients = d_pre.dtype, {}
     if "b" in params:
         gradients["b"] = jnp.sum(d_pre, axis=(0, 1))
     if recurrent is None:
-        gradients["w_ih"] = contract_time_batch(xs, d_pre)
+        gradients["w_ih"] = contract_time_batch(xs, d_pre, sharded=sharded)
         return gradients
     input_size = xs.shape[-1]
     left = jnp.concatenate([xs.astype(dtype), recurrent.astype(dtype)], axis=-1)
-    both = contract_time_batch(left, d_pre)
+    both = contract_time_batch(left, d_pre, sharded=sharded)
     gradients["w_ih"], gradients["w_hh"] = both[:input_size], both[input_size:]
     return gradients
 

@@ -101,17 +101,21 @@ class GRU(AffineInputCell):
         dh_prev = dh_prev + d_rh * r + d_rz @ weights["w_rz_t"]
         return jnp.concatenate([d_rz, d_n], axis=-1), (), dh_prev
 
-    def weight_gradients(self, params, xs, carries_prev, carries, saved, d_pre, d_recurrent):
+    def weight_gradients(
+        self, params, xs, carries_prev, carries, saved, d_pre, d_recurrent, *, sharded=False
+    ):
         del carries
         hidden = self.hidden_size
-        gradients = affine_gradients(params, xs, d_pre)
+        gradients = affine_gradients(params, xs, d_pre, sharded=sharded)
         if self.variant == "cudnn":
-            gradients["w_hh"] = contract_time_batch(carries_prev, d_recurrent)
+            gradients["w_hh"] = contract_time_batch(carries_prev, d_recurrent, sharded=sharded)
             if self.use_bias:
                 gradients["b_hn"] = jnp.sum(d_recurrent[..., 2 * hidden :], axis=(0, 1))
             return gradients
-        d_w_rz = contract_time_batch(carries_prev, d_pre[..., : 2 * hidden])
-        d_w_n = contract_time_batch(saved[0] * carries_prev, d_pre[..., 2 * hidden :])
+        d_w_rz = contract_time_batch(carries_prev, d_pre[..., : 2 * hidden], sharded=sharded)
+        d_w_n = contract_time_batch(
+            saved[0] * carries_prev, d_pre[..., 2 * hidden :], sharded=sharded
+        )
         gradients["w_hh"] = jnp.concatenate([d_w_rz, d_w_n], axis=-1)
         return gradients
 

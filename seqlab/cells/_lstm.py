@@ -146,9 +146,11 @@ class LSTM(AffineInputCell):
         d_recurrent = d_carry.h if self.proj_size else ()
         return d_pre, d_recurrent, LSTMState(d_pre @ weights["w_hh_t"], dc_prev)
 
-    def weight_gradients(self, params, xs, carries_prev, carries, saved, d_pre, d_recurrent):
-        gradients = affine_gradients(params, xs, d_pre, carries_prev.h)
+    def weight_gradients(
+        self, params, xs, carries_prev, carries, saved, d_pre, d_recurrent, *, sharded=False
+    ):
+        gradients = affine_gradients(params, xs, d_pre, carries_prev.h, sharded=sharded)
         if self.proj_size:
             unprojected = saved[3] * jnp.tanh(carries.c)
-            gradients["w_hr"] = contract_time_batch(unprojected, d_recurrent)
+            gradients["w_hr"] = contract_time_batch(unprojected, d_recurrent, sharded=sharded)
         return gradients

@@ -66,11 +66,13 @@ class MGU(AffineInputCell):
         dh_prev = d_carry * (1 - f) + d_fh * f + d_f @ weights["w_f_t"]
         return jnp.concatenate([d_f, d_n], axis=-1), (), dh_prev
 
-    def weight_gradients(self, params, xs, carries_prev, carries, saved, d_pre, d_recurrent):
+    def weight_gradients(
+        self, params, xs, carries_prev, carries, saved, d_pre, d_recurrent, *, sharded=False
+    ):
         del carries, d_recurrent
         hidden = self.hidden_size
-        gradients = affine_gradients(params, xs, d_pre)
-        d_w_f = contract_time_batch(carries_prev, d_pre[..., :hidden])
-        d_w_n = contract_time_batch(saved[0] * carries_prev, d_pre[..., hidden:])
+        gradients = affine_gradients(params, xs, d_pre, sharded=sharded)
+        d_w_f = contract_time_batch(carries_prev, d_pre[..., :hidden], sharded=sharded)
+        d_w_n = contract_time_batch(saved[0] * carries_prev, d_pre[..., hidden:], sharded=sharded)
         gradients["w_hh"] = jnp.concatenate([d_w_f, d_w_n], axis=-1)
         return gradients

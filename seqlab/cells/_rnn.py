@@ -58,6 +58,8 @@ class RNN(AffineInputCell):
         d_pre = d_carry * ACTIVATION_GRADIENTS[self.activation](carry)
         return d_pre, (), d_pre @ weights["w_hh_t"]
 
-    def weight_gradients(self, params, xs, carries_prev, carries, saved, d_pre, d_recurrent):
+    def weight_gradients(
+        self, params, xs, carries_prev, carries, saved, d_pre, d_recurrent, *, sharded=False
+    ):
         del carries, saved, d_recurrent
-        return affine_gradients(params, xs, d_pre, carries_prev)
+        return affine_gradients(params, xs, d_pre, carries_prev, sharded=sharded)

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from seqlab import cells
 from seqlab.layers import ARCHITECTURES, Architecture, Embedding, RNNLayer, one_hot
+from seqlab.unroll import Xla
 
 
 def _mse(outputs, targets, mask):
@@ -149,9 +150,17 @@ class TaskModel:
         return self.net.decoder.rnn
 
 
-def build_model(config, info: dict) -> TaskModel:
-    """The model of ``config.model`` for a task described by ``info``."""
+def build_model(config, info: dict, *, batch_sharded: bool = False) -> TaskModel:
+    """The model of ``config.model`` for a task described by ``info``.
+
+    ``batch_sharded``: the training batch is sharded over devices; the ``lax.scan``
+    implementations then run as ``seqlab.unroll.Xla(batch_sharded=True)`` (weight
+    gradients contracted without merging the sharded batch axis into time)."""
     model = config.model
+    implementation = model.implementation
+    if batch_sharded and implementation in (None, "xla", "xla-autodiff"):
+        backward = "autodiff" if implementation == "xla-autodiff" else "derived"
+        implementation = Xla(backward=backward, batch_sharded=True)
     options = getattr(model, "cell_options", None) or {}
     if OmegaConf.is_config(options):
         options = OmegaConf.to_container(options, resolve=True)  # ${...} interpolations
@@ -163,7 +172,7 @@ def build_model(config, info: dict) -> TaskModel:
             num_layers=model.num_layers,
             bidirectional=bidirectional,
             dropout=model.dropout,
-            implementation=model.implementation,
+            implementation=implementation,
         )
 
     architecture = ARCHITECTURES[info["kind"]]

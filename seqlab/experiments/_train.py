@@ -22,7 +22,6 @@ single-process program makes) and hands them over with
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -34,7 +33,6 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from seqlab.cells._affine import batch_sharded
 from seqlab.experiments import tasks as task_registry
 from seqlab.experiments._config import to_yaml
 from seqlab.experiments._model import TaskModel, build_model
@@ -128,7 +126,9 @@ class Experiment:
                 )
             mesh = jax.sharding.Mesh(np.array(devices), ("data",))
         seeds = tuple(config.seed + i for i in range(config.train.num_seeds))
-        model = build_model(config, data.info)
+        # with the batch sharded over a mesh, the cells' backward passes contract over time
+        # and batch without merging them (seqlab.unroll.Xla's batch_sharded)
+        model = build_model(config, data.info, batch_sharded=mesh is not None)
         trace_key = None
         if loaded:
             devices_key = tuple(device.id for device in devices)
@@ -367,17 +367,10 @@ class Experiment:
         Returns the new state and per-seed (S,) means of the training loss and the
         gradient norm (before clipping) over those steps.
         """
-        with self._tracing():
-            if self.fed:
-                batches = self._fed_batches(state, first_step, num_steps)
-                return self._train_chunk_fed(state, np.int32(first_step), batches)
-            return self._train_chunk(state, jnp.int32(first_step), num_steps, self.train_arrays)
-
-    def _tracing(self):
-        """The trace-time setting of the training programs: with the batch sharded over a
-        mesh, the cells' backward passes contract over time and batch without merging
-        them (``seqlab.cells._affine.contract_time_batch``)."""
-        return batch_sharded() if self.mesh is not None else contextlib.nullcontext()
+        if self.fed:
+            batches = self._fed_batches(state, first_step, num_steps)
+            return self._train_chunk_fed(state, np.int32(first_step), batches)
+        return self._train_chunk(state, jnp.int32(first_step), num_steps, self.train_arrays)
 
     # ----------------------------------------------------------------- evaluation
 
@@ -464,8 +457,7 @@ class Experiment:
         writes anything: an implementation the cell does not support, a best metric the
         task does not have, shapes that do not fit. It costs a trace, not a compile."""
         abstract = self.abstract_state()
-        with self._tracing():
-            self._check_training(abstract)
+        self._check_training(abstract)
         per_seed, ensemble = jax.eval_shape(self._evaluate, abstract["params"], self.eval_batches)
         names = [f"eval/{k}" for k in per_seed] + [f"eval_ensemble/{k}" for k in ensemble]
         metric, _ = self.main_metric()

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from seqlab._checks import as_lengths, check_one_of
-from seqlab._padding import zero_padding
+from seqlab._time import zero_padding
 from seqlab.cells._gru import gru_update, gru_update_backward, reset_backward
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from seqlab._checks import as_lengths
-from seqlab._padding import zero_padding
+from seqlab._time import zero_padding
 from seqlab.cells._lstm import lstm_update, lstm_update_backward
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from seqlab._checks import as_lengths, check_rank, require
-from seqlab._padding import valid_steps
+from seqlab._time import valid_steps
 from seqlab.typing import Array, Params, PRNGKey
 
 

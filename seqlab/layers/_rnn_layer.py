@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from seqlab._checks import check_rank, require
-from seqlab.cells._base import PerturbedHidden, check_cell
+from seqlab.cells import PerturbedHidden, check_cell
 from seqlab.typing import Array, Params, PRNGKey, Shape
 from seqlab.unroll import resolve_implementation, scan
 

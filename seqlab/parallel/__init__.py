@@ -10,8 +10,16 @@ the method and its gradients.
 
 from seqlab.parallel._api import Convergence as Convergence
 from seqlab.parallel._api import convergence as convergence
+from seqlab.parallel._api import run_parallel as run_parallel
 from seqlab.parallel._api import scan_parallel as scan_parallel
 from seqlab.parallel._options import JACOBIANS as JACOBIANS
 from seqlab.parallel._options import Parallel as Parallel
 
-__all__ = ["Parallel", "convergence", "Convergence", "scan_parallel", "JACOBIANS"]
+__all__ = [
+    "Parallel",
+    "convergence",
+    "Convergence",
+    "scan_parallel",
+    "run_parallel",
+    "JACOBIANS",
+]

@@ -10,15 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqlab._checks import (
-    as_lengths,
-    check_floating,
-    check_rank,
-    check_same_structure,
-    check_seq_lengths,
-)
-from seqlab._padding import valid_steps, zero_padding
-from seqlab.cells._base import can_hoist, check_cell, jacobian_structure
+from seqlab._checks import as_lengths
+from seqlab._time import Steps, in_order, normalize, run_in_time, steps_of, zero_padding
+from seqlab.cells import can_hoist, jacobian_structure
 from seqlab.parallel._options import Parallel
 from seqlab.parallel._solve import (
     Packing,
@@ -30,11 +24,6 @@ from seqlab.parallel._solve import (
     step_function,
 )
 from seqlab.typing import Array, Carry, Params
-from seqlab.unroll._reference import reverse_within_lengths
-
-
-def _flip(tree):
-    return jax.tree_util.tree_map(lambda leaf: leaf[::-1], tree)
 
 
 def _widened(tree):
@@ -53,22 +42,43 @@ def _cast_like(tree, like):
     return jax.tree_util.tree_map(lambda leaf, want: leaf.astype(want.dtype), tree, like)
 
 
-def _problem(cell, params, xs, carry, seq_lengths, reverse, hoist, options):
-    """Time-major (static, inputs, packed start, valid mask) for the solver, with the
-    inputs in solving order (reversed within each length when ``reverse``)."""
+def _problem(cell, params, xs, carry, options):
+    """(static, inputs, packed start) for the solver, from time-major, forward-ordered
+    ``xs`` and settled ``options`` (``hoist`` a bool)."""
     structure = jacobian_structure(cell)
     packing = Packing.of(carry, 1)
     check_structure(structure, packing)
-    static = Static(cell, hoist, packing, options, structure)
-    inputs = cell.project_inputs(params, xs) if hoist else xs
-    valid = None
-    if seq_lengths is not None:
-        if reverse:
-            inputs = reverse_within_lengths(inputs, seq_lengths)
-        valid = valid_steps(seq_lengths, xs.shape[0])
-    elif reverse:
-        inputs = _flip(inputs)
-    return static, inputs, packing.pack(carry), valid
+    static = Static(cell, options.hoist, packing, options, structure)
+    inputs = cell.project_inputs(params, xs) if options.hoist else xs
+    return static, inputs, packing.pack(carry)
+
+
+def _settled(cell, options: Parallel) -> Parallel:
+    """``options`` with ``hoist`` decided: hoisted when the cell can, unless refused."""
+    return dataclasses.replace(options, hoist=can_hoist(cell) and options.hoist is not False)
+
+
+def run_parallel(
+    cell, params: Params, xs: Array, carry: Carry, steps: Steps | None, options: Parallel
+):
+    """The parallel solve under ``seqlab/_time.py``'s contract (time-major, forward-ordered
+    ``xs``, T >= 1, the carry frozen past each length): (outputs, final carry).
+
+    The solve runs in float32 at least: bfloat16 or float16 parameters, inputs and carries
+    are widened for it (Newton's stopping rule cannot be met in bfloat16, whose 64·eps is
+    0.5) and its outputs and final carry are rounded back to the dtypes the cell's own
+    step gives.
+    """
+    wanted = jax.eval_shape(cell.step, params, carry, xs[0])  # (carry, output) dtypes
+    params, xs, carry = _widened((params, xs, carry))
+    static, inputs, start = _problem(cell, params, xs, carry, _settled(cell, options))
+    states, outputs = recurrence(static, params, inputs, start, _valid(steps))
+    final_carry = static.packing.unpack(states[-1])
+    return _cast_like(outputs, wanted[1]), _cast_like(final_carry, wanted[0])
+
+
+def _valid(steps: Steps | None):
+    return None if steps is None else steps.valid
 
 
 def scan_parallel(
@@ -83,30 +93,24 @@ def scan_parallel(
     options: Parallel,
 ):
     """Unroll ``cell`` over time-major ``xs`` (T >= 1) by the parallel solve; returns
-    (outputs, final carry) exactly as ``seqlab.unroll._reference.scan_xla`` does, with
-    ``seqlab.scan``'s rules for lengths (any integer dtype, clamped to [0, T]) and padding
-    (zeroed before the solve).
-
-    The solve runs in float32 at least: bfloat16 or float16 parameters, inputs and carries
-    are widened for it (Newton's stopping rule cannot be met in bfloat16, whose 64·eps is
-    0.5) and its outputs and final carry are rounded back to the dtypes the cell's own
-    step gives.
+    (outputs, final carry) exactly as ``seqlab.scan(..., time_major=True,
+    implementation=options)`` does, with its rules for lengths (any integer dtype, clamped
+    to [0, T]) and padding (zeroed before the solve), through the same
+    ``seqlab/_time.py``.
     """
     if seq_lengths is not None:  # a public function: the front door's rules hold here too
         seq_lengths = jnp.clip(as_lengths(seq_lengths), 0, xs.shape[0])
         xs = zero_padding(xs, seq_lengths)
-    wanted = jax.eval_shape(cell.step, params, carry, xs[0])  # (carry, output) dtypes
-    params, xs, carry = _widened((params, xs, carry))
-    static, inputs, start, valid = _problem(
-        cell, params, xs, carry, seq_lengths, reverse, hoist, options
+    return run_in_time(
+        run_parallel,
+        cell,
+        params,
+        xs,
+        carry,
+        seq_lengths=seq_lengths,
+        reverse=reverse,
+        options=dataclasses.replace(options, hoist=hoist),
     )
-    states, outputs = recurrence(static, params, inputs, start, valid)
-    if seq_lengths is not None and reverse:
-        outputs = reverse_within_lengths(outputs, seq_lengths)
-    elif reverse:
-        outputs = _flip(outputs)
-    final_carry = static.packing.unpack(states[-1])
-    return _cast_like(outputs, wanted[1]), _cast_like(final_carry, wanted[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,31 +182,24 @@ def convergence(
     options = Parallel() if options is None else options
     if not isinstance(options, Parallel):
         raise ValueError(f"options must be a seqlab.parallel.Parallel, got {options!r}")
-    check_cell(cell)
-    check_rank("xs", xs, 3, "(T, B, D)" if time_major else "(B, T, D)")
-    check_floating("xs", xs)
-    xs = xs if time_major else jnp.swapaxes(xs, 0, 1)
+    if hoist_input_projection is not None:
+        options = dataclasses.replace(options, hoist=hoist_input_projection)
+    xs, carry, seq_lengths = normalize(
+        cell, params, xs, carry, seq_lengths=seq_lengths, time_major=time_major
+    )
     num_steps, batch_size = xs.shape[:2]
     if num_steps == 0 or batch_size == 0:
         raise ValueError(
             "convergence needs at least one time step and one sequence, got "
             f"T = {num_steps}, B = {batch_size}"
         )
-    if carry is None:
-        carry = cell.initial_carry(params, (batch_size,))
-    else:
-        expected = jax.eval_shape(lambda p: cell.initial_carry(p, (batch_size,)), params)
-        check_same_structure("carry", carry, expected)
-    if seq_lengths is not None:
-        seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
-    hoist = can_hoist(cell) and hoist_input_projection is not False
-    xs = zero_padding(xs, seq_lengths)
+    steps = steps_of(seq_lengths, num_steps)
     params, xs, carry = _widened((params, xs, carry))
-    static, inputs, start, valid = _problem(
-        cell, params, xs, carry, seq_lengths, reverse, hoist, options
+    static, inputs, start = _problem(
+        cell, params, in_order(xs, steps, reverse), carry, _settled(cell, options)
     )
     iterations, converged, residuals, initial = jax.device_get(
-        _solve_record(static, params, inputs, start, valid)
+        _solve_record(static, params, inputs, start, _valid(steps))
     )
     iterations = int(iterations)
     return Convergence(

@@ -63,6 +63,10 @@ class Parallel:
         never the unconverged trajectory, and never, silently, the sequential answer. For
         tests and benchmarks that must check or time the parallel solve itself (a
         comparison with the sequential scan cannot tell a fallback from a solve).
+      hoist: compute the input projection of all steps once, before the solve (cells
+        with ``project_inputs`` only), rather than in every iteration. None (the
+        default): whenever the cell can; ``seqlab.scan``'s ``hoist_input_projection``
+        sets it too.
     """
 
     jacobian: str = "auto"
@@ -70,6 +74,7 @@ class Parallel:
     max_iterations: int = 64
     damping: bool = True
     fallback: bool = True
+    hoist: bool | None = None
 
     def __post_init__(self):
         check_one_of("jacobian", self.jacobian, JACOBIANS)
@@ -86,6 +91,10 @@ class Parallel:
         )
         require(isinstance(self.damping, bool), f"damping must be a bool, got {self.damping!r}")
         require(isinstance(self.fallback, bool), f"fallback must be a bool, got {self.fallback!r}")
+        require(
+            self.hoist is None or isinstance(self.hoist, bool),
+            f"hoist must be None, True or False, got {self.hoist!r}",
+        )
 
     def tolerance_for(self, dtype) -> float:
         """The tolerance in force for a solve whose states have ``dtype`` (narrower

@@ -103,9 +103,8 @@ class Form(NamedTuple):
     def apply(self, a: Array, v: Array) -> Array:
         if self.kind == "elementwise":
             return a * v
-        if self.kind == "block":  # written out: K is 2 or so; H-long elementwise
-            # products fuse, where a (K, K) contraction per element does not (the einsum
-            # took 61 ms against 33-43 for a (4096, 8, 2, 2, 64) solve on the 2-core CPU)
+        if self.kind == "block":  # written out: K is 2 or so (why: "2x2 blocks written
+            # out" in seqlab/unroll/_policy.py's implementation choices)
             k = self.blocks
             split = v.reshape(v.shape[:-1] + (k, v.shape[-1] // k))
             rows = [sum(a[..., i, j, :] * split[..., j, :] for j in range(k)) for i in range(k)]

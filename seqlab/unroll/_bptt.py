@@ -41,11 +41,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqlab._padding import valid_steps
+from seqlab._time import Steps, where_valid, zero_invalid
 from seqlab.cells import GRU, LSTM, MGU, RNN, TrainableInitialState, hidden_of, replace_hidden
 from seqlab.typing import Array, Carry, Params
+from seqlab.unroll._options import Xla
 from seqlab.unroll._policy import BPTT_CHUNK_ROWS
-from seqlab.unroll._reference import blocked, reverse_within_lengths
+from seqlab.unroll._reference import blocked
 
 # Exactly these classes (not subclasses, which may change the step) have the derivation.
 HAND_DERIVED = (RNN, LSTM, GRU, MGU)
@@ -73,21 +74,7 @@ class Static(NamedTuple):
     hoist: bool  # the forward's input projection as one matmul before its loop, or per step
     chunk: int  # steps whose input-side gradients the backward computes together
     unroll: int | bool  # steps per iteration of the per-step loops
-
-
-def _where(valid_t: Array | None, new, old):
-    """``new`` on valid rows, ``old`` elsewhere, leaf by leaf (``new`` when no mask)."""
-    if valid_t is None:
-        return new
-
-    def pick(a, b):
-        return jnp.where(valid_t.reshape(valid_t.shape + (1,) * (a.ndim - 1)), a, b)
-
-    return jax.tree_util.tree_map(pick, new, old)
-
-
-def _zeros_where_invalid(valid_t, tree):
-    return _where(valid_t, tree, jax.tree_util.tree_map(jnp.zeros_like, tree))
+    batch_sharded: bool = False  # weight gradients contracted for a sharded batch axis
 
 
 def _map(function, *trees):
@@ -122,7 +109,7 @@ def _forward(static: Static, params, xs, carry, valid):
         x, valid_t = step_inputs
         projected = x if static.hoist else cell.project_inputs(params, x)
         new_carry, saved = cell.forward_step(params, carry, projected)
-        new_carry = _where(valid_t, new_carry, carry)
+        new_carry = where_valid(valid_t, new_carry, carry)
         return new_carry, (new_carry, saved)
 
     final_carry, (carries, saved) = jax.lax.scan(step, carry, (inputs, valid), unroll=static.unroll)
@@ -161,10 +148,10 @@ def _backward_chunk(static: Static, params, weights, d_carry, inputs):
         d_h, saved_t, prev_t, carry_t, valid_t = step_inputs
         d_carry = replace_hidden(d_carry, hidden_of(d_carry) + d_h)
         d_pre, d_recurrent, d_prev = cell.backward_step(weights, d_carry, saved_t, prev_t, carry_t)
-        d_pre = _zeros_where_invalid(valid_t, d_pre)
-        d_recurrent = _zeros_where_invalid(valid_t, d_recurrent)
+        d_pre = zero_invalid(valid_t, d_pre)
+        d_recurrent = zero_invalid(valid_t, d_recurrent)
         # A frozen step passes the gradient w.r.t. the carry straight on.
-        return _where(valid_t, d_prev, d_carry), (d_pre, d_recurrent)
+        return where_valid(valid_t, d_prev, d_carry), (d_pre, d_recurrent)
 
     d_carry, (d_pre, d_recurrent) = jax.lax.scan(
         step,
@@ -175,7 +162,9 @@ def _backward_chunk(static: Static, params, weights, d_carry, inputs):
     )
     dtype = jnp.result_type(*(params[name] for name in ("w_ih", "b") if name in params), xs)
     d_pre = d_pre.astype(dtype)  # the projection's dtype (bfloat16 xs: float32)
-    gradients = cell.weight_gradients(params, xs, carries_prev, carries, saved, d_pre, d_recurrent)
+    gradients = cell.weight_gradients(
+        params, xs, carries_prev, carries, saved, d_pre, d_recurrent, sharded=static.batch_sharded
+    )
     d_xs = (d_pre @ params["w_ih"].T.astype(dtype)).astype(xs.dtype)
     return d_carry, gradients, d_xs
 
@@ -229,51 +218,35 @@ def chunk_length(rows: int, batch_size: int, num_steps: int) -> int:
 
 
 def scan_bptt(
-    cell,
-    params: Params,
-    xs: Array,
-    carry: Carry,
-    *,
-    seq_lengths: Array | None,
-    reverse: bool,
-    unroll: int | bool,
-    hoist: bool,
-    remat_block: int | None = None,
+    cell, params: Params, xs: Array, carry: Carry, steps: Steps | None, options: Xla
 ) -> tuple[Array, Carry]:
-    """``scan_xla``'s contract (time-major; same outputs and final carry) for a cell that
-    ``hand_derived`` accepts, differentiated by the cells' own backward.
+    """``scan_xla``'s contract (``seqlab/_time.py``: time-major, forward-ordered, the carry
+    frozen past each length) for a cell that ``hand_derived`` accepts, differentiated by
+    the cells' own backward.
 
-    With ``remat_block`` each block of that many steps runs under ``jax.checkpoint``: the
-    backward pass keeps the carries at block borders and re-runs one block's forward
-    (saving its gates) just before that block's backward.
+    With ``options.remat`` (a block length) each block of that many steps runs under
+    ``jax.checkpoint``: the backward pass keeps the carries at block borders and re-runs
+    one block's forward (saving its gates) just before that block's backward.
     """
     cell, params = unwrap(cell, params)
     num_steps, batch_size = xs.shape[:2]
+    hoist = options.hoist
     chunk = num_steps if hoist else chunk_length(BPTT_CHUNK_ROWS, batch_size, num_steps)
-    static = Static(cell, hoist, chunk, unroll)
-    if seq_lengths is None and remat_block is None:
-        if reverse:
-            xs = jnp.flip(xs, 0)
+    static = Static(cell, hoist, chunk, options.unroll, options.batch_sharded)
+    if steps is None:
         hs, final_carry = recurrence(static, params, xs, carry, None)
-        return (jnp.flip(hs, 0) if reverse else hs), final_carry
-    if seq_lengths is None:  # blocks pad the time axis; the mask keeps the padding inert
-        seq_lengths = jnp.full((batch_size,), num_steps, jnp.int32)
-    if reverse:
-        xs = reverse_within_lengths(xs, seq_lengths)
-    valid = valid_steps(seq_lengths, num_steps)
+        return hs, final_carry
 
     def run(carry, inputs):
         xs, valid = inputs
         hs, final_carry = recurrence(static, params, xs, carry, valid)
-        return final_carry, jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
+        return final_carry, zero_invalid(valid, hs)
 
-    if remat_block is None:
-        final_carry, outputs = run(carry, (xs, valid))
+    if options.remat is False:
+        final_carry, outputs = run(carry, (xs, steps.valid))
     else:
-        # Outputs are zeroed block by block: zeroing them after the blocks would keep one
-        # more (T, B, H) array alive (measured: temp 86 against 54 MiB at T = 1024).
-        static = static._replace(chunk=min(static.chunk, remat_block))
-        final_carry, outputs = blocked(run, carry, (xs, valid), remat_block)
-    if reverse:
-        outputs = reverse_within_lengths(outputs, seq_lengths)
+        # Outputs are zeroed block by block, not only after the blocks (why: "zeroing
+        # inside remat blocks" in seqlab/unroll/_policy.py's implementation choices).
+        static = static._replace(chunk=min(static.chunk, options.remat))
+        final_carry, outputs = blocked(run, carry, (xs, steps.valid), options.remat)
     return outputs, final_carry

@@ -1,9 +1,9 @@
 """``seqlab.scan`` on the fused Pallas kernels: which cells they cover, and the glue.
 
 The glue computes the input projection of all steps as one XLA matmul (autodiff covers it),
-reverses time outside the kernel when asked (within each sequence's length), runs the
-recurrence kernel, and turns the carried states it returns into the scan's outputs (zero
-past each length) and final carry.
+runs the recurrence kernel, and turns the carried states it returns into the scan's outputs
+and final carry; direction and the zeroing past each length are the front door's
+(``seqlab/_time.py``).
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from seqlab._padding import valid_steps
-from seqlab.cells import GRU, LSTM, RNN
-from seqlab.cells._lstm import LSTMState
+from seqlab._time import Steps
+from seqlab.cells import GRU, LSTM, RNN, LSTMState
 from seqlab.kernels import Pallas, gru_recurrence, lstm_recurrence, rnn_recurrence
 from seqlab.typing import Array, Carry, Params
 from seqlab.unroll._bptt import unwrap
-from seqlab.unroll._reference import reverse_within_lengths
 
 KERNEL_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 
@@ -41,26 +39,14 @@ def unsupported_reason(cell, params: Params, xs: Array, carry: Carry) -> str | N
 
 
 def scan_pallas(
-    cell,
-    params: Params,
-    xs: Array,
-    carry: Carry,
-    *,
-    seq_lengths: Array | None,
-    reverse: bool,
-    options: Pallas,
+    cell, params: Params, xs: Array, carry: Carry, steps: Steps | None, options: Pallas
 ) -> tuple[Array, Carry]:
-    """Unroll ``cell`` over time-major ``xs`` with the fused kernels: (outputs, final carry)."""
+    """Unroll ``cell`` over time-major, forward-ordered ``xs`` with the fused kernels:
+    (outputs, final carry), under ``seqlab/_time.py``'s contract."""
     cell, params = unwrap(cell, params)
     num_steps, batch_size = xs.shape[:2]
     projected = cell.project_inputs(params, xs)
-    lengths = jnp.full((batch_size,), num_steps, jnp.int32) if seq_lengths is None else seq_lengths
-    if reverse:
-        projected = (
-            jnp.flip(projected, 0)
-            if seq_lengths is None
-            else reverse_within_lengths(projected, lengths)
-        )
+    lengths = jnp.full((batch_size,), num_steps, jnp.int32) if steps is None else steps.lengths
     w_hh = params["w_hh"]
     match cell:
         case LSTM():
@@ -77,14 +63,4 @@ def scan_pallas(
                 projected, w_hh, carry, lengths, activation=cell.activation, options=options
             )
             final_carry = hs[-1].astype(carry.dtype)
-    outputs = hs
-    if seq_lengths is not None:
-        valid = valid_steps(lengths, num_steps)
-        outputs = jnp.where(valid[:, :, None], hs, jnp.zeros_like(hs))
-    if reverse:
-        outputs = (
-            jnp.flip(outputs, 0)
-            if seq_lengths is None
-            else reverse_within_lengths(outputs, lengths)
-        )
-    return outputs, final_carry
+    return hs, final_carry

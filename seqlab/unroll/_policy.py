@@ -135,3 +135,35 @@ def should_hoist(cell, hoist_input_projection: bool | None) -> bool:
         f"{type(cell).__name__} has none",
     )
     return hoist_input_projection
+
+
+# Implementation choices: measurements behind code that has no setting (the docstrings
+# and comments that make these choices point here by the quoted name). 2-core x86 CPU
+# (AVX-512), float32; one-off A/B runs during development, not result files, except
+# where a file is named:
+#
+#     "Wᵀ once"            the hand-derived backward multiplies by a contiguous Wᵀ made
+#                          once before its loop (cells' ``backward_weights``): 34 against
+#                          56 ms for 256 steps of (32, 1024) x (1024, 256) with a
+#                          transposed operand in every step
+#     "one matmul for dW_ih and dW_hh"
+#                          ``cells._affine.affine_gradients`` as [xs, h_prev]ᵀ d_pre, one
+#                          read of d_pre: LSTM at (32, 256, 256) 50 against 71 ms for two
+#     "contraction over time and batch"
+#                          one device: (T·B, ·) reshapes and one matmul; a dot_general over
+#                          both axes took 8-40% longer per training step (LSTM, GRU, RNN at
+#                          H = 64). Batch sharded over 4 CPU devices: the dot_general,
+#                          since the merged axis made the partitioner all-gather the
+#                          activations every step (T·B·4H float32 values, 6.5 MB, for the
+#                          H = 64 LSTM at T = 100, B = 64): 1.868 against 0.817 s per
+#                          100 steps (benchmarks/results/distributed_training_cpu_
+#                          2026-11-26_before_backward_fix.md and ..._2026-11-26.md)
+#     "zeroing inside remat blocks"
+#                          ``unroll._bptt.scan_bptt`` zeroes outputs block by block under
+#                          remat: zeroing only after the blocks kept one more (T, B, H)
+#                          array alive (temp 86 against 54 MiB at T = 1024)
+#     "2x2 blocks written out"
+#                          ``parallel._solve.Form`` applies DiagLSTM's 2x2 blocks of
+#                          diagonals as H-long elementwise products, which fuse; a (K, K)
+#                          einsum per element took 61 ms against 33-43 for a
+#                          (4096, 8, 2, 2, 64) solve

@@ -8,54 +8,25 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from seqlab._checks import as_lengths
-from seqlab._padding import valid_steps
+from seqlab._time import Steps, where_valid
 from seqlab.typing import Array, Carry, Params
-
-
-def _per_batch(mask: Array, leaf: Array) -> Array:
-    """Reshape a (B,) mask to broadcast against ``leaf`` of shape (B, ...)."""
-    return mask.reshape(mask.shape + (1,) * (leaf.ndim - 1))
-
-
-def reverse_within_lengths(tree, seq_lengths: Array):
-    """Reverse each sequence of a time-major pytree within its own length.
-
-    Entry (t, b) with t < seq_lengths[b] moves to (seq_lengths[b] - 1 - t, b); padded
-    entries stay where they are. The map is its own inverse. Lengths are clamped to
-    [0, T] (traced lengths cannot be checked), so no index ever leaves the array.
-    """
-    num_steps = jax.tree_util.tree_leaves(tree)[0].shape[0]
-    seq_lengths = jnp.clip(as_lengths(seq_lengths), 0, num_steps)
-    time = jnp.arange(num_steps, dtype=jnp.int32)[:, None]
-    index = jnp.where(time < seq_lengths[None, :], seq_lengths[None, :] - 1 - time, time)
-
-    def gather(leaf):
-        leaf_index = index.reshape(index.shape + (1,) * (leaf.ndim - 2))
-        return jnp.take_along_axis(leaf, leaf_index, axis=0)
-
-    return jax.tree_util.tree_map(gather, tree)
+from seqlab.unroll._options import Xla
 
 
 def scan_xla(
-    cell,
-    params: Params,
-    xs: Array,
-    carry: Carry,
-    *,
-    seq_lengths: Array | None,
-    reverse: bool,
-    unroll: int | bool,
-    hoist: bool,
-    remat_block: int | None = None,
+    cell, params: Params, xs: Array, carry: Carry, steps: Steps | None, options: Xla
 ) -> tuple[Array, Carry]:
-    """Unroll ``cell`` over time-major ``xs`` with ``lax.scan``; returns (outputs, final carry).
+    """Unroll ``cell`` over time-major, forward-ordered ``xs`` with ``lax.scan``; returns
+    (outputs, final carry). ``seqlab/_time.py`` gives the contract (the carry frozen past
+    each length; outputs there anything) and ``options`` its settled hoist, unroll and
+    remat.
 
-    With ``remat_block`` the time axis runs in blocks of that many steps, each under
-    ``jax.checkpoint``: the backward pass keeps only the carries at block borders and
-    recomputes each block's steps, so memory grows like T / block + block instead of T.
+    With ``options.remat`` (a block length) the time axis runs in blocks of that many
+    steps, each under ``jax.checkpoint``: the backward pass keeps only the carries at
+    block borders and recomputes each block's steps, so memory grows like T / block +
+    block instead of T (``steps`` is then always given: the blocks pad the time axis).
     """
-    if hoist:
+    if options.hoist:
         inputs = cell.project_inputs(params, xs)
 
         def step(carry, x):
@@ -66,38 +37,25 @@ def scan_xla(
         def step(carry, x):
             return cell.step(params, carry, x)
 
-    num_steps, batch_size = xs.shape[:2]
-    if seq_lengths is None and remat_block is None:
-        final_carry, outputs = jax.lax.scan(step, carry, inputs, reverse=reverse, unroll=unroll)
+    if steps is None:
+        final_carry, outputs = jax.lax.scan(step, carry, inputs, unroll=options.unroll)
         return outputs, final_carry
-    if seq_lengths is None:  # blocks pad the time axis; masking keeps the padding inert
-        seq_lengths = jnp.full((batch_size,), num_steps, jnp.int32)
-
-    if reverse:
-        inputs = reverse_within_lengths(inputs, seq_lengths)
-    valid = valid_steps(seq_lengths, num_steps)
 
     def masked_step(carry, inputs_t):
         x, valid_t = inputs_t
         new_carry, output = step(carry, x)
         # Past a sequence's end the carry freezes, so the final carry is the one at the
         # last valid step without storing every step's carry.
-        new_carry = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(_per_batch(valid_t, new), new, old), new_carry, carry
-        )
-        output = jax.tree_util.tree_map(
-            lambda y: jnp.where(_per_batch(valid_t, y), y, jnp.zeros_like(y)), output
-        )
-        return new_carry, output
+        return where_valid(valid_t, new_carry, carry), output
 
-    if remat_block is None:
-        final_carry, outputs = jax.lax.scan(masked_step, carry, (inputs, valid), unroll=unroll)
+    if options.remat is False:
+        final_carry, outputs = jax.lax.scan(
+            masked_step, carry, (inputs, steps.valid), unroll=options.unroll
+        )
     else:
         final_carry, outputs = _blocked_scan(
-            masked_step, carry, (inputs, valid), remat_block, unroll
+            masked_step, carry, (inputs, steps.valid), options.remat, options.unroll
         )
-    if reverse:
-        outputs = reverse_within_lengths(outputs, seq_lengths)
     return outputs, final_carry
 
 

@@ -2,36 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 
-from seqlab._checks import (
-    check_floating,
-    check_rank,
-    check_same_structure,
-    check_seq_lengths,
-    require,
-)
-from seqlab._padding import zero_padding
-from seqlab.cells._base import can_hoist, check_cell
+from seqlab._checks import require
+from seqlab._time import normalize, run_in_time
+from seqlab.cells import can_hoist
 from seqlab.kernels import Pallas
-from seqlab.parallel import Parallel, scan_parallel
+from seqlab.parallel import Parallel, run_parallel
 from seqlab.typing import Array, Carry, Params
 from seqlab.unroll._bptt import hand_derived, scan_bptt
+from seqlab.unroll._options import Xla
 from seqlab.unroll._pallas import scan_pallas, unsupported_reason
 from seqlab.unroll._policy import AUTO_PALLAS, hoist_small, resolve_unroll, should_hoist
 from seqlab.unroll._reference import scan_xla
 
 IMPLEMENTATIONS = (None, "xla", "xla-autodiff", "pallas", "parallel")
+# the options object each name stands for
+NAMED = {
+    "xla": Xla(),
+    "xla-autodiff": Xla(backward="autodiff"),
+    "pallas": Pallas(),
+    "parallel": Parallel(),
+}
+OPTIONS = (Xla, Pallas, Parallel)
 
 
 def resolve_implementation(
     implementation, cell=None, params=None, xs=None, carry=None, *, hoist=True, remat=False
 ):
-    """Map ``implementation`` to ``("xla", None)``, ``("xla-autodiff", None)``,
-    ``("pallas", Pallas options)`` or ``("parallel", Parallel options)``.
+    """Map ``implementation`` to ``(name, options object)``: ``("xla", Xla())``,
+    ``("xla-autodiff", Xla(backward="autodiff"))``, ``("pallas", Pallas options)`` or
+    ``("parallel", Parallel options)``; an options object maps to itself and its name.
 
     ``None`` chooses by the table in ``seqlab/unroll/_policy.py`` (``AUTO_PALLAS``): the
     Pallas kernels where that table enables them for the backend and they support the
@@ -40,80 +45,90 @@ def resolve_implementation(
     the reason. Without a cell (the first positional argument only) just the name is
     checked.
     """
-    if implementation in (None, "xla", "xla-autodiff"):
-        name, options = implementation, None
-    elif implementation == "pallas" or isinstance(implementation, Pallas):
-        name = "pallas"
-        options = implementation if isinstance(implementation, Pallas) else Pallas()
-    elif implementation == "parallel" or isinstance(implementation, Parallel):
-        name = "parallel"
-        options = implementation if isinstance(implementation, Parallel) else Parallel()
+    if isinstance(implementation, OPTIONS):
+        options = implementation
+    elif implementation is None or (isinstance(implementation, str) and implementation in NAMED):
+        options = NAMED.get(implementation)
     else:
         raise ValueError(
-            f"implementation must be one of {list(IMPLEMENTATIONS)}, a "
-            f"seqlab.kernels.Pallas or a seqlab.parallel.Parallel, got {implementation!r}"
+            f"implementation must be one of {list(IMPLEMENTATIONS)} or an options object "
+            "(seqlab.unroll.Xla, seqlab.kernels.Pallas, seqlab.parallel.Parallel), got "
+            f"{implementation!r}"
         )
-    if cell is None or name in ("xla", "xla-autodiff"):
-        return name or "xla", options
-    if name == "parallel":
+    if isinstance(options, Xla):
+        return options.name, options
+    if cell is None:
+        return ("xla", Xla()) if options is None else (_name(options), options)
+    if isinstance(options, Parallel):
         require(
             remat is False,
             "implementation='parallel' cannot run this scan: remat does not apply (the "
             "parallel solve keeps every step's state; its backward stores only the states)",
         )
-        return name, options
+        return "parallel", options
     reason = unsupported_reason(cell, params, xs, carry)
     if reason is None and remat is not False:
         reason = "remat does not apply: the kernels save only what their backward needs"
     if reason is None and not hoist:
         reason = "the kernels always hoist the input projection (hoist_input_projection=False)"
-    if name is None:
+    if options is None:
         automatic = jax.default_backend() in AUTO_PALLAS and reason is None
-        return ("pallas", Pallas()) if automatic else ("xla", None)
+        return ("pallas", Pallas()) if automatic else ("xla", Xla())
     require(reason is None, f"implementation='pallas' cannot run this scan: {reason}")
-    return name, options
+    return "pallas", options
 
 
-def _resolve_remat(remat: bool | int, num_steps: int) -> int | None:
-    """The block length for ``remat`` (None: no rematerialization)."""
+def _name(options) -> str:
+    return (
+        options.name
+        if isinstance(options, Xla)
+        else ("pallas" if isinstance(options, Pallas) else "parallel")
+    )
+
+
+def _resolve_remat(remat: bool | int, num_steps: int) -> int | bool:
+    """The block length for ``remat`` (False: no rematerialization)."""
     if remat is False:
-        return None
+        return False
     if remat is True:
         return max(1, math.isqrt(num_steps))
-    require(
-        isinstance(remat, int) and remat >= 1,
-        f"remat must be a bool or a positive int (the block length), got {remat!r}",
-    )
     return remat
 
 
-def _check_step_accepts(cell, params, carry, x_t) -> None:
-    """Trace one step abstractly so that size mistakes surface as a clear ValueError."""
-    input_size = getattr(cell, "input_size", None)
-    expected = input_size(params) if callable(input_size) else None
-    if expected is not None:
-        require(
-            x_t.shape[-1] == expected,
-            f"xs must have feature size D = {expected} (the size the cell was initialized "
-            f"for), got {x_t.shape[-1]}",
-        )
-    try:
-        new_carry, _ = jax.eval_shape(cell.step, params, carry, x_t)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"cell.step rejected a carry and an input of shape {tuple(x_t.shape)}: {error}"
-        ) from None
-    check_same_structure("the carry returned by cell.step", new_carry, carry)
-    for (path, given), returned in zip(
-        jax.tree_util.tree_leaves_with_path(carry),
-        jax.tree_util.tree_leaves(new_carry),
-        strict=True,
-    ):
-        require(
-            jnp.dtype(given.dtype) == jnp.dtype(returned.dtype),
-            f"carry{jax.tree_util.keystr(path)} must have dtype {jnp.dtype(returned.dtype)} "
-            f"(what cell.step returns for it), got {jnp.dtype(given.dtype)}",
-        )
+def _agree(name: str, given, default, field):
+    """A setting given both to ``scan`` and in an options object: one value, or refuse."""
+    if given is default or given == field:
+        return field
+    require(
+        field == default,
+        f"{name}={given!r} and the options object's {field!r} disagree; give it once",
+    )
+    return given
+
+
+def _settle(options, cell, params, xs, *, unroll, hoist, remat):
+    """Every hoist, unroll and remat decision for one scan, made here and written into
+    the options object the implementation receives (the static key of its program):
+    ``(run, settled options, whether it needs a Steps mask without lengths)``."""
+    num_steps, batch_size = xs.shape[:2]
+    if isinstance(options, Xla):
+        unroll = resolve_unroll(_agree("unroll", unroll, None, options.unroll))
+        asked = _agree("hoist_input_projection", hoist, None, options.hoist)
+        remat = _resolve_remat(_agree("remat", remat, False, options.remat), num_steps)
+        derived = options.backward == "derived" and hand_derived(cell)
+        hoisted = should_hoist(cell, asked)
+        if derived and asked is None:
+            x_t = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
+            width = jax.eval_shape(cell.project_inputs, params, x_t).shape[-1]
+            hoisted = hoist_small(num_steps * batch_size * width)
+        settled = dataclasses.replace(options, unroll=unroll, hoist=hoisted, remat=remat)
+        return (scan_bptt if derived else scan_xla), settled, remat is not False
+    if isinstance(options, Parallel):
+        # hoisted by default: the projection then runs once, not per iteration
+        asked = _agree("hoist_input_projection", hoist, None, options.hoist)
+        hoisted = can_hoist(cell) and asked is not False
+        return run_parallel, dataclasses.replace(options, hoist=hoisted), False
+    return scan_pallas, options, False
 
 
 def scan(
@@ -126,7 +141,7 @@ def scan(
     reverse: bool = False,
     time_major: bool = False,
     unroll: int | bool | None = None,
-    implementation: str | None = None,
+    implementation: str | Xla | Pallas | Parallel | None = None,
     hoist_input_projection: bool | None = None,
     remat: bool | int = False,
 ) -> tuple[Array, Carry]:
@@ -153,30 +168,28 @@ def scan(
       unroll: passed to ``lax.scan`` (steps per loop iteration; True unrolls fully). None
         picks the measured per-backend default in ``seqlab/unroll/_policy.py`` (1 on CPU,
         8 on GPU).
-      implementation: None (choose automatically, by the table in
-        ``seqlab/unroll/_policy.py``), ``"xla"`` (``lax.scan``; for the built-in
-        ``cells.RNN``, ``LSTM``, ``GRU`` and ``MGU``, also inside
-        ``cells.TrainableInitialState``, differentiated by the cells' hand-derived
-        backward: one reverse-time scan carrying only the state gradients, weight
-        gradients as single matmuls after it, see ``seqlab/unroll/_bptt.py``; reverse
-        mode only: ``jax.jvp`` / ``jax.jacfwd`` raise, use ``"xla-autodiff"`` for them;
-        any other cell, subclasses included, gets autodiff), ``"xla-autodiff"``
-        (``lax.scan`` differentiated by JAX's autodiff for every cell: the reference the
-        hand-derived backward is tested against), or ``"pallas"`` / a
-        ``seqlab.kernels.Pallas`` (fused kernels for ``cells.RNN``, ``LSTM`` without
-        projection and ``GRU``, also inside ``cells.TrainableInitialState``, float32 or
-        bfloat16; on a CPU they run in Pallas interpret mode, exact but slow). Pallas
-        always hoists the input projection and ignores ``unroll``; with ``remat``,
-        ``hoist_input_projection=False``, another cell or dtype it raises ValueError
-        naming the reason. ``"parallel"`` / a ``seqlab.parallel.Parallel``: all steps
-        at once, for any cell: one associative scan for linear-state cells
-        (``cells.MinGRU``, ``MinLSTM``), Newton iterations of associative scans for the
-        rest (DEER / ParaRNN; exact diagonal Jacobians for ``DiagGRU``, 2x2 blocks for
-        ``DiagLSTM``, full or diagonal ones for dense cells), falling back to the
-        sequential scan inside the same program when the solve has not converged;
-        gradients by the adjoint recurrence, not through the iterations (see
-        ``seqlab.parallel``); ignores ``unroll``, raises with ``remat``. Anything else
-        raises too.
+      implementation: a name or an options object (frozen and hashable: the static key
+        of the program it builds; ``resolve_implementation`` maps names to objects):
+
+        - None: chosen by ``AUTO_PALLAS`` in ``seqlab/unroll/_policy.py`` (the fused
+          kernels where that table enables them and they support the scan; else "xla").
+        - ``"xla"`` = ``seqlab.unroll.Xla()``: ``lax.scan``; the built-in ``RNN``,
+          ``LSTM``, ``GRU`` and ``MGU`` (also in ``TrainableInitialState``) differentiated
+          by their hand-derived backward (``seqlab/unroll/_bptt.py``; reverse mode only),
+          any other cell by autodiff. ``"xla-autodiff"`` = ``Xla(backward="autodiff")``:
+          autodiff for every cell (forward mode too).
+        - ``"pallas"`` = ``seqlab.kernels.Pallas()``: the fused kernels (``RNN``,
+          ``LSTM`` without projection, ``GRU``; float32 or bfloat16; interpret mode on a
+          CPU). They always hoist and ignore ``unroll``; with ``remat``,
+          ``hoist_input_projection=False`` or anything else they do not cover they raise
+          ValueError naming the reason.
+        - ``"parallel"`` = ``seqlab.parallel.Parallel()``: all steps at once (an
+          associative scan, or Newton iterations of them with a fallback to the
+          sequential scan; see ``seqlab.parallel``). Ignores ``unroll``; raises with
+          ``remat``.
+
+        ``unroll``, ``hoist_input_projection`` and ``remat`` given here and in an
+        ``Xla`` object must agree (or be given once).
       hoist_input_projection: compute the input projection of all steps as one matmul
         before the loop (cells with ``project_inputs`` only). None picks the measured
         per-backend default in ``seqlab/unroll/_policy.py`` (for the hand-derived
@@ -200,78 +213,37 @@ def scan(
     Value checks on ``seq_lengths`` happen when the lengths are concrete; inside ``jit``
     a length above T acts as T and one below 0 as 0.
     """
-    check_cell(cell)
-    check_rank("xs", xs, 3, "(T, B, D)" if time_major else "(B, T, D)")
-    check_floating("xs", xs)
     resolve_implementation(implementation)  # a bad name fails before anything is traced
-    hoist = should_hoist(cell, hoist_input_projection)
-    unroll = resolve_unroll(unroll)
-    remat_block = _resolve_remat(remat, xs.shape[0] if time_major else xs.shape[1])
-
-    xs_time_major = xs if time_major else jnp.swapaxes(xs, 0, 1)
-    num_steps, batch_size = xs_time_major.shape[:2]
-    if carry is None:
-        carry = cell.initial_carry(params, (batch_size,))
-    else:
-        expected = jax.eval_shape(lambda p: cell.initial_carry(p, (batch_size,)), params)
-        check_same_structure("carry", carry, expected)
-    if seq_lengths is not None:
-        seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)  # int32
-        xs_time_major = zero_padding(xs_time_major, seq_lengths)  # no padding in products
-    x_t = jax.ShapeDtypeStruct(xs_time_major.shape[1:], xs_time_major.dtype)
-    _check_step_accepts(cell, params, carry, x_t)
-    implementation, options = resolve_implementation(
+    Xla(unroll=unroll, hoist=hoist_input_projection, remat=remat)  # the settings' types
+    xs, carry, seq_lengths = normalize(
+        cell, params, xs, carry, seq_lengths=seq_lengths, time_major=time_major
+    )
+    should_hoist(cell, hoist_input_projection)  # True for a cell that cannot hoist fails
+    name, options = resolve_implementation(
         implementation,
         cell,
         params,
-        xs_time_major,
+        xs,
         carry,
         hoist=hoist_input_projection is not False,
         remat=remat,
     )
-
-    if num_steps == 0 or batch_size == 0:  # nothing to compute: every implementation agrees
-        implementation = "xla-autodiff"
-    match implementation:
-        case "xla" | "xla-autodiff":
-            derived = implementation == "xla" and hand_derived(cell) and num_steps > 0
-            if derived and hoist_input_projection is None:
-                width = jax.eval_shape(cell.project_inputs, params, x_t).shape[-1]
-                hoist = hoist_small(num_steps * batch_size * width)
-            unroll_xla = scan_bptt if derived else scan_xla
-            outputs, final_carry = unroll_xla(
-                cell,
-                params,
-                xs_time_major,
-                carry,
-                seq_lengths=seq_lengths,
-                reverse=reverse,
-                unroll=unroll,
-                hoist=hoist,
-                remat_block=remat_block,
-            )
-        case "parallel":
-            outputs, final_carry = scan_parallel(
-                cell,
-                params,
-                xs_time_major,
-                carry,
-                seq_lengths=seq_lengths,
-                reverse=reverse,
-                # hoisted by default: the projection then runs once, not per iteration
-                hoist=can_hoist(cell) and hoist_input_projection is not False,
-                options=options,
-            )
-        case "pallas":
-            outputs, final_carry = scan_pallas(
-                cell,
-                params,
-                xs_time_major,
-                carry,
-                seq_lengths=seq_lengths,
-                reverse=reverse,
-                options=options,
-            )
+    if xs.shape[0] == 0 or xs.shape[1] == 0:  # nothing to compute: every implementation agrees
+        options = NAMED["xla-autodiff"]
+    run, options, with_steps = _settle(
+        options, cell, params, xs, unroll=unroll, hoist=hoist_input_projection, remat=remat
+    )
+    outputs, final_carry = run_in_time(
+        run,
+        cell,
+        params,
+        xs,
+        carry,
+        seq_lengths=seq_lengths,
+        reverse=reverse,
+        options=options,
+        with_steps=with_steps,
+    )
     if not time_major:
         outputs = jax.tree_util.tree_map(lambda y: jnp.swapaxes(y, 0, 1), outputs)
     return outputs, final_carry
