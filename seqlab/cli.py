@@ -16,14 +16,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
-import os
-import pathlib
 import sys
 
 from seqlab import experiments
 from seqlab.demo import run_demo
-from seqlab.experiments import _cluster, _distributed
-from seqlab.experiments._claims import STALE_AFTER
 
 
 def _stamp() -> str:
@@ -38,7 +34,7 @@ def _run(args) -> int:
     config = experiments.apply_overrides(experiments.find(args.experiment), args.overrides)
     out = args.out = args.out or f"runs/{config.task}-{_stamp()}"
     experiments.run(config, out)
-    if _distributed.is_writer():
+    if experiments.is_writer():
         print(f"run directory: {out}")
     return 0
 
@@ -50,27 +46,45 @@ def _sweep(args) -> int:
     config = experiments.apply_overrides(config, [f"{k}={v}" for k, v in shared.items()])
     axes = {k: v for k, v in grid.items() if len(v) > 1}
     out = args.out = args.out or f"runs/sweep-{config.task}-{_stamp()}"
-    worker, num_workers = _worker_numbers(args)
+    worker, num_workers = experiments.worker_numbers(
+        args.worker, args.num_workers, submit=bool(args.submit)
+    )
+    argv = experiments.worker_argv(
+        args.experiment, args.axes, out, kfold=args.kfold, stale_after=args.stale_after
+    )
     if args.submit:
-        return _submit_sweep(args, config, axes, out, num_workers)
+        if args.worker is not None:
+            raise ValueError("--submit starts every worker itself: drop --worker")
+        if args.devices_per_point is not None:
+            argv += ["--devices-per-point", str(args.devices_per_point)]
+        options = experiments.submitit_options(
+            time=args.time,
+            gpus_per_node=args.gpus_per_node,
+            cpus_per_task=args.cpus_per_task,
+            mem_gb=args.mem_gb,
+            partition=args.partition,
+            slurm=args.slurm or [],
+        )
+        return experiments.submit_workers(
+            _worker_job,
+            config,
+            axes,
+            out,
+            argv=argv,
+            num_workers=num_workers,
+            cluster=args.submit,
+            options=options,
+            kfold=args.kfold,
+            wait=args.wait,
+        )
     if args.devices_per_point is not None:
-        platform, count = _cluster.probe_devices()
-        environments = _cluster.device_environments(platform, count, args.devices_per_point)
-        local = len(environments)
-        print(
-            f"{local} local worker(s), {args.devices_per_point} of {count} {platform} "
-            "device(s) each"
+        return experiments.run_local_workers(
+            argv,
+            out,
+            devices_per_point=args.devices_per_point,
+            worker=worker,
+            num_workers=num_workers,
         )
-        code = _cluster.run_local_workers(
-            _worker_argv(args, out),
-            environments,
-            first=worker * local,
-            total=num_workers * local,
-        )
-        if (pathlib.Path(out) / "sweep.json").exists():  # merge what the workers finished
-            print(f"results: {experiments.write_results(out)}")
-            experiments.report(out)
-        return code
     echo = print
     if num_workers > 1:
         echo = lambda *a, **k: print(f"worker {worker}/{num_workers}:", *a, **k)  # noqa: E731
@@ -87,17 +101,6 @@ def _sweep(args) -> int:
     return 0
 
 
-def _worker_numbers(args) -> tuple[int, int]:
-    """(worker, num_workers): the flags, else a SLURM array task's, else one worker."""
-    if args.worker is None and args.num_workers is None:
-        return _cluster.worker_from_environment() or (0, 1)
-    if args.num_workers is None or (args.worker is None and not args.submit):
-        raise ValueError("--worker and --num-workers go together")
-    if args.num_workers < 1:
-        raise ValueError(f"--num-workers must be >= 1, got {args.num_workers}")
-    return (args.worker or 0), args.num_workers
-
-
 def _worker_job(argv: list[str]) -> int:
     """What a submitted job runs: this command line with ``argv`` (a worker of a sweep)."""
     code = main(argv)
@@ -106,78 +109,9 @@ def _worker_job(argv: list[str]) -> int:
     return code
 
 
-def _worker_argv(args, out: str) -> list[str]:
-    """The sweep command line of one worker (without --worker and --num-workers)."""
-    experiment = args.experiment
-    if experiment.endswith(".py") and os.path.exists(experiment):
-        experiment = os.path.abspath(experiment)  # a job may start in another folder
-    argv = ["sweep", experiment, *args.axes, "--out", os.path.abspath(out)]
-    argv += ["--kfold", str(args.kfold), "--stale-after", str(args.stale_after)]
-    return argv
-
-
-def _submit_sweep(args, config, axes, out, num_workers) -> int:
-    """Check the sweep and write its plan here, then submit the workers through submitit."""
-    if args.worker is not None:
-        raise ValueError("--submit starts every worker itself: drop --worker")
-    argv = _worker_argv(args, out)
-    if args.devices_per_point is not None:
-        argv += ["--devices-per-point", str(args.devices_per_point)]
-    options = {}
-    for key, value in (
-        ("timeout_min", args.time),
-        ("gpus_per_node", args.gpus_per_node),
-        ("cpus_per_task", args.cpus_per_task),
-        ("mem_gb", args.mem_gb),
-        ("slurm_partition", args.partition),
-    ):
-        if value is not None:
-            options[key] = value
-    for item in args.slurm or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--slurm takes KEY=VALUE (a submitit slurm_ option), got {item!r}")
-        options[f"slurm_{key.removeprefix('slurm_')}"] = int(value) if value.isdigit() else value
-    _cluster.check_submission(cluster=args.submit, options=options, count=num_workers)
-    experiments.prepare_sweep(config, axes, out, kfold=args.kfold)  # checked, then planned
-    out_path = pathlib.Path(out).absolute()
-    jobs = _cluster.submit(
-        _worker_job,
-        [
-            argv + ["--worker", str(i), "--num-workers", str(num_workers)]
-            for i in range(num_workers)
-        ],
-        out_path / "submitit",
-        cluster=args.submit,
-        options=options,
-        name=f"seqlab-{out_path.name}",
-    )
-    print(f"submitted {len(jobs)} worker(s): jobs {', '.join(job.job_id for job in jobs)}")
-    print(f"logs: {out_path / 'submitit'}")
-    if not args.wait and args.submit == "slurm":
-        print(f"`seqlab report {out}` merges the results of the points finished so far")
-        return 0
-    failed = []
-    for job in jobs:  # the local executor's jobs are this command's children: wait
-        try:
-            job.result()
-        except Exception as error:  # noqa: BLE001 - submitit re-raises the job's error
-            failed.append(f"job {job.job_id}: {str(error).strip().splitlines()[-1][:200]}")
-    print(f"results: {experiments.write_results(out)}")
-    experiments.report(out)
-    if failed:
-        raise ValueError(
-            f"{len(failed)} worker(s) failed ({'; '.join(failed)}); logs in {out_path / 'submitit'}"
-        )
-    return 0
-
-
 def _resume(args) -> int:
     args.out = args.directory
-    if os.path.exists(os.path.join(args.directory, "sweep.json")):
-        experiments.resume_sweep(args.directory)
-    else:
-        experiments.resume(args.directory)
+    experiments.resume_any(args.directory)
     return 0
 
 
@@ -234,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     workers.add_argument(
         "--stale-after",
         type=float,
-        default=STALE_AFTER,
+        default=experiments.STALE_AFTER,
         help="seconds without a heartbeat after which another worker takes a point over "
         "(default %(default)g)",
     )
@@ -246,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cluster = sweep.add_argument_group("submission (submitit: pip install 'seqlab[cluster]')")
     cluster.add_argument(
-        "--submit", choices=_cluster.CLUSTERS, help="submit --num-workers workers as a job array"
+        "--submit", choices=experiments.CLUSTERS, help="submit --num-workers workers as a job array"
     )
     cluster.add_argument("--wait", action="store_true", help="wait for the jobs and merge")
     cluster.add_argument("--partition", help="SLURM partition")
@@ -291,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.overrides if args.command == "run" else args.axes).extend(extra)
     _quiet_libraries()
     try:
-        _distributed.initialize()  # SEQLAB_DISTRIBUTED=1: before anything touches a device
+        # SEQLAB_DISTRIBUTED=1: jax.distributed, before anything touches a device
+        experiments.initialize_distributed()
         return args.run(args)
     except ValueError as error:
         return _fail(args.command, str(error))

@@ -167,11 +167,6 @@ PRIVATE_IMPORTS_ALLOWED = {
     ("seqlab.kernels.gru", "seqlab.cells._gru"),
     ("seqlab.kernels.lstm", "seqlab.cells._lstm"),
     ("seqlab.kernels.rnn", "seqlab.cells._rnn"),
-    # The command line still orchestrates sweep workers itself (issue 26 moves that into
-    # seqlab.experiments; until then it reads these three private modules).
-    ("seqlab.cli", "seqlab.experiments._claims"),
-    ("seqlab.cli", "seqlab.experiments._distributed"),
-    ("seqlab.cli", "seqlab.experiments._cluster"),
 }
 
 

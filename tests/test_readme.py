@@ -117,6 +117,8 @@ def test_the_layout_section_names_every_module_and_only_what_exists():
     assert not missing, f"the README's Layout does not name {missing}"
     names = {word for word in words if word.endswith((".py", ".md"))}
     everywhere = {
-        path.name for folder in ("seqlab", "benchmarks") for path in (root / folder).rglob("*")
+        path.name
+        for folder in ("seqlab", "benchmarks", "tests")
+        for path in (root / folder).rglob("*")
     }
     assert names - everywhere == set(), f"the Layout names no such file: {names - everywhere}"

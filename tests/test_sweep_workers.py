@@ -299,15 +299,13 @@ def test_bad_worker_flags_are_one_line_errors(extra, message, tmp_path, capsys):
 
 
 def test_a_slurm_array_task_is_a_worker_without_flags(monkeypatch):
-    from seqlab.cli import _worker_numbers, build_parser
+    from seqlab.experiments import worker_numbers
 
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
     monkeypatch.delenv("SLURM_ARRAY_TASK_MIN", raising=False)
-    args = build_parser().parse_args(["sweep", "adding", "model.cell=rnn,gru"])
-    assert _worker_numbers(args) == (3, 4)
-    args = build_parser().parse_args(["sweep", "adding", "--worker", "1", "--num-workers", "2"])
-    assert _worker_numbers(args) == (1, 2)  # the flags win
+    assert worker_numbers(None, None) == (3, 4)
+    assert worker_numbers(1, 2) == (1, 2)  # the flags win
 
 
 @pytest.mark.skipif(shutil.which("srun") is not None, reason="SLURM is installed here")

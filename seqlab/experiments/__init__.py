@@ -47,12 +47,25 @@ from seqlab.experiments._sweep import prepare_sweep as prepare_sweep
 from seqlab.experiments._sweep import resume_sweep as resume_sweep
 from seqlab.experiments._sweep import sweep as sweep
 from seqlab.experiments._train import Experiment as Experiment
+from seqlab.experiments._workers import CLUSTERS as CLUSTERS
+from seqlab.experiments._workers import STALE_AFTER as STALE_AFTER
+from seqlab.experiments._workers import initialize_distributed as initialize_distributed
+from seqlab.experiments._workers import is_writer as is_writer
+from seqlab.experiments._workers import merge_results as merge_results
+from seqlab.experiments._workers import resume_any as resume_any
+from seqlab.experiments._workers import run_local_workers as run_local_workers
+from seqlab.experiments._workers import submit_workers as submit_workers
+from seqlab.experiments._workers import submitit_options as submitit_options
+from seqlab.experiments._workers import worker_argv as worker_argv
+from seqlab.experiments._workers import worker_numbers as worker_numbers
 
 __all__ = [
+    "CLUSTERS",
     "OPTIMIZERS",
     "REQUIRED_KEYS",
     "SCHEDULES",
     "SEED_BATCHING",
+    "STALE_AFTER",
     "CheckpointConfig",
     "Checkpoints",
     "DataConfig",
@@ -71,20 +84,29 @@ __all__ = [
     "figure",
     "find",
     "gradient_norms",
+    "initialize_distributed",
+    "is_writer",
     "load_run",
     "make_optimizer",
+    "merge_results",
     "parse_grid",
     "prepare_sweep",
     "read_config",
     "report",
     "resolve_seed_batching",
     "resume",
+    "resume_any",
     "resume_sweep",
     "run",
+    "run_local_workers",
     "save_figure",
+    "submit_workers",
+    "submitit_options",
     "sweep",
     "tasks",
     "valid_keys",
+    "worker_argv",
+    "worker_numbers",
     "write_json",
     "write_results",
     "write_text",

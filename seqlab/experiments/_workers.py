@@ -153,7 +153,10 @@ def submit_workers(
     out_path = pathlib.Path(out).absolute()
     jobs = _cluster.submit(
         job,
-        [argv + ["--worker", str(i), "--num-workers", str(num_workers)] for i in range(num_workers)],
+        [
+            argv + ["--worker", str(i), "--num-workers", str(num_workers)]
+            for i in range(num_workers)
+        ],
         out_path / "submitit",
         cluster=cluster,
         options=options,

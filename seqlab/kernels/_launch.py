@@ -13,7 +13,7 @@ from jax import custom_batching, lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from seqlab.kernels._layout import Layout, device_programs
+from seqlab.kernels._layout import Layout, program_budget
 from seqlab.typing import Array
 
 
@@ -68,7 +68,7 @@ def _pallas_call(kernel, layout, out_shapes, name, poison, *inputs) -> tuple[Arr
 
 def resident_budget(layout: Layout) -> int:
     """Programs that may be resident at once: ``Tiles.max_programs`` or the SM count."""
-    return layout.tiles.max_programs or device_programs()
+    return program_budget(layout.tiles)
 
 
 def resident_vmap(run: Callable, layout: Layout, copies: int = 1) -> Callable:

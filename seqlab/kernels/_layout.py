@@ -95,6 +95,11 @@ class Layout:
         return (self.batch_blocks, self.hidden_programs)
 
 
+def program_budget(tiles) -> int:
+    """Programs that may be resident at once: ``Tiles.max_programs`` or the SM count."""
+    return tiles.max_programs or device_programs()
+
+
 def device_programs() -> int:
     """How many programs can be resident at once on the default device (its SM count)."""
     device = jax.devices()[0]
@@ -112,7 +117,7 @@ def make_layout(num_steps: int, batch: int, hidden: int, tiles: Tiles, interpret
     if interpret:
         programs = 1  # interpret mode runs programs one after another: no barrier possible
     else:
-        budget = tiles.max_programs or device_programs()
+        budget = program_budget(tiles)
         per_block = max(1, budget // (batch_padded // tiles.block_batch))
         programs = max(
             d for d in range(1, column_tiles + 1) if column_tiles % d == 0 and d <= per_block
@@ -125,7 +130,7 @@ def resident_programs_ok(layout: Layout) -> bool:
     program of the grid must fit on the device at once (``make_layout`` ensures it)."""
     if layout.interpret or layout.hidden_programs == 1:
         return True
-    budget = layout.tiles.max_programs or device_programs()
+    budget = program_budget(layout.tiles)
     return layout.batch_blocks * layout.hidden_programs <= budget
 
 

@@ -69,7 +69,6 @@ class Program:
             pl.multiple_of(self.block * layout.tiles.block_batch, layout.tiles.block_batch),
             layout.tiles.block_batch,
         )
-        self._arrivals = 0
 
     def for_own_tiles(self, body: Callable[[Array], None]) -> None:
         """Run ``body(column)`` for the first column of each tile this program owns."""

@@ -15,6 +15,7 @@ saves r, z, n (and h W_hn + b_hn, or r * h) for the backward kernel.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -27,6 +28,7 @@ from seqlab.cells._gru import gru_update, gru_update_backward, reset_backward
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options
 from seqlab.kernels._program import Product, Term
+from seqlab.kernels._vjp import fused
 from seqlab.typing import Array
 
 NUM_GATES = 3
@@ -207,121 +209,89 @@ def _backward_kernel(
     _program.run_steps(program, layout.num_steps, phases, reverse=True)
 
 
-def _problem_layout(projected, options: Pallas):
-    num_steps, batch, gates = projected.shape
-    return _layout.make_layout(
-        num_steps, batch, gates // NUM_GATES, options.tiles, options.interpret
-    )
+@dataclasses.dataclass(frozen=True)
+class _Gru:
+    """The GRU recurrence for ``_vjp.fused``: arrays (projected, w_hh, b_hn, h0)."""
 
+    variant: str
+    num_gates: int = NUM_GATES
 
-def _forward(projected, w_hh, b_hn, h0, lengths, variant, options):
-    layout = _problem_layout(projected, options)
-    padded = (
-        _layout.pad_axis(lengths, 0, layout.batch_padded),
-        _layout.pad_sequence(projected, layout, NUM_GATES),
-        _layout.pad_weights(w_hh, layout, NUM_GATES),
-        _layout.pad_axis(b_hn, 0, layout.hidden_padded)[None, :],
-        _layout.pad_sequence(h0, layout, 1),
-    )
-    steps, batch, hidden = layout.num_steps, layout.batch_padded, layout.hidden_padded
-    out_shapes = [
-        jax.ShapeDtypeStruct((steps + 1, batch, hidden), f32),
-        jax.ShapeDtypeStruct((steps, batch, 4 * hidden), f32),
-        # r * h exists for the original variant only; cudnn gets a one-step dummy
-        jax.ShapeDtypeStruct((steps if variant == "original" else 1, batch, hidden), f32),
-    ]
-    kernel = functools.partial(
-        _forward_kernel,
-        layout=layout,
-        variant=variant,
-        precision=_program.matmul_precision(w_hh.dtype),
-    )
-    hs, saved, rh = _launch.call(
-        kernel, layout, out_shapes, "seqlab_gru_forward", *padded, poison=options.poison
-    )
-    return layout, padded, hs, saved, rh
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _gru(projected, w_hh, b_hn, h0, lengths, variant, options):
-    layout, _, hs, _, _ = _forward(projected, w_hh, b_hn, h0, lengths, variant, options)
-    return _layout.unpad_states(layout, hs, projected.dtype)
-
-
-def _gru_fwd(projected, w_hh, b_hn, h0, lengths, variant, options):
-    if options.backward == "xla":
-        outputs = _gru(projected, w_hh, b_hn, h0, lengths, variant, options)
-        return outputs, (projected, w_hh, b_hn, h0, lengths)
-    layout, padded, hs, saved, rh = _forward(projected, w_hh, b_hn, h0, lengths, variant, options)
-    residuals = (padded[0], padded[2], hs, saved, rh, b_hn)
-    return _layout.unpad_states(layout, hs, projected.dtype), residuals
-
-
-def _gru_bwd(variant, options, residuals, d_hs):
-    if options.backward == "xla":
-        projected, w_hh, b_hn, h0, lengths = residuals
-        _, vjp = jax.vjp(
-            lambda *a: gru_recurrence_reference(*a, lengths, variant=variant),
-            projected,
-            w_hh,
-            b_hn,
-            h0,
+    def forward(self, layout, arrays, lengths, options, save):
+        projected, w_hh, b_hn, h0 = arrays
+        padded = (
+            _layout.pad_axis(lengths, 0, layout.batch_padded),
+            _layout.pad_sequence(projected, layout, NUM_GATES),
+            _layout.pad_weights(w_hh, layout, NUM_GATES),
+            _layout.pad_axis(b_hn, 0, layout.hidden_padded)[None, :],
+            _layout.pad_sequence(h0, layout, 1),
         )
-        return (*vjp(d_hs), None)
-    lengths, w_hh, hs, saved, rh, b_hn = residuals
-    layout = _problem_layout(_fake_projected(d_hs), options)
-    batch, hidden = layout.batch_padded, layout.hidden_padded
-    out_shapes = [
-        jax.ShapeDtypeStruct((layout.num_steps, batch, NUM_GATES * hidden), f32),
-        jax.ShapeDtypeStruct((layout.num_steps, batch, hidden), f32),
-        jax.ShapeDtypeStruct((batch, hidden), f32),
-    ]
-    kernel = functools.partial(
-        _backward_kernel,
-        layout=layout,
-        variant=variant,
-        precision=_program.matmul_precision(w_hh.dtype),
-    )
-    dpre, dxn, dh0 = _launch.call(
-        kernel,
-        layout,
-        out_shapes,
-        "seqlab_gru_backward",
-        lengths,
-        saved,
-        hs,
-        w_hh,
-        _layout.pad_sequence(d_hs.astype(f32), layout, 1),
-        poison=options.poison,
-    )
-    h, b = layout.hidden, layout.batch
-    if variant == "cudnn":
-        d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)
-        d_b_hn = jnp.sum(dpre[..., 2 * hidden :], axis=(0, 1))[:h]
-    else:
-        d_w_rz = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre[..., : 2 * hidden])
-        d_w_n = jnp.einsum("tbr,tbg->rg", rh, dpre[..., 2 * hidden :])
-        d_w_hh = jnp.concatenate([d_w_rz, d_w_n], axis=-1)
-        d_b_hn = jnp.zeros_like(b_hn, f32)
-    d_projected = jnp.concatenate([dpre[..., : 2 * hidden], dxn], axis=-1)
-    d_projected = _layout.unpad_gates(d_projected[:, :b], NUM_GATES, h, hidden)
-    d_w_hh = _layout.unpad_gates(d_w_hh[:h], NUM_GATES, h, hidden)
-    return (
-        d_projected.astype(d_hs.dtype),
-        d_w_hh.astype(w_hh.dtype),
-        d_b_hn.astype(b_hn.dtype),
-        dh0[:b, :h],
-        None,
-    )
+        steps, batch, hidden = layout.num_steps, layout.batch_padded, layout.hidden_padded
+        original = self.variant == "original"
+        out_shapes = [
+            jax.ShapeDtypeStruct((steps + 1, batch, hidden), f32),
+            jax.ShapeDtypeStruct((steps, batch, 4 * hidden), f32),
+            # r * h exists for the original variant only; cudnn gets a one-step dummy
+            jax.ShapeDtypeStruct((steps if original else 1, batch, hidden), f32),
+        ]
+        kernel = functools.partial(
+            _forward_kernel,
+            layout=layout,
+            variant=self.variant,
+            precision=_program.matmul_precision(w_hh.dtype),
+        )
+        hs, saved, rh = _launch.call(
+            kernel, layout, out_shapes, "seqlab_gru_forward", *padded, poison=options.poison
+        )
+        outputs = _layout.unpad_states(layout, hs, projected.dtype)
+        return outputs, ((padded[0], padded[2], hs, saved, rh, b_hn) if save else None)
 
+    def backward(self, layout, options, residuals, d_hs):
+        lengths, w_hh, hs, saved, rh, b_hn = residuals
+        batch, hidden = layout.batch_padded, layout.hidden_padded
+        out_shapes = [
+            jax.ShapeDtypeStruct((layout.num_steps, batch, NUM_GATES * hidden), f32),
+            jax.ShapeDtypeStruct((layout.num_steps, batch, hidden), f32),
+            jax.ShapeDtypeStruct((batch, hidden), f32),
+        ]
+        kernel = functools.partial(
+            _backward_kernel,
+            layout=layout,
+            variant=self.variant,
+            precision=_program.matmul_precision(w_hh.dtype),
+        )
+        dpre, dxn, dh0 = _launch.call(
+            kernel,
+            layout,
+            out_shapes,
+            "seqlab_gru_backward",
+            lengths,
+            saved,
+            hs,
+            w_hh,
+            _layout.pad_sequence(d_hs.astype(f32), layout, 1),
+            poison=options.poison,
+        )
+        h, b = layout.hidden, layout.batch
+        if self.variant == "cudnn":
+            d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)
+            d_b_hn = jnp.sum(dpre[..., 2 * hidden :], axis=(0, 1))[:h]
+        else:
+            d_w_rz = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre[..., : 2 * hidden])
+            d_w_n = jnp.einsum("tbr,tbg->rg", rh, dpre[..., 2 * hidden :])
+            d_w_hh = jnp.concatenate([d_w_rz, d_w_n], axis=-1)
+            d_b_hn = jnp.zeros_like(b_hn, f32)
+        d_projected = jnp.concatenate([dpre[..., : 2 * hidden], dxn], axis=-1)
+        d_projected = _layout.unpad_gates(d_projected[:, :b], NUM_GATES, h, hidden)
+        d_w_hh = _layout.unpad_gates(d_w_hh[:h], NUM_GATES, h, hidden)
+        return (
+            d_projected.astype(d_hs.dtype),
+            d_w_hh.astype(w_hh.dtype),
+            d_b_hn.astype(b_hn.dtype),
+            dh0[:b, :h],
+        )
 
-def _fake_projected(d_hs):
-    """A shape stand-in (T, B, 3H) for ``_layout`` from the cotangent (T, B, H)."""
-    steps, batch, hidden = d_hs.shape
-    return jax.ShapeDtypeStruct((steps, batch, NUM_GATES * hidden), d_hs.dtype)
-
-
-_gru.defvjp(_gru_fwd, _gru_bwd)
+    def reference(self, projected, w_hh, b_hn, h0, lengths):
+        return gru_recurrence_reference(projected, w_hh, b_hn, h0, lengths, variant=self.variant)
 
 
 def gru_recurrence(
@@ -355,7 +325,7 @@ def gru_recurrence(
     projected = zero_padding(projected, seq_lengths)  # padding reaches no gradient
     if b_hn is None:
         b_hn = jnp.zeros((w_hh.shape[0],), w_hh.dtype)
-    return _gru(projected, w_hh, b_hn, h0.astype(f32), seq_lengths, variant, options)
+    return fused(_Gru(variant), (projected, w_hh, b_hn, h0.astype(f32)), seq_lengths, options)
 
 
 def gru_recurrence_reference(projected, w_hh, b_hn, h0, seq_lengths, *, variant="cudnn"):

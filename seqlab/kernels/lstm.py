@@ -13,6 +13,7 @@ kernel never recomputes a recurrent matmul forward, it runs one transposed matmu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -25,6 +26,7 @@ from seqlab.cells._lstm import lstm_update, lstm_update_backward
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options
 from seqlab.kernels._program import Product, Term
+from seqlab.kernels._vjp import fused
 from seqlab.typing import Array
 
 NUM_GATES = 4
@@ -153,97 +155,72 @@ def _pad_inputs(layout, projected, w_hh, h0, c0, lengths):
     )
 
 
-def _problem_layout(projected, options: Pallas):
-    num_steps, batch, gates = projected.shape
-    return _layout.make_layout(
-        num_steps, batch, gates // NUM_GATES, options.tiles, options.interpret
-    )
+@dataclasses.dataclass(frozen=True)
+class _Lstm:
+    """The LSTM recurrence for ``_vjp.fused``: arrays (projected, w_hh, h0, c0)."""
 
+    num_gates: int = NUM_GATES
 
-def _forward(projected, w_hh, h0, c0, lengths, options: Pallas, save: bool):
-    layout = _problem_layout(projected, options)
-    padded = _pad_inputs(layout, projected, w_hh, h0, c0, lengths)
-    steps, batch, hidden = layout.num_steps, layout.batch_padded, layout.hidden_padded
-    state = jax.ShapeDtypeStruct((steps + 1, batch, hidden), f32)
-    out_shapes = [state, state]
-    if save:
-        out_shapes.append(jax.ShapeDtypeStruct((steps, batch, NUM_GATES * hidden), f32))
-    kernel = functools.partial(
-        _forward_kernel, layout=layout, precision=_program.matmul_precision(w_hh.dtype)
-    )
-    outputs = _launch.call(
-        kernel, layout, out_shapes, "seqlab_lstm_forward", *padded, poison=options.poison
-    )
-    return layout, padded, outputs
+    def forward(self, layout, arrays, lengths, options, save):
+        projected, w_hh, h0, c0 = arrays
+        padded = _pad_inputs(layout, projected, w_hh, h0, c0, lengths)
+        steps, batch, hidden = layout.num_steps, layout.batch_padded, layout.hidden_padded
+        state = jax.ShapeDtypeStruct((steps + 1, batch, hidden), f32)
+        out_shapes = [state, state]
+        if save:
+            out_shapes.append(jax.ShapeDtypeStruct((steps, batch, NUM_GATES * hidden), f32))
+        kernel = functools.partial(
+            _forward_kernel, layout=layout, precision=_program.matmul_precision(w_hh.dtype)
+        )
+        hs, cs, *gates = _launch.call(
+            kernel, layout, out_shapes, "seqlab_lstm_forward", *padded, poison=options.poison
+        )
+        dtype = projected.dtype
+        outputs = _layout.unpad_states(layout, hs, dtype), _layout.unpad_states(layout, cs, dtype)
+        return outputs, ((padded[2], padded[0], hs, cs, gates[0]) if save else None)
 
+    def backward(self, layout, options, residuals, cotangents):
+        w_hh, lengths, hs, cs, gates = residuals
+        num_steps, batch, hidden = layout.num_steps, layout.batch_padded, layout.hidden_padded
 
-def _public(layout, hs, cs, dtype):
-    return _layout.unpad_states(layout, hs, dtype), _layout.unpad_states(layout, cs, dtype)
+        def pad_cotangent(d):
+            return _layout.pad_axis(_layout.pad_axis(d.astype(f32), 2, hidden), 1, batch)
 
+        dhs, dcs = (pad_cotangent(d) for d in cotangents)
+        out_shapes = [
+            jax.ShapeDtypeStruct((num_steps, batch, NUM_GATES * hidden), f32),
+            jax.ShapeDtypeStruct((batch, hidden), f32),
+            jax.ShapeDtypeStruct((batch, hidden), f32),
+        ]
+        precision = _program.matmul_precision(w_hh.dtype)
+        kernel = functools.partial(_backward_kernel, layout=layout, precision=precision)
+        dpre, dh0, dc0 = _launch.call(
+            kernel,
+            layout,
+            out_shapes,
+            "seqlab_lstm_backward",
+            lengths,
+            gates,
+            cs,
+            w_hh,
+            dhs,
+            dcs,
+            poison=options.poison,
+        )
+        d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)
+        h, b = layout.hidden, layout.batch
+        d_projected = _layout.unpad_gates(dpre[:, :b], NUM_GATES, h, hidden)
+        d_w_hh = _layout.unpad_gates(d_w_hh[:h], NUM_GATES, h, hidden)
+        # h0 and c0 enter as float32 (see lstm_recurrence); the rest keep their dtypes.
+        return (
+            d_projected.astype(cotangents[0].dtype),
+            d_w_hh.astype(w_hh.dtype),
+            dh0[:b, :h],
+            dc0[:b, :h],
+        )
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _lstm(projected, w_hh, h0, c0, lengths, options):
-    layout, _, (hs, cs) = _forward(projected, w_hh, h0, c0, lengths, options, save=False)
-    return _public(layout, hs, cs, projected.dtype)
-
-
-def _lstm_fwd(projected, w_hh, h0, c0, lengths, options):
-    if options.backward == "xla":
-        outputs = _lstm(projected, w_hh, h0, c0, lengths, options)
-        return outputs, (projected, w_hh, h0, c0, lengths)
-    layout, padded, (hs, cs, gates) = _forward(projected, w_hh, h0, c0, lengths, options, save=True)
-    return _public(layout, hs, cs, projected.dtype), (padded[2], padded[0], hs, cs, gates)
-
-
-def _lstm_bwd(options, residuals, cotangents):
-    if options.backward == "xla":
-        projected, w_hh, h0, c0, lengths = residuals
-        _, vjp = jax.vjp(lambda *a: lstm_recurrence_reference(*a, lengths), projected, w_hh, h0, c0)
-        return (*vjp(cotangents), None)
-    w_hh, lengths, hs, cs, gates = residuals
-    num_steps, batch, hidden = cotangents[0].shape
-    layout = _layout.make_layout(num_steps, batch, hidden, options.tiles, options.interpret)
-    batch, hidden = layout.batch_padded, layout.hidden_padded
-
-    def pad_cotangent(d):
-        return _layout.pad_axis(_layout.pad_axis(d.astype(f32), 2, hidden), 1, batch)
-
-    dhs, dcs = (pad_cotangent(d) for d in cotangents)
-    out_shapes = [
-        jax.ShapeDtypeStruct((num_steps, batch, NUM_GATES * hidden), f32),
-        jax.ShapeDtypeStruct((batch, hidden), f32),
-        jax.ShapeDtypeStruct((batch, hidden), f32),
-    ]
-    precision = _program.matmul_precision(w_hh.dtype)
-    kernel = functools.partial(_backward_kernel, layout=layout, precision=precision)
-    dpre, dh0, dc0 = _launch.call(
-        kernel,
-        layout,
-        out_shapes,
-        "seqlab_lstm_backward",
-        lengths,
-        gates,
-        cs,
-        w_hh,
-        dhs,
-        dcs,
-        poison=options.poison,
-    )
-    d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)
-    h, b = layout.hidden, layout.batch
-    d_projected = _layout.unpad_gates(dpre[:, :b], NUM_GATES, h, hidden)
-    d_w_hh = _layout.unpad_gates(d_w_hh[:h], NUM_GATES, h, hidden)
-    # h0 and c0 enter as float32 (see lstm_recurrence); the rest keep their dtypes.
-    return (
-        d_projected.astype(cotangents[0].dtype),
-        d_w_hh.astype(w_hh.dtype),
-        dh0[:b, :h],
-        dc0[:b, :h],
-        None,
-    )
-
-
-_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+    def reference(self, projected, w_hh, h0, c0, lengths):
+        return lstm_recurrence_reference(projected, w_hh, h0, c0, lengths)
 
 
 def lstm_recurrence(
@@ -275,7 +252,8 @@ def lstm_recurrence(
     seq_lengths = _layout.check_lengths_dtype(seq_lengths, projected.shape[1])
     projected = zero_padding(projected, seq_lengths)  # padding reaches no gradient
     # The state is float32 inside; entering as float32 lets autodiff cast its gradient back.
-    return _lstm(projected, w_hh, h0.astype(f32), c0.astype(f32), seq_lengths, options)
+    arrays = (projected, w_hh, h0.astype(f32), c0.astype(f32))
+    return fused(_Lstm(), arrays, seq_lengths, options)
 
 
 def lstm_recurrence_reference(projected, w_hh, h0, c0, seq_lengths):

@@ -11,6 +11,7 @@ relu), so the forward kernel saves nothing beyond the states it returns. See
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -23,6 +24,7 @@ from seqlab.cells._rnn import ACTIVATION_GRADIENTS, ACTIVATIONS
 from seqlab.kernels import _launch, _layout, _program
 from seqlab.kernels._options import Pallas, resolve_options
 from seqlab.kernels._program import Product, Term
+from seqlab.kernels._vjp import fused
 from seqlab.typing import Array
 
 f32 = jnp.float32
@@ -103,88 +105,66 @@ def _backward_kernel(
     )
 
 
-def _problem_layout(projected, options: Pallas):
-    num_steps, batch, hidden = projected.shape
-    return _layout.make_layout(num_steps, batch, hidden, options.tiles, options.interpret)
+@dataclasses.dataclass(frozen=True)
+class _Elman:
+    """The Elman recurrence for ``_vjp.fused``: arrays (projected, w_hh, h0)."""
 
+    activation: str
+    num_gates: int = 1
 
-def _forward(projected, w_hh, h0, lengths, activation, options):
-    layout = _problem_layout(projected, options)
-    padded = (
-        _layout.pad_axis(lengths, 0, layout.batch_padded),
-        _layout.pad_sequence(projected, layout, 1),
-        _layout.pad_weights(w_hh, layout, 1),
-        _layout.pad_sequence(h0, layout, 1),
-    )
-    state = jax.ShapeDtypeStruct(
-        (layout.num_steps + 1, layout.batch_padded, layout.hidden_padded), f32
-    )
-    kernel = functools.partial(
-        _forward_kernel,
-        layout=layout,
-        activation=activation,
-        precision=_program.matmul_precision(w_hh.dtype),
-    )
-    (hs,) = _launch.call(
-        kernel, layout, [state], "seqlab_rnn_forward", *padded, poison=options.poison
-    )
-    return layout, padded, hs
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _rnn(projected, w_hh, h0, lengths, activation, options):
-    layout, _, hs = _forward(projected, w_hh, h0, lengths, activation, options)
-    return _layout.unpad_states(layout, hs, projected.dtype)
-
-
-def _rnn_fwd(projected, w_hh, h0, lengths, activation, options):
-    if options.backward == "xla":
-        outputs = _rnn(projected, w_hh, h0, lengths, activation, options)
-        return outputs, (projected, w_hh, h0, lengths)
-    layout, padded, hs = _forward(projected, w_hh, h0, lengths, activation, options)
-    return _layout.unpad_states(layout, hs, projected.dtype), (padded[0], padded[2], hs)
-
-
-def _rnn_bwd(activation, options, residuals, d_hs):
-    if options.backward == "xla":
-        projected, w_hh, h0, lengths = residuals
-        _, vjp = jax.vjp(
-            lambda *a: rnn_recurrence_reference(*a, lengths, activation=activation),
-            projected,
-            w_hh,
-            h0,
+    def forward(self, layout, arrays, lengths, options, save):
+        projected, w_hh, h0 = arrays
+        padded = (
+            _layout.pad_axis(lengths, 0, layout.batch_padded),
+            _layout.pad_sequence(projected, layout, 1),
+            _layout.pad_weights(w_hh, layout, 1),
+            _layout.pad_sequence(h0, layout, 1),
         )
-        return (*vjp(d_hs), None)
-    lengths, w_hh, hs = residuals
-    layout = _problem_layout(d_hs, options)
-    batch, hidden = layout.batch_padded, layout.hidden_padded
-    out_shapes = [
-        jax.ShapeDtypeStruct((layout.num_steps, batch, hidden), f32),
-        jax.ShapeDtypeStruct((batch, hidden), f32),
-    ]
-    kernel = functools.partial(
-        _backward_kernel,
-        layout=layout,
-        activation=activation,
-        precision=_program.matmul_precision(w_hh.dtype),
-    )
-    dpre, dh0 = _launch.call(
-        kernel,
-        layout,
-        out_shapes,
-        "seqlab_rnn_backward",
-        lengths,
-        hs,
-        w_hh,
-        _layout.pad_sequence(d_hs.astype(f32), layout, 1),
-        poison=options.poison,
-    )
-    h, b = layout.hidden, layout.batch
-    d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)[:h, :h]
-    return dpre[:, :b, :h].astype(d_hs.dtype), d_w_hh.astype(w_hh.dtype), dh0[:b, :h], None
+        state = jax.ShapeDtypeStruct(
+            (layout.num_steps + 1, layout.batch_padded, layout.hidden_padded), f32
+        )
+        kernel = functools.partial(
+            _forward_kernel,
+            layout=layout,
+            activation=self.activation,
+            precision=_program.matmul_precision(w_hh.dtype),
+        )
+        (hs,) = _launch.call(
+            kernel, layout, [state], "seqlab_rnn_forward", *padded, poison=options.poison
+        )
+        outputs = _layout.unpad_states(layout, hs, projected.dtype)
+        return outputs, ((padded[0], padded[2], hs) if save else None)
 
+    def backward(self, layout, options, residuals, d_hs):
+        lengths, w_hh, hs = residuals
+        batch, hidden = layout.batch_padded, layout.hidden_padded
+        out_shapes = [
+            jax.ShapeDtypeStruct((layout.num_steps, batch, hidden), f32),
+            jax.ShapeDtypeStruct((batch, hidden), f32),
+        ]
+        kernel = functools.partial(
+            _backward_kernel,
+            layout=layout,
+            activation=self.activation,
+            precision=_program.matmul_precision(w_hh.dtype),
+        )
+        dpre, dh0 = _launch.call(
+            kernel,
+            layout,
+            out_shapes,
+            "seqlab_rnn_backward",
+            lengths,
+            hs,
+            w_hh,
+            _layout.pad_sequence(d_hs.astype(f32), layout, 1),
+            poison=options.poison,
+        )
+        h, b = layout.hidden, layout.batch
+        d_w_hh = jnp.einsum("tbr,tbg->rg", hs[:-1], dpre)[:h, :h]
+        return dpre[:, :b, :h].astype(d_hs.dtype), d_w_hh.astype(w_hh.dtype), dh0[:b, :h]
 
-_rnn.defvjp(_rnn_fwd, _rnn_bwd)
+    def reference(self, projected, w_hh, h0, lengths):
+        return rnn_recurrence_reference(projected, w_hh, h0, lengths, activation=self.activation)
 
 
 def rnn_recurrence(
@@ -211,7 +191,7 @@ def rnn_recurrence(
     options = resolve_options(options)
     seq_lengths = _layout.check_lengths_dtype(seq_lengths, projected.shape[1])
     projected = zero_padding(projected, seq_lengths)  # padding reaches no gradient
-    return _rnn(projected, w_hh, h0.astype(f32), seq_lengths, activation, options)
+    return fused(_Elman(activation), (projected, w_hh, h0.astype(f32)), seq_lengths, options)
 
 
 def rnn_recurrence_reference(projected, w_hh, h0, seq_lengths, *, activation="tanh"):
