@@ -30,6 +30,18 @@ jax.config.update("jax_compilation_cache_dir", os.environ["SEQLAB_TEST_JAX_CACHE
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
+# XLA's CPU backend at optimization level 0: the suite's programs are tiny, so compiling
+# them is most of its time, and level 0 compiles them about 40% faster (tests/test_parallel_
+# precision.py and tests/test_hand_derived.py: 361 against 217 s of CPU). Numbers are
+# compared against references with tolerances, never against default-level timings; the
+# benchmarks (.ci/run runs every CI preset) compile at the default level. Read when the
+# backend starts, so set before any test computes; subprocesses inherit it
+# (tests/helpers.py's xla_flags keeps it when a test adds flags).
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join(
+        [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
+    ).strip()
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 
@@ -34,3 +36,8 @@ def random_params(cell, key, input_size, scale=0.3):
 
 def to_float64(tree):
     return jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, jnp.float64), tree)
+
+
+def xla_flags(*flags: str) -> str:
+    """``XLA_FLAGS`` for a subprocess: the suite's own (tests/conftest.py) plus ``flags``."""
+    return " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from seqlab.cli import main
+from tests.helpers import xla_flags
 
 TINY = [
     "model.hidden_size=8",
@@ -374,7 +375,7 @@ def test_corrupted_checkpoint_is_reported_and_left_alone(finished_run, tmp_path)
 
 def test_data_parallel_over_four_devices_matches_one_device(finished_run, tmp_path):
     """The finished run (one device, batch 16) again on four CPU devices, 4 rows each."""
-    four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    four = {"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4")}
     seqlab(*FINISHED, "--out", tmp_path / "four", env=four)
     one = json.loads((finished_run[0] / "summary.json").read_text())
     many = json.loads((tmp_path / "four" / "summary.json").read_text())

@@ -15,6 +15,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.helpers import xla_flags
+
 TINY = [
     "adding",
     "model.hidden_size=8",
@@ -44,7 +46,7 @@ def launch(args, *, processes=2, devices=2, port=None, ids=None, env=None):
             "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
             "JAX_NUM_PROCESSES": str(processes),
             "JAX_PROCESS_ID": str(pid),
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+            "XLA_FLAGS": xla_flags(f"--xla_force_host_platform_device_count={devices}"),
             "SEQLAB_HEARTBEAT_TIMEOUT": "5",
             **(env or {}),
         }
@@ -76,7 +78,10 @@ def finish(processes, timeout=180):
 
 
 def single(args, devices=4):
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": xla_flags(f"--xla_force_host_platform_device_count={devices}"),
+    }
     env.pop("SEQLAB_DISTRIBUTED", None)
     result = subprocess.run(
         [sys.executable, "-m", "seqlab", *map(str, args)],
@@ -305,7 +310,7 @@ print([collectives(experiment), collectives(plain)])
 def test_data_parallel_backward_all_reduces_instead_of_gathering_activations(cell):
     """On 4 devices the hand-derived backward's weight gradients are summed per device and
     all-reduced; without ``batch_sharded`` the partitioner all-gathers the activations."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4")}
     result = subprocess.run(
         [sys.executable, "-c", PARTITIONING.replace("CELL", cell)],
         capture_output=True,

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from seqlab.experiments import _claims, _cluster
+from tests.helpers import xla_flags
 
 SWEEP = [
     "sweep",
@@ -209,7 +210,7 @@ def test_submitit_local_executor_runs_the_workers(one_worker, tmp_path):
 
 def test_points_side_by_side_on_the_devices_of_a_host(one_worker, tmp_path):
     out = tmp_path / "devices"
-    four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    four = {"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4")}
     log = done(start(*SWEEP, "--out", out, "--devices-per-point", 2, env=four))
     assert "2 local worker(s), 2 of 4 cpu device(s) each" in log
     for point in (out / "points").iterdir():
