@@ -11,8 +11,9 @@ reverses them back. An implementation is one function of one shape::
 over time-major, forward-ordered ``xs`` (T, B, D) whose padding is zero; ``steps`` is
 None (every step valid) or ``Steps(valid, lengths)``, and past a sequence's last valid
 step the implementation must keep its carry frozen (its outputs there may be anything:
-they are zeroed here). ``seqlab.scan`` (``seqlab/unroll/_scan.py``) and
-``seqlab.parallel.convergence`` both enter through ``normalize``.
+they are zeroed here, unless it says it zeroes them itself). ``seqlab.scan``
+(``seqlab/unroll/_scan.py``) and ``seqlab.parallel.convergence`` both enter through
+``normalize``.
 """
 
 from __future__ import annotations
@@ -172,12 +173,17 @@ def normalize(
     *,
     seq_lengths: Array | None,
     time_major: bool,
+    check_settings: Callable[[], None] | None = None,
 ) -> Normalized:
     """Check a scan's arguments and bring them to one form (see ``Normalized``); every
-    mistake is a ValueError naming what was expected and what arrived."""
+    mistake is a ValueError naming what was expected and what arrived.
+    ``check_settings`` runs after the cell and ``xs`` are checked, before the carry and
+    the lengths (the order of ``seqlab.scan``'s errors)."""
     check_cell(cell)
     check_rank("xs", xs, 3, "(T, B, D)" if time_major else "(B, T, D)")
     check_floating("xs", xs)
+    if check_settings is not None:
+        check_settings()
     xs = xs if time_major else jnp.swapaxes(xs, 0, 1)
     num_steps, batch_size = xs.shape[:2]
     if carry is None:
@@ -206,15 +212,19 @@ def run_in_time(
     reverse: bool,
     options,
     with_steps: bool = False,
+    outputs_zeroed: bool = False,
 ) -> tuple[Any, Carry]:
     """``run`` over normalized, time-major ``xs``: direction and masking around it.
 
     ``with_steps`` gives ``run`` a ``Steps`` even without lengths (every step valid), for
-    implementations that pad the time axis (rematerialized blocks)."""
+    implementations that pad the time axis (rematerialized blocks). ``outputs_zeroed``:
+    ``run`` zeroes its outputs past each length itself (inside its loop, where that saves
+    memory), so they are not zeroed again here."""
     num_steps, batch_size = xs.shape[:2]
     if seq_lengths is None and with_steps:
         seq_lengths = jnp.full((batch_size,), num_steps, jnp.int32)
     steps = steps_of(seq_lengths, num_steps)
     outputs, final_carry = run(cell, params, in_order(xs, steps, reverse), carry, steps, options)
-    outputs = zero_invalid(None if steps is None else steps.valid, outputs)
+    if not outputs_zeroed:
+        outputs = zero_invalid(None if steps is None else steps.valid, outputs)
     return in_order(outputs, steps, reverse), final_carry

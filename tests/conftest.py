@@ -46,6 +46,29 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
+# Test files, slowest first (CPU seconds on the 2-core machine, 2026-12-03): xdist's
+# loadfile mode hands files to workers in collection order, so the longest start first and
+# the run does not end with one worker on a long file while the other waits. Files not
+# listed follow in their usual order.
+SLOWEST_FIRST = (
+    "test_parallel",
+    "test_experiments",
+    "test_cli",
+    "test_hand_derived",
+    "test_sweep_workers",
+    "test_kernels",
+    "test_parallel_precision",
+    "test_unroll",
+    "test_distributed",
+    "test_models",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: index for index, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable within a file
+
+
 def pytest_sessionfinish(session):
     if os.environ.get("SEQLAB_TEST_JAX_CACHE_OWNER") == str(os.getpid()):
         shutil.rmtree(os.environ["SEQLAB_TEST_JAX_CACHE"], ignore_errors=True)

@@ -12,6 +12,7 @@ from seqlab.parallel._api import Convergence as Convergence
 from seqlab.parallel._api import convergence as convergence
 from seqlab.parallel._api import run_parallel as run_parallel
 from seqlab.parallel._api import scan_parallel as scan_parallel
+from seqlab.parallel._api import settle_parallel as settle_parallel
 from seqlab.parallel._options import JACOBIANS as JACOBIANS
 from seqlab.parallel._options import Parallel as Parallel
 
@@ -21,5 +22,6 @@ __all__ = [
     "Convergence",
     "scan_parallel",
     "run_parallel",
+    "settle_parallel",
     "JACOBIANS",
 ]

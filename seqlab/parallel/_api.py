@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqlab._checks import as_lengths
+from seqlab._checks import as_lengths, require
 from seqlab._time import Steps, in_order, normalize, run_in_time, steps_of, zero_padding
 from seqlab.cells import can_hoist, jacobian_structure
 from seqlab.parallel._options import Parallel
@@ -53,9 +53,17 @@ def _problem(cell, params, xs, carry, options):
     return static, inputs, packing.pack(carry)
 
 
-def _settled(cell, options: Parallel) -> Parallel:
-    """``options`` with ``hoist`` decided: hoisted when the cell can, unless refused."""
-    return dataclasses.replace(options, hoist=can_hoist(cell) and options.hoist is not False)
+def settle_parallel(cell, options: Parallel, hoist: bool | None = None) -> Parallel:
+    """``options`` with ``hoist`` decided (``hoist`` given, else ``options.hoist``): None
+    hoists when the cell can (the projection then runs once, not per iteration); True on
+    a cell without ``project_inputs`` raises ValueError, as ``seqlab.scan`` does."""
+    hoist = options.hoist if hoist is None else hoist
+    require(
+        hoist is not True or can_hoist(cell),
+        f"hoist_input_projection=True needs a cell with project_inputs and step_projected; "
+        f"{type(cell).__name__} has none",
+    )
+    return dataclasses.replace(options, hoist=can_hoist(cell) and hoist is not False)
 
 
 def run_parallel(
@@ -71,7 +79,7 @@ def run_parallel(
     """
     wanted = jax.eval_shape(cell.step, params, carry, xs[0])  # (carry, output) dtypes
     params, xs, carry = _widened((params, xs, carry))
-    static, inputs, start = _problem(cell, params, xs, carry, _settled(cell, options))
+    static, inputs, start = _problem(cell, params, xs, carry, settle_parallel(cell, options))
     states, outputs = recurrence(static, params, inputs, start, _valid(steps))
     final_carry = static.packing.unpack(states[-1])
     return _cast_like(outputs, wanted[1]), _cast_like(final_carry, wanted[0])
@@ -109,7 +117,7 @@ def scan_parallel(
         carry,
         seq_lengths=seq_lengths,
         reverse=reverse,
-        options=dataclasses.replace(options, hoist=hoist),
+        options=settle_parallel(cell, options, bool(hoist)),  # None: not hoisted, as before
     )
 
 
@@ -183,6 +191,11 @@ def convergence(
     if not isinstance(options, Parallel):
         raise ValueError(f"options must be a seqlab.parallel.Parallel, got {options!r}")
     if hoist_input_projection is not None:
+        require(
+            options.hoist is None or options.hoist == hoist_input_projection,
+            f"hoist_input_projection={hoist_input_projection!r} and the options object's "
+            f"{options.hoist!r} disagree; give it once",
+        )
         options = dataclasses.replace(options, hoist=hoist_input_projection)
     xs, carry, seq_lengths = normalize(
         cell, params, xs, carry, seq_lengths=seq_lengths, time_major=time_major
@@ -196,7 +209,7 @@ def convergence(
     steps = steps_of(seq_lengths, num_steps)
     params, xs, carry = _widened((params, xs, carry))
     static, inputs, start = _problem(
-        cell, params, in_order(xs, steps, reverse), carry, _settled(cell, options)
+        cell, params, in_order(xs, steps, reverse), carry, settle_parallel(cell, options)
     )
     iterations, converged, residuals, initial = jax.device_get(
         _solve_record(static, params, inputs, start, _valid(steps))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from seqlab._time import Steps, where_valid
+from seqlab._time import Steps, where_valid, zero_invalid
 from seqlab.typing import Array, Carry, Params
 from seqlab.unroll._options import Xla
 
@@ -18,8 +18,8 @@ def scan_xla(
 ) -> tuple[Array, Carry]:
     """Unroll ``cell`` over time-major, forward-ordered ``xs`` with ``lax.scan``; returns
     (outputs, final carry). ``seqlab/_time.py`` gives the contract (the carry frozen past
-    each length; outputs there anything) and ``options`` its settled hoist, unroll and
-    remat.
+    each length; outputs there zeroed in the loop) and ``options`` its settled hoist,
+    unroll and remat.
 
     With ``options.remat`` (a block length) the time axis runs in blocks of that many
     steps, each under ``jax.checkpoint``: the backward pass keeps only the carries at
@@ -45,8 +45,9 @@ def scan_xla(
         x, valid_t = inputs_t
         new_carry, output = step(carry, x)
         # Past a sequence's end the carry freezes, so the final carry is the one at the
-        # last valid step without storing every step's carry.
-        return where_valid(valid_t, new_carry, carry), output
+        # last valid step without storing every step's carry; the output there is zeroed
+        # here, inside the loop (and the remat blocks), not after it.
+        return where_valid(valid_t, new_carry, carry), zero_invalid(valid_t, output)
 
     if options.remat is False:
         final_carry, outputs = jax.lax.scan(

@@ -10,9 +10,8 @@ import jax.numpy as jnp
 
 from seqlab._checks import require
 from seqlab._time import normalize, run_in_time
-from seqlab.cells import can_hoist
 from seqlab.kernels import Pallas
-from seqlab.parallel import Parallel, run_parallel
+from seqlab.parallel import Parallel, run_parallel, settle_parallel
 from seqlab.typing import Array, Carry, Params
 from seqlab.unroll._bptt import hand_derived, scan_bptt
 from seqlab.unroll._options import Xla
@@ -29,6 +28,8 @@ NAMED = {
     "parallel": Parallel(),
 }
 OPTIONS = (Xla, Pallas, Parallel)
+# what an empty batch or empty sequences run, whatever was asked for (after its checks)
+EMPTY = Xla(unroll=1, hoist=False, remat=False, backward="autodiff")
 
 
 def resolve_implementation(
@@ -97,7 +98,7 @@ def _resolve_remat(remat: bool | int, num_steps: int) -> int | bool:
 
 def _agree(name: str, given, default, field):
     """A setting given both to ``scan`` and in an options object: one value, or refuse."""
-    if given is default or given == field:
+    if given is default or (given == field and type(given) is type(field)):  # True != 1
         return field
     require(
         field == default,
@@ -109,7 +110,10 @@ def _agree(name: str, given, default, field):
 def _settle(options, cell, params, xs, *, unroll, hoist, remat):
     """Every hoist, unroll and remat decision for one scan, made here and written into
     the options object the implementation receives (the static key of its program):
-    ``(run, settled options, whether it needs a Steps mask without lengths)``."""
+    ``(run, settled options, whether it needs a Steps mask without lengths, whether it
+    zeroes the outputs past each length itself)``. The ``lax.scan`` implementations zero
+    them inside their loops or remat blocks: zeroing after the blocks kept one more
+    (T, B, H) array alive ("zeroing inside remat blocks" in ``_policy.py``)."""
     num_steps, batch_size = xs.shape[:2]
     if isinstance(options, Xla):
         unroll = resolve_unroll(_agree("unroll", unroll, None, options.unroll))
@@ -122,13 +126,11 @@ def _settle(options, cell, params, xs, *, unroll, hoist, remat):
             width = jax.eval_shape(cell.project_inputs, params, x_t).shape[-1]
             hoisted = hoist_small(num_steps * batch_size * width)
         settled = dataclasses.replace(options, unroll=unroll, hoist=hoisted, remat=remat)
-        return (scan_bptt if derived else scan_xla), settled, remat is not False
+        return (scan_bptt if derived else scan_xla), settled, remat is not False, True
     if isinstance(options, Parallel):
-        # hoisted by default: the projection then runs once, not per iteration
         asked = _agree("hoist_input_projection", hoist, None, options.hoist)
-        hoisted = can_hoist(cell) and asked is not False
-        return run_parallel, dataclasses.replace(options, hoist=hoisted), False
-    return scan_pallas, options, False
+        return run_parallel, settle_parallel(cell, options, asked), False, False
+    return scan_pallas, options, False, False
 
 
 def scan(
@@ -213,12 +215,21 @@ def scan(
     Value checks on ``seq_lengths`` happen when the lengths are concrete; inside ``jit``
     a length above T acts as T and one below 0 as 0.
     """
-    resolve_implementation(implementation)  # a bad name fails before anything is traced
-    Xla(unroll=unroll, hoist=hoist_input_projection, remat=remat)  # the settings' types
+
+    def check_settings():  # after the cell and xs are checked, before carry and lengths
+        resolve_implementation(implementation)  # a bad name fails before anything is traced
+        Xla(unroll=unroll, hoist=hoist_input_projection, remat=remat)  # the settings' types
+        should_hoist(cell, hoist_input_projection)  # True for a cell that cannot hoist fails
+
     xs, carry, seq_lengths = normalize(
-        cell, params, xs, carry, seq_lengths=seq_lengths, time_major=time_major
+        cell,
+        params,
+        xs,
+        carry,
+        seq_lengths=seq_lengths,
+        time_major=time_major,
+        check_settings=check_settings,
     )
-    should_hoist(cell, hoist_input_projection)  # True for a cell that cannot hoist fails
     name, options = resolve_implementation(
         implementation,
         cell,
@@ -228,11 +239,11 @@ def scan(
         hoist=hoist_input_projection is not False,
         remat=remat,
     )
-    if xs.shape[0] == 0 or xs.shape[1] == 0:  # nothing to compute: every implementation agrees
-        options = NAMED["xla-autodiff"]
-    run, options, with_steps = _settle(
+    run, options, with_steps, zeroed = _settle(
         options, cell, params, xs, unroll=unroll, hoist=hoist_input_projection, remat=remat
     )
+    if xs.shape[0] == 0 or xs.shape[1] == 0:  # nothing to compute: every implementation agrees
+        run, options, with_steps, zeroed = scan_xla, EMPTY, False, True
     outputs, final_carry = run_in_time(
         run,
         cell,
@@ -243,6 +254,7 @@ def scan(
         reverse=reverse,
         options=options,
         with_steps=with_steps,
+        outputs_zeroed=zeroed,
     )
     if not time_major:
         outputs = jax.tree_util.tree_map(lambda y: jnp.swapaxes(y, 0, 1), outputs)
