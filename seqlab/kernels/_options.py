@@ -11,6 +11,7 @@ included, is part of the jit cache key.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 
@@ -41,6 +42,7 @@ class Pallas:
     backward: str = "pallas"
     interpret: bool | None = None
     poison: bool = False
+    name: ClassVar[str] = "pallas"  # the implementation's name in seqlab.scan
 
     def __post_init__(self):
         require(

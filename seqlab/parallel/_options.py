@@ -4,6 +4,7 @@ kernels."""
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax.numpy as jnp
 
@@ -75,6 +76,7 @@ class Parallel:
     damping: bool = True
     fallback: bool = True
     hoist: bool | None = None
+    name: ClassVar[str] = "parallel"  # the implementation's name in seqlab.scan
 
     def __post_init__(self):
         check_one_of("jacobian", self.jacobian, JACOBIANS)

@@ -59,7 +59,7 @@ def resolve_implementation(
     if isinstance(options, Xla):
         return options.name, options
     if cell is None:
-        return ("xla", Xla()) if options is None else (_name(options), options)
+        return ("xla", Xla()) if options is None else (options.name, options)
     if isinstance(options, Parallel):
         require(
             remat is False,
@@ -77,14 +77,6 @@ def resolve_implementation(
         return ("pallas", Pallas()) if automatic else ("xla", Xla())
     require(reason is None, f"implementation='pallas' cannot run this scan: {reason}")
     return "pallas", options
-
-
-def _name(options) -> str:
-    return (
-        options.name
-        if isinstance(options, Xla)
-        else ("pallas" if isinstance(options, Pallas) else "parallel")
-    )
 
 
 def _resolve_remat(remat: bool | int, num_steps: int) -> int | bool:
