@@ -1,7 +1,8 @@
 """Fused Pallas kernels for the recurrences of the built-in cells (GPU; interpret mode on CPU).
 
-Each module holds a forward kernel, a reverse-time backward kernel tied to it with
-``jax.custom_vjp``, and a plain ``*_reference`` in float32 that the tests compare against.
+Each module holds a forward kernel, a reverse-time backward kernel tied to it through the
+one ``jax.custom_vjp`` scaffold of ``_vjp.py``, and a plain ``*_reference`` in float32 that
+the tests compare against.
 The pointwise math of a step and of its backward (``lstm_update`` /
 ``lstm_update_backward``, ``gru_update`` / ``gru_update_backward`` / ``reset_backward``,
 the RNN's ``ACTIVATIONS`` / ``ACTIVATION_GRADIENTS``) is imported from ``seqlab.cells``,

@@ -1,4 +1,5 @@
-"""Unrolling a cell over time: ``scan``, its ``lax.scan`` reference and the dispatcher."""
+"""Unrolling a cell over time: ``scan`` (the dispatcher), ``Xla`` (the ``lax.scan``
+implementation's options), its reference and the hand-derived backward."""
 
 from seqlab._time import reverse_within_lengths as reverse_within_lengths
 from seqlab.unroll._options import Xla as Xla
