@@ -117,7 +117,8 @@ def scan_parallel(
         carry,
         seq_lengths=seq_lengths,
         reverse=reverse,
-        options=settle_parallel(cell, options, bool(hoist)),  # None: not hoisted, as before
+        # run_parallel settles hoisting (and refuses True for a cell that cannot hoist)
+        options=dataclasses.replace(options, hoist=bool(hoist)),  # None: not hoisted
     )
 
 
