@@ -287,7 +287,7 @@ def test_a_sweep_under_jax_distributed_trains_each_point_over_both_processes(tmp
 
 PARTITIONING = """
 import dataclasses, re, jax, jax.numpy as jnp
-from seqlab.experiments import Experiment, apply_overrides, build_model, default_config
+from seqlab.experiments import Experiment, _step, apply_overrides, build_model, default_config
 config = apply_overrides(default_config("adding"), ["model.cell=CELL", "model.hidden_size=64",
                          "data.seq_len=50", "train.batch_size=16"])
 experiment = Experiment.from_config(config)
@@ -298,8 +298,8 @@ experiment.train_chunk(state, 0, 2)
 plain = dataclasses.replace(experiment, model=build_model(config, experiment.data.info),
                             trace_key=None)
 def collectives(experiment):
-    lowered = experiment._train_chunk.lower(experiment, state, jnp.int32(0), 2,
-                                            experiment.train_arrays)
+    lowered = _step.train_chunk.lower(experiment.program, state, jnp.int32(0), 2,
+                                      experiment.source.train_arrays)
     text = lowered.compile().as_text()
     return len(re.findall(r" all-gather\\(", text)), len(re.findall(r" all-reduce\\(", text))
 print([collectives(experiment), collectives(plain)])

@@ -17,6 +17,7 @@ from seqlab.experiments import (
     _analyze,
     _rundir,
     _seeds,
+    _step,
     apply_overrides,
     default_config,
     load_run,
@@ -26,7 +27,7 @@ from seqlab.experiments._analyze import by_distance
 from seqlab.experiments._model import build_model
 from seqlab.experiments._rundir import MetricLog, read_metrics
 from seqlab.experiments._seeds import map_seeds, resolve_seed_batching
-from seqlab.experiments._train import weight_penalty
+from seqlab.experiments._step import weight_penalty
 
 TINY = [
     "model.hidden_size=8",
@@ -423,7 +424,7 @@ def test_equal_experiments_share_compiled_programs(standard_promotion):
     assert other != first
     given = Experiment.from_config(config, data=first.data)
     assert given != first and given == given
-    compiled = Experiment._train_chunk
+    compiled = _step.train_chunk
     state = first.init_state()
     first.train_chunk(state, 0, 3)
     size = compiled._cache_size()

@@ -304,17 +304,19 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo, guard
                 log.close()
     if status == "running":
         status = "finished"
-    if not experiment.fed:
-        summary = finish(experiment, run_dir, state, step, record, best, status, guard=guard)
-        _echo_summary(summary, echo)
-        return summary
-    # Several processes: the writer finishes on its own device with host copies of the
-    # (replicated) state; the others wait for its summary.
+    # The writer finishes (with host copies of the replicated state under several
+    # processes, on its own device); the others wait for its summary.
     if writer:
-        host_state = jax.tree.map(np.asarray, state)
-        with jax.default_device(jax.local_devices()[0]):
+        with experiment.source.writer_device():
             summary = finish(
-                experiment, run_dir, host_state, step, record, best, status, guard=guard
+                experiment,
+                run_dir,
+                experiment.source.host(state),
+                step,
+                record,
+                best,
+                status,
+                guard=guard,
             )
         _echo_summary(summary, echo)
     _distributed.barrier("run-finished")
