@@ -8,6 +8,7 @@ from seqlab import bptt as bptt
 from seqlab import cells as cells
 from seqlab import interop as interop
 from seqlab import layers as layers
+from seqlab import trees as trees
 from seqlab.unroll import scan as scan
 
 if TYPE_CHECKING:
@@ -37,5 +38,6 @@ __all__ = [
     "layers",
     "load_run",
     "scan",
+    "trees",
     "__version__",
 ]

@@ -1,7 +1,7 @@
 """Plain float64 NumPy loops over time: the references the library is checked against.
 
 Written from the papers' equations, one batch element and one step at a time, sharing no
-code with seqlab.
+code with seqlab. At the end, the tree cells' references: plain recursion over one tree.
 """
 
 from __future__ import annotations
@@ -174,3 +174,142 @@ def relative_error(actual, expected) -> float:
             return float("inf")
         worst = max(worst, float(np.max(np.abs(a - e)) / max(np.max(np.abs(e)), 1e-30)))
     return worst
+
+
+# Recursive (tree-structured) networks: one tree at a time, computed by plain recursion
+# from the root (memoized), from the papers' equations; no seqlab code. ``children`` lists
+# each node's child indices (children before parents, the root last); ``inputs`` is
+# (N, D). Parameter names and layouts are seqlab's (``seqlab.trees``' docstrings): ``w_ih``
+# (D, G·H), ``w_hh``, ``b`` (G·H,) with the gates side by side in column blocks of H.
+
+
+def _tree_recursion(children, node_fn):
+    """node_fn(node, [states of its children]) -> state, evaluated by recursion from the
+    root (the last node), each node once."""
+    memo = {}
+
+    def state(node):
+        if node not in memo:
+            memo[node] = node_fn(node, [state(child) for child in children[node]])
+        return memo[node]
+
+    state(len(children) - 1)
+    assert len(memo) == len(children), "every node must hang below the last one (the root)"
+    return [memo[node] for node in range(len(children))]
+
+
+def _bias(p, size):
+    return p["b"] if "b" in p else np.zeros(size)
+
+
+def tree_rnn_reference(params, children, inputs, arity):
+    """Socher et al.'s recursive network: h = tanh(x W_ih + b + [h_1; …; h_K] W_hh), the
+    K children positional, absent slots zero. Returns h (N, H)."""
+    p, xs = _np(params), np.asarray(inputs, np.float64)
+    hidden = p["w_hh"].shape[1]
+    assert p["w_hh"].shape == (arity * hidden, hidden)
+
+    def node(j, kids):
+        assert len(kids) <= arity
+        stacked = np.zeros(arity * hidden)
+        for slot, h in enumerate(kids):
+            stacked[slot * hidden : (slot + 1) * hidden] = h
+        return np.tanh(xs[j] @ p["w_ih"] + _bias(p, hidden) + stacked @ p["w_hh"])
+
+    return np.stack(_tree_recursion(children, node))
+
+
+def child_sum_tree_lstm_reference(params, children, inputs):
+    """Tai, Socher & Manning (2015), Child-Sum Tree-LSTM, eqs. (2)-(8); gates i, f, u
+    (seqlab's g), o in column blocks of ``w_ih``/``w_hh``/``b``. Returns (h, c), each
+    (N, H)."""
+    p, xs = _np(params), np.asarray(inputs, np.float64)
+    hidden = p["w_hh"].shape[0]
+    b = _bias(p, 4 * hidden)
+
+    def W(gate):  # the paper's W^(gate), U^(gate), b^(gate)
+        k = "ifuo".index(gate)
+        cols = slice(k * hidden, (k + 1) * hidden)
+        return p["w_ih"][:, cols], p["w_hh"][:, cols], b[cols]
+
+    def node(j, kids):
+        x = xs[j]
+        h_tilde = sum((h for h, _ in kids), np.zeros(hidden))  # (2)
+        w, u, b_ = W("i")
+        i = _sigmoid(x @ w + h_tilde @ u + b_)  # (3)
+        w, u, b_ = W("f")
+        f = [_sigmoid(x @ w + h_k @ u + b_) for h_k, _ in kids]  # (4)
+        w, u, b_ = W("o")
+        o = _sigmoid(x @ w + h_tilde @ u + b_)  # (5)
+        w, u, b_ = W("u")
+        u_ = np.tanh(x @ w + h_tilde @ u + b_)  # (6)
+        c = i * u_ + sum((f_k * c_k for f_k, (_, c_k) in zip(f, kids, strict=True)), 0.0)  # (7)
+        h = o * np.tanh(c)  # (8)
+        return h, c
+
+    states = _tree_recursion(children, node)
+    return np.stack([h for h, _ in states]), np.stack([c for _, c in states])
+
+
+def nary_tree_lstm_reference(params, children, inputs, arity):
+    """Tai et al. (2015), N-ary Tree-LSTM, eqs. (9)-(14), children positional (slot s has
+    its own U_s), absent slots zero. seqlab's layout: ``w_ih`` (D, 4H) columns i, f, u, o
+    (the forget gates share W^(f) and b^(f)); ``w_hh`` (K·H, (3 + K)·H), row block s is
+    child slot s, column blocks i, f_1 … f_K, u, o: U^(f)_{ks} is row block s, column
+    block 1 + k. Returns (h, c), each (N, H)."""
+    p, xs = _np(params), np.asarray(inputs, np.float64)
+    hidden = p["w_hh"].shape[0] // arity
+    assert p["w_hh"].shape == (arity * hidden, (3 + arity) * hidden)
+    b = _bias(p, 4 * hidden)
+
+    def block(matrix, row, col):
+        return matrix[row * hidden : (row + 1) * hidden, col * hidden : (col + 1) * hidden]
+
+    def node(j, kids):
+        assert len(kids) <= arity
+        h = [kids[s][0] if s < len(kids) else np.zeros(hidden) for s in range(arity)]
+        c = [kids[s][1] if s < len(kids) else np.zeros(hidden) for s in range(arity)]
+
+        def gate(k, col):  # W^(gate) x + b^(gate) (column block k of w_ih) + Σ_s U_s h_s
+            recurrent = sum((h[s] @ block(p["w_hh"], s, col) for s in range(arity)), 0.0)
+            cols = slice(k * hidden, (k + 1) * hidden)
+            return xs[j] @ p["w_ih"][:, cols] + b[cols] + recurrent
+
+        i = _sigmoid(gate(0, 0))  # (9)
+        f = [_sigmoid(gate(1, 1 + k)) for k in range(arity)]  # (10): f_k, one per slot
+        o = _sigmoid(gate(3, 2 + arity))  # (11)
+        u = np.tanh(gate(2, 1 + arity))  # (12)
+        c_j = i * u + sum((f[s] * c[s] for s in range(arity)), np.zeros(hidden))  # (13)
+        return o * np.tanh(c_j), c_j  # (14)
+
+    states = _tree_recursion(children, node)
+    return np.stack([h for h, _ in states]), np.stack([c for _, c in states])
+
+
+def tree_gru_reference(params, children, inputs):
+    """The Child-Sum GRU of ``seqlab.trees.TreeGRU``'s docstring (Cho et al. 2014's GRU
+    with the Child-Sum Tree-LSTM's treatment of children: gates of the summed children,
+    one reset gate per child), gates r, z, n in column blocks::
+
+        h̃ = Σ_k h_k;  z = σ(x W_iz + b_z + h̃ W_hz);  r_k = σ(x W_ir + b_r + h_k W_hr)
+        n = tanh(x W_in + b_n + (Σ_k r_k ⊙ h_k) W_hn);  h = (1 - z) ⊙ n + z ⊙ h̃
+
+    Returns h (N, H)."""
+    p, xs = _np(params), np.asarray(inputs, np.float64)
+    hidden = p["w_hh"].shape[0]
+    b = _bias(p, 3 * hidden)
+    cols = {gate: slice(k * hidden, (k + 1) * hidden) for k, gate in enumerate("rzn")}
+
+    def node(j, kids):
+        x = xs[j]
+        h_tilde = sum(kids, np.zeros(hidden))
+        x_r, x_z, x_n = (x @ p["w_ih"][:, cols[g]] + b[cols[g]] for g in "rzn")
+        z = _sigmoid(x_z + h_tilde @ p["w_hh"][:, cols["z"]])
+        reset = np.zeros(hidden)
+        for h_k in kids:
+            r_k = _sigmoid(x_r + h_k @ p["w_hh"][:, cols["r"]])
+            reset = reset + r_k * h_k
+        n = np.tanh(x_n + reset @ p["w_hh"][:, cols["n"]])
+        return (1 - z) * n + z * h_tilde
+
+    return np.stack(_tree_recursion(children, node))

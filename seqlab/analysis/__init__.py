@@ -14,6 +14,8 @@ from seqlab.analysis._grad_norms import NonFinite as NonFinite
 from seqlab.analysis._grad_norms import first_non_finite as first_non_finite
 from seqlab.analysis._grad_norms import hidden_grad_norms as hidden_grad_norms
 from seqlab.analysis._jacobian import jacobian_norms as jacobian_norms
+from seqlab.analysis._tree_grad_norms import norms_by_depth as norms_by_depth
+from seqlab.analysis._tree_grad_norms import tree_grad_norms as tree_grad_norms
 
 __all__ = [
     "hidden_grad_norms",
@@ -25,4 +27,6 @@ __all__ = [
     "gate_saturation",
     "fit_decay_rate",
     "DecayFit",
+    "norms_by_depth",
+    "tree_grad_norms",
 ]

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqlab.analysis import fit_decay_rate, hidden_grad_norms
+from seqlab.analysis import fit_decay_rate, hidden_grad_norms, norms_by_depth, tree_grad_norms
 from seqlab.experiments import _plots, _rundir
 from seqlab.experiments._load import load_run
 from seqlab.experiments._seeds import seed_params
@@ -45,6 +45,19 @@ def gradient_norms(model, params, batch) -> np.ndarray:
     xs = model.encode_inputs(params, batch["inputs"])
     encoder = params["net"]["encoder"]
     return hidden_grad_norms(net.encoder, encoder, xs, loss_fn, seq_lengths=lengths)
+
+
+def tree_gradient_norms(model, params, batch) -> tuple[np.ndarray, np.ndarray]:
+    """(B, N) norms ‖∂L/∂h_node‖ of one seed's parameters on a tree ``batch`` with the
+    task's loss through the trained head, and (B, N) each node's depth from its root."""
+    net, tree = model.net, model.structure(batch)
+    xs = model.encode_inputs(params, batch["inputs"])
+
+    def loss_fn(nodes, roots):
+        logits = net.from_encoding(params["net"], net.cell.output(nodes), tree)
+        return model.mean_loss(logits, batch)
+
+    return tree_grad_norms(net.cell, params["net"]["encoder"], tree, loss_fn, inputs=xs)
 
 
 def by_distance(norms: np.ndarray, lengths: np.ndarray, direction: str):
@@ -87,6 +100,8 @@ def analyze_params(experiment, params, step: int, run_dir, *, guard=None) -> dic
     model = experiment.model
     count = min(ANALYSIS_EXAMPLES, len(experiment.data.eval["targets"]))
     batch = {k: jnp.asarray(v[:count]) for k, v in experiment.data.eval.items()}
+    if model.net.reads_tree:
+        return _analyze_tree(experiment, params, step, run_dir, batch, guard=guard)
     lengths = np.asarray(batch["lengths"])
     directions = DIRECTIONS[: 2 if model.encoder.bidirectional else 1]
     curves, counts = [], None  # curves: (S, L, dirs, D), mean over examples
@@ -115,6 +130,36 @@ def analyze_params(experiment, params, step: int, run_dir, *, guard=None) -> dic
             {"layer": layer, **_fit(curves[:, layer, position], counts)}
             for layer in range(curves.shape[1])
         ]
+    run_dir = pathlib.Path(run_dir)
+    if guard is not None:
+        guard()
+    _rundir.write_json(run_dir / "analysis" / f"gradnorms_step{step}.json", result)
+    _plots.plot_gradnorms(run_dir, result)
+    return result
+
+
+def _analyze_tree(experiment, params, step: int, run_dir, batch, *, guard=None) -> dict:
+    """``analyze_params`` for a tree model: the norms lined up by depth from the root
+    (distance 0 is the root, where the loss enters), in the sequence analysis' layout
+    (one layer, one direction), so that the same plot and report read it."""
+    curves, counts = [], None
+    for index in range(len(experiment.seeds)):
+        norms, depth = tree_gradient_norms(experiment.model, seed_params(params, index), batch)
+        means, counts = norms_by_depth(norms, depth)
+        curves.append(means[None, None])
+    curves = np.stack(curves)  # (S, 1, 1, D)
+    result = {
+        "step": step,
+        "examples": int(batch["targets"].shape[0]),
+        "seeds": list(experiment.seeds),
+        "directions": ["forward"],
+        "distance_is": "depth from the root",
+        "distance": list(range(curves.shape[-1])),
+        "examples_at_distance": counts.tolist(),
+        "mean_norm": curves.mean(axis=0).tolist(),
+        "per_seed": curves.tolist(),
+        "decay_fit_forward": [{"layer": 0, **_fit(curves[:, 0, 0], counts)}],
+    }
     run_dir = pathlib.Path(run_dir)
     if guard is not None:
         guard()
@@ -155,13 +200,14 @@ def samples(experiment, params, *, count: int = 4) -> list | None:
 
 def _summary_lines(result: dict) -> list[str]:
     lines = []
+    unit = "level of depth" if result.get("distance_is") == "depth from the root" else "step"
     for direction in result["directions"]:
         label = "" if direction == "forward" else f" ({direction})"
         for fit in result[f"decay_fit_{direction}"]:
             factor = "n/a" if fit["factor"] is None else f"{fit['factor']:.4f}"
             lines.append(
                 f"step {result['step']}, layer {fit['layer']}{label}: gradient norm "
-                f"decays by {factor} per step"
+                f"decays by {factor} per {unit}"
             )
     first = np.asarray(result["mean_norm"])[:, 0]
     lines.append(

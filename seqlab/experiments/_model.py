@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from seqlab import cells
 from seqlab.layers import ARCHITECTURES, Architecture, Embedding, RNNLayer, one_hot
+from seqlab.trees import TREE_CELLS, TreeBatch, is_tree_cell
 from seqlab.unroll import Xla
 
 
@@ -106,18 +107,23 @@ class TaskModel:
             return one_hot(inputs, self.input_vocab)
         return self.embedding.apply(params["embedding"], inputs)
 
+    def structure(self, batch):
+        """What says where each example ends: its ``lengths`` (B,), or for a tree model
+        the ``seqlab.trees.TreeBatch`` made of the batch's tree arrays."""
+        return TreeBatch.from_dict(batch) if self.net.reads_tree else batch["lengths"]
+
     def predict(self, params, batch, *, key=None, train=False):
         """Outputs for a batch: values (mse) or logits (xent); teacher-forced logits for
         the decoders."""
         xs = self.encode_inputs(params, batch["inputs"])
         return self.net.forward(
-            params["net"], xs, batch["lengths"], batch.get("targets"), key=key, train=train
+            params["net"], xs, self.structure(batch), batch.get("targets"), key=key, train=train
         )
 
     def per_example(self, outputs, batch) -> dict:
         """{metric: (sum (B,), count (B,))}: the loss first, then accuracy for classes."""
         metrics, _ = OBJECTIVES[self.objective]
-        mask = self.net.output_mask(batch["lengths"], batch["targets"])
+        mask = self.net.output_mask(self.structure(batch), batch["targets"])
         return metrics(outputs, batch["targets"], mask)
 
     def mean_loss(self, outputs, batch):
@@ -144,7 +150,10 @@ class TaskModel:
 
     @property
     def encoder(self) -> RNNLayer:
-        """The RNNLayer that reads the inputs (the decoder's for one-to-many)."""
+        """The RNNLayer that reads the inputs (the decoder's for one-to-many; a tree model
+        has none: its ``net.cell`` reads the trees)."""
+        if self.net.reads_tree:
+            raise ValueError("a tree model has no RNNLayer: its net.cell reads the trees")
         if self.net.reads_sequence:
             return self.net.encoder
         return self.net.decoder.rnn
@@ -165,6 +174,9 @@ def build_model(config, info: dict, *, batch_sharded: bool = False) -> TaskModel
     if OmegaConf.is_config(options):
         options = OmegaConf.to_container(options, resolve=True)  # ${...} interpolations
     cell = cells.make(model.cell, hidden_size=model.hidden_size, **options)
+    architecture = ARCHITECTURES[info["kind"]]
+    if architecture.reads_tree or is_tree_cell(cell):
+        return _tree_model(config, info, cell, architecture)
 
     def rnn(bidirectional):
         return RNNLayer(
@@ -175,7 +187,6 @@ def build_model(config, info: dict, *, batch_sharded: bool = False) -> TaskModel
             implementation=implementation,
         )
 
-    architecture = ARCHITECTURES[info["kind"]]
     try:
         net = architecture.build(
             rnn,
@@ -185,6 +196,38 @@ def build_model(config, info: dict, *, batch_sharded: bool = False) -> TaskModel
         )
     except ValueError as error:
         raise ValueError(f"model: {error}") from None
+    return TaskModel(
+        kind=architecture.kind,
+        objective=info["objective"],
+        net=net,
+        input_size=info.get("input_size", 0),
+        input_vocab=info.get("input_vocab", 0),
+        input_encoding=info.get("input_encoding", "float") if info.get("input_vocab") else "float",
+        embed_size=model.embed_size,
+    )
+
+
+def _tree_model(config, info: dict, cell, architecture) -> TaskModel:
+    """A tree cell on a tree task (``seqlab.layers.TreeEncoder``); anything else mixed
+    with trees is refused, naming what was expected."""
+    model = config.model
+    if not architecture.reads_tree:
+        sequence_cells = ", ".join(n for n in cells.registered() if n not in TREE_CELLS)
+        raise ValueError(
+            f"model.cell={model.cell} is a tree cell and reads trees; this task's inputs are "
+            f"{info['kind']} sequences: choose a sequence cell ({sequence_cells})"
+        )
+    if not is_tree_cell(cell):
+        raise ValueError(
+            f"model.cell={model.cell} is a sequence cell; this task reads trees: choose a tree "
+            "cell (tree_rnn, child_sum_tree_lstm, nary_tree_lstm, tree_gru)"
+        )
+    if model.num_layers != 1 or model.bidirectional:
+        raise ValueError(
+            "model: a tree model has one tree cell, read bottom-up: set model.num_layers=1 "
+            f"and model.bidirectional=false (got {model.num_layers} and {model.bidirectional})"
+        )
+    net = architecture(cell, info["output_size"], per_node=bool(info.get("per_node", False)))
     return TaskModel(
         kind=architecture.kind,
         objective=info["objective"],

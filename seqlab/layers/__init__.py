@@ -19,6 +19,7 @@ from seqlab.layers._models import ManyToMany as ManyToMany
 from seqlab.layers._models import ManyToOne as ManyToOne
 from seqlab.layers._models import OneToMany as OneToMany
 from seqlab.layers._models import TokenDecoder as TokenDecoder
+from seqlab.layers._models import TreeEncoder as TreeEncoder
 from seqlab.layers._nnx import NNXModule as NNXModule
 from seqlab.layers._rnn_layer import RNNLayer as RNNLayer
 
@@ -27,6 +28,7 @@ __all__ = [
     "ARCHITECTURES",
     "Architecture",
     "ManyToOne",
+    "TreeEncoder",
     "ManyToMany",
     "EncoderDecoder",
     "OneToMany",

@@ -32,6 +32,7 @@ from seqlab._checks import check_integer, check_rank, require
 from seqlab.layers._encoding import BOS_ID, EOS_ID, PAD_ID, Embedding
 from seqlab.layers._heads import dense_apply, dense_init, last_valid_outputs, valid_mask
 from seqlab.layers._rnn_layer import RNNLayer
+from seqlab.trees import TreeBatch, is_tree_cell, tree_scan
 from seqlab.typing import Array, Params, PRNGKey
 
 
@@ -48,11 +49,14 @@ class Architecture(abc.ABC):
       generative: whether it decodes token sequences freely (``generate``).
       reads_sequence: whether an RNN encoder reads an input sequence (``encode``); a
         one-to-many model reads one vector.
+      reads_tree: whether a tree cell reads a batch of trees (``TreeEncoder``): its
+        ``lengths`` argument is then the ``seqlab.trees.TreeBatch``.
     """
 
     kind: ClassVar[str]
     generative: ClassVar[bool] = False
     reads_sequence: ClassVar[bool] = True
+    reads_tree: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod
@@ -393,6 +397,69 @@ class OneToMany(Architecture):
 
 
 # Every architecture by its ``kind``: tasks name one, ``seqlab.experiments`` builds it.
+@dataclasses.dataclass(frozen=True)
+class TreeEncoder(Architecture):
+    """A recursive network: a tree cell over each tree (``seqlab.trees.tree_scan``) and a
+    dense head on the root's output, or on every node's (``per_node``).
+
+    ``inputs`` are the nodes' input features (B, N, D); ``lengths`` is the
+    ``seqlab.trees.TreeBatch`` that gives the trees' structure (the one argument of the
+    shared ``forward`` signature that says where a sequence ends says it for a tree).
+    ``apply`` returns (B, output_size) at the roots, or (B, N, output_size) at every node
+    (exactly zero on padding nodes).
+    """
+
+    cell: object
+    output_size: int
+    per_node: bool = False
+    remat: bool = False
+
+    kind: ClassVar[str] = "tree"
+    reads_sequence: ClassVar[bool] = False
+    reads_tree: ClassVar[bool] = True
+
+    def __post_init__(self):
+        require(is_tree_cell(self.cell), f"a tree encoder needs a tree cell, got {self.cell!r}")
+
+    @classmethod
+    def build(cls, make_rnn, output_size, *, bidirectional, embed_size):
+        raise ValueError(
+            "a tree model is built from a tree cell (seqlab.trees), not from an RNN layer: "
+            "TreeEncoder(cell, output_size)"
+        )
+
+    def init(self, key: PRNGKey, input_size: int) -> Params:
+        k_cell, k_head = jax.random.split(key)
+        params = self.cell.init(k_cell, input_size)
+        hidden = jax.eval_shape(lambda p: self.cell.output(self.cell.leaf_state(p, ())), params)
+        return {"encoder": params, "head": dense_init(k_head, hidden.shape[-1], self.output_size)}
+
+    def encode(self, params, inputs, lengths=None, *, key=None, train=False) -> Array:
+        """The cell's output h at every node, (B, N, H)."""
+        require(isinstance(lengths, TreeBatch), "a tree model's lengths is its TreeBatch")
+        nodes, _ = tree_scan(self.cell, params["encoder"], lengths, inputs=inputs, remat=self.remat)
+        return self.cell.output(nodes)
+
+    def from_encoding(self, params, encoded, lengths=None, targets=None, *, key=None, train=False):
+        if self.per_node:
+            logits = dense_apply(params["head"], encoded)
+            real = jnp.asarray(lengths.level) >= 0
+            return jnp.where(real[..., None], logits, jnp.zeros_like(logits))
+        roots = jnp.take_along_axis(encoded, jnp.asarray(lengths.root)[:, None, None], axis=1)
+        return dense_apply(params["head"], roots[:, 0])
+
+    def apply(self, params, xs, tree: TreeBatch, *, key=None, train=False) -> Array:
+        return self.from_encoding(params, self.encode(params, xs, tree), tree)
+
+    def forward(self, params, inputs, lengths=None, targets=None, *, key=None, train=False):
+        return self.apply(params, inputs, lengths, key=key, train=train)
+
+    def output_mask(self, lengths, targets) -> Array:
+        if self.per_node:
+            return (jnp.asarray(targets) >= 0).astype(jnp.float32)
+        return jnp.ones(targets.shape[:1], jnp.float32)
+
+
 ARCHITECTURES: dict[str, type[Architecture]] = {
-    cls.kind: cls for cls in (ManyToOne, ManyToMany, EncoderDecoder, OneToMany)
+    cls.kind: cls for cls in (ManyToOne, ManyToMany, EncoderDecoder, OneToMany, TreeEncoder)
 }

@@ -8,11 +8,13 @@ sentiment    many-to-one classes      IMDB reviews from a local aclImdb folder
 tagging      many-to-many classes     Python source characters, or a CoNLL file
 dates        encoder-decoder          human dates to ISO format
 chars        one-to-many              character generation from a text
+listops      tree / many-to-one       ListOps expressions, as parse trees or flat tokens
 """
 
 from seqlab.experiments.tasks import _series as _series
 from seqlab.experiments.tasks import _synthetic as _synthetic
 from seqlab.experiments.tasks import _text as _text
+from seqlab.experiments.tasks import _trees as _trees
 from seqlab.experiments.tasks._base import KINDS as KINDS
 from seqlab.experiments.tasks._base import Task as Task
 from seqlab.experiments.tasks._base import TaskData as TaskData
@@ -36,6 +38,9 @@ from seqlab.experiments.tasks._text import python_char_tags as python_char_tags
 from seqlab.experiments.tasks._text import read_aclimdb as read_aclimdb
 from seqlab.experiments.tasks._text import read_conll as read_conll
 from seqlab.experiments.tasks._text import tokenize_review as tokenize_review
+from seqlab.experiments.tasks._trees import ListOpsData as ListOpsData
+from seqlab.experiments.tasks._trees import listops_expression as listops_expression
+from seqlab.experiments.tasks._trees import listops_value as listops_value
 
 __all__ = [
     "AddingData",
@@ -43,6 +48,7 @@ __all__ = [
     "CopyMemoryData",
     "DatesData",
     "DigitsData",
+    "ListOpsData",
     "ForecastData",
     "SentimentData",
     "TaggingData",
@@ -54,6 +60,8 @@ __all__ = [
     "copy_memory",
     "get",
     "human_dates",
+    "listops_expression",
+    "listops_value",
     "load_series",
     "python_char_tags",
     "read_aclimdb",

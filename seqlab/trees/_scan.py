@@ -1,0 +1,136 @@
+"""``tree_scan``: a tree cell over a batch of trees, one vectorized step per level.
+
+Every real node is first computed as a leaf (its children absent), in one step over all
+B·N nodes, with the input projection hoisted when the cell offers it. Then a
+``lax.scan`` over the levels 1 .. L - 1 (``TreeBatch.order``) gathers the children's
+states of that level's nodes across the whole batch, runs the cell once on the (B, W)
+nodes, and scatters the new states back. The sequential depth is the tallest tree's
+height, not the node count; ``jax.grad`` through it is backpropagation through structure.
+Padding nodes are never read: where their inputs are NaN, outputs and gradients stay
+finite and unchanged.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqlab._checks import is_concrete, require
+from seqlab.trees._batch import TreeBatch
+from seqlab.trees._cells import is_tree_cell
+
+
+def _fit_arity(cell, children):
+    """``children`` (B, N, K) with K widened or cut to the cell's fixed arity, if any."""
+    arity = getattr(cell, "arity", None)
+    have = children.shape[-1]
+    if arity is None or arity == have:
+        return children
+    if have < arity:
+        pad = jnp.full((*children.shape[:-1], arity - have), -1, children.dtype)
+        return jnp.concatenate([children, pad], axis=-1)
+    if is_concrete(children):
+        extra = np.asarray(children)[..., arity:]
+        used = int(np.max(np.sum(np.asarray(children) >= 0, axis=-1)))
+        require(
+            bool(np.all(extra < 0)),
+            f"a node has {used} children, above the arity {arity} of {type(cell).__name__}",
+        )
+        return children[..., :arity]
+    raise ValueError(
+        f"the batch has {have} child slots, above the arity {arity} of {type(cell).__name__} "
+        "(pad the batch with arity=<= the cell's, or give a concrete batch)"
+    )
+
+
+def tree_scan(
+    cell, params, batch: TreeBatch, *, inputs=None, remat: bool = False, perturbation=None
+):
+    """Run ``cell`` over every tree of ``batch``.
+
+    Args:
+      cell: a tree cell (``seqlab.trees.ChildSumTreeLSTM``, ..., or a ``TreeCell``).
+      params: its parameters.
+      batch: a ``TreeBatch`` (NumPy or JAX arrays).
+      inputs: (B, N, D) float node inputs; defaults to ``batch.inputs``, which must then
+        be float vectors (embed token ids first, e.g. with ``seqlab.layers.Embedding``).
+        Rows of padding nodes are never read.
+      remat: recompute each level's step in the backward pass instead of saving its
+        intermediates (``jax.checkpoint``), for deep trees.
+      perturbation: None, or a state-shaped tree of (B, N, ...) arrays added to each
+        node's state as it is computed (before its parent reads it): the gradient of a
+        loss with respect to a zero perturbation is ∂L/∂state of every node
+        (``seqlab.analysis.tree_grad_norms``).
+
+    Returns:
+      (node_states, root_states): the cell's state at every node, leaves (B, N, ...)
+      (padding nodes hold the leaf state), and at each tree's root, leaves (B, ...).
+    """
+    require(is_tree_cell(cell), f"tree_scan needs a tree cell, got {type(cell).__name__}")
+    require(isinstance(batch, TreeBatch), f"batch must be a TreeBatch, got {type(batch).__name__}")
+    xs = batch.inputs if inputs is None else inputs
+    require(
+        hasattr(xs, "ndim") and xs.ndim == 3 and jnp.issubdtype(xs.dtype, jnp.floating),
+        f"tree_scan needs float inputs of shape (B, N, D), got "
+        f"{getattr(xs, 'shape', type(xs).__name__)} {getattr(xs, 'dtype', '')}: embed token "
+        "ids first",
+    )
+    b, n, _ = batch.children.shape
+    require(
+        tuple(xs.shape[:2]) == (b, n),
+        f"inputs of shape {tuple(xs.shape)} do not fit a batch of {b} trees of {n} nodes",
+    )
+    children = _fit_arity(cell, jnp.asarray(batch.children))
+    k = children.shape[-1]
+    total = b * n  # row `total` of the state is the absent child; writes past it drop
+    valid = jnp.asarray(batch.level) >= 0
+    xs = jnp.where(valid[..., None], xs, jnp.zeros_like(xs)).reshape(total, -1)
+    hoisted = hasattr(cell, "project_inputs") and hasattr(cell, "node_step_projected")
+    if hoisted:
+        xs = cell.project_inputs(params, xs)
+        step = cell.node_step_projected
+    else:
+        step = cell.node_step
+    xs = jnp.concatenate([xs, jnp.zeros_like(xs[:1])])
+
+    absent = cell.leaf_state(params, ())
+    # every real node as a leaf, at once
+    no_children = jax.tree.map(lambda a: jnp.broadcast_to(a, (total, k, *a.shape)), absent)
+    as_leaves = step(params, xs[:total], no_children, jnp.zeros((total, k), bool))
+    if perturbation is not None:
+        extra = jax.tree.map(lambda p: jnp.reshape(p, (total, *p.shape[2:])), perturbation)
+        extra = jax.tree.map(lambda e: jnp.concatenate([e, jnp.zeros_like(e[:1])]), extra)
+        as_leaves = jax.tree.map(lambda s, e: s + e[:total], as_leaves, extra)
+    flat_valid = valid.reshape(total)
+    states = jax.tree.map(
+        lambda leaf, zero: jnp.concatenate(
+            [jnp.where(flat_valid.reshape(-1, *[1] * (leaf.ndim - 1)), leaf, zero), zero[None]]
+        ),
+        as_leaves,
+        absent,
+    )
+    offsets = (jnp.arange(b, dtype=jnp.int32) * n)[:, None]
+    flat_children = jnp.where(children >= 0, children + offsets[..., None], total)
+    flat_children = jnp.concatenate(
+        [flat_children.reshape(total, k), jnp.full((1, k), total, jnp.int32)]
+    )
+
+    def level(states, ids):  # ids (B, W) of one level's nodes, -1 padded
+        real = ids >= 0
+        read = jnp.where(real, ids + offsets, total).reshape(-1)
+        write = jnp.where(real, ids + offsets, total + 1).reshape(-1)  # out of range: dropped
+        kids = flat_children[read]
+        child_states = jax.tree.map(lambda s: s[kids], states)
+        new = step(params, xs[read], child_states, kids < total)
+        if perturbation is not None:
+            new = jax.tree.map(lambda v, e: v + e[read], new, extra)
+        return jax.tree.map(lambda s, v: s.at[write].set(v, mode="drop"), states, new), None
+
+    order = jnp.swapaxes(jnp.asarray(batch.order), 0, 1)  # (L - 1, B, W)
+    body = jax.checkpoint(level) if remat else level
+    states, _ = jax.lax.scan(body, states, order)
+    node_states = jax.tree.map(lambda s: s[:total].reshape(b, n, *s.shape[1:]), states)
+    roots = jnp.asarray(batch.root, jnp.int32) + offsets[:, 0]
+    root_states = jax.tree.map(lambda s: s[roots], states)
+    return node_states, root_states
