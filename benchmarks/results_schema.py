@@ -496,6 +496,27 @@ def load_test_suite_times(path: pathlib.Path) -> list[Result]:
 
 
 # name pattern of a committed result (a file or a folder under benchmarks/results/) -> loader
+def load_rows(path: pathlib.Path) -> list[Result]:
+    """``<name>_<preset>_<date>.json`` written as ``{"preset", "rows": [{case, metric,
+    value, unit, n, spread}], "provenance"}`` (tree_depth_decay, tree_throughput,
+    listops_compare)."""
+    data = json.loads(path.read_text())
+    name = re.match(r"([a-z_]+?)_(ci|cpu|full|gpu)_", path.name).group(1)
+    rows = tuple(
+        Row(
+            r["case"],
+            r["metric"],
+            r["value"],
+            r.get("unit", ""),
+            r.get("n"),
+            None if not r.get("spread") else tuple(r["spread"]),
+        )
+        for r in data["rows"]
+    )
+    provenance = _scalars(data) | _recorded(data)
+    return [Result(name, data["preset"], provenance, rows, _relative(path))]
+
+
 LOADERS: dict[str, Callable[[pathlib.Path], list[Result]]] = {
     r"parallel_scan_\w+_\w+_[\d-]+.*\.json": load_parallel_scan,
     r"scan_throughput_\w+_\w+_[\d-]+\.json": load_scan_throughput,
@@ -510,6 +531,7 @@ LOADERS: dict[str, Callable[[pathlib.Path], list[Result]]] = {
     r"vmap_seeds_\w+_[\d-]+": load_vmap_seeds,
     r"test_suite_times_[\d-]+": load_test_suite_times,
     r"demo_\w+_\w+_[\d-]+": load_demo,
+    r"(tree_depth_decay|tree_throughput|listops_compare)_(ci|cpu|full|gpu)_[\d-]+\.json": load_rows,
 }
 
 

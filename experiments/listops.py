@@ -4,7 +4,7 @@ expressions either way (``data.form=auto`` picks by ``model.cell``), so one swee
 them:
 
     seqlab run listops                                         # Child-Sum Tree-LSTM
-    seqlab sweep listops --grid model.cell=child_sum_tree_lstm,lstm,tree_gru,gru
+    seqlab sweep listops model.cell=child_sum_tree_lstm,lstm,tree_gru,gru
 """
 
 from seqlab.experiments import ExperimentConfig, ModelConfig, TrainConfig
