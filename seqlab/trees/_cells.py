@@ -45,8 +45,8 @@ class TreeCell(NamedTuple):
 
 
 def _present(mask, like):
-    """``mask`` (*b, K) broadcast against children leaves (*b, K, H), as ``like``'s dtype."""
-    return mask[..., None]
+    """``mask`` (*b, K) as (*b, K, 1), to broadcast against children leaves ``like``."""
+    return mask.reshape(*mask.shape, *[1] * (like.ndim - mask.ndim))
 
 
 def _split(array, sizes):
@@ -91,7 +91,9 @@ class _TreeCellBase:
 
     def project_inputs(self, params, x):
         projected = x @ params["w_ih"]
-        return projected + params["b"] if self.use_bias else projected
+        if not self.use_bias:
+            return projected
+        return projected + params["b"].reshape((1,) * (projected.ndim - 1) + (-1,))
 
     def node_step(self, params, x, children, mask):
         return self.node_step_projected(params, self.project_inputs(params, x), children, mask)

@@ -103,13 +103,12 @@ def tree_scan(
         extra = jax.tree.map(lambda e: jnp.concatenate([e, jnp.zeros_like(e[:1])]), extra)
         as_leaves = jax.tree.map(lambda s, e: s + e[:total], as_leaves, extra)
     flat_valid = valid.reshape(total)
-    states = jax.tree.map(
-        lambda leaf, zero: jnp.concatenate(
-            [jnp.where(flat_valid.reshape(-1, *[1] * (leaf.ndim - 1)), leaf, zero), zero[None]]
-        ),
-        as_leaves,
-        absent,
-    )
+    def with_absent_row(leaf, zero):
+        zero = jnp.broadcast_to(zero, leaf.shape[1:])[None]
+        real = flat_valid.reshape(-1, *[1] * (leaf.ndim - 1))
+        return jnp.concatenate([jnp.where(real, leaf, jnp.broadcast_to(zero, leaf.shape)), zero])
+
+    states = jax.tree.map(with_absent_row, as_leaves, absent)
     offsets = (jnp.arange(b, dtype=jnp.int32) * n)[:, None]
     flat_children = jnp.where(children >= 0, children + offsets[..., None], total)
     flat_children = jnp.concatenate(

@@ -1,0 +1,86 @@
+"""Tree models in the experiments layer: the listops task (trees or flat tokens), the tree
+architecture end to end (run, load_run, the depth analysis), and the errors of mixing
+tree and sequence cells and tasks."""
+
+import json
+
+import numpy as np
+import pytest
+
+from seqlab.experiments import apply_overrides, default_config, load_run, run
+from seqlab.experiments.tasks import get, listops_value
+from seqlab.experiments.tasks._trees import LISTOPS_VOCAB, listops_tokens, listops_tree
+
+SMALL = [
+    "model.hidden_size=16",
+    "model.embed_size=8",
+    "data.num_train=600",
+    "data.eval_size=200",
+    "data.max_depth=2",
+    "data.max_args=3",
+    "train.batch_size=32",
+    "train.lr=0.01",
+]
+
+
+def listops(*overrides):
+    return apply_overrides(default_config("listops"), [*SMALL, *overrides])
+
+
+def test_listops_values_follow_the_operators():
+    assert listops_value(("[MAX", [2, 9, ("[MIN", [4, 7]), 0])) == 9
+    assert listops_value(("[SM", [5, 6, ("[MED", [1, 2, 3, 4])])) == 3  # median 2.5 -> 2
+    assert listops_value(("[MED", [7, ("[MIN", [8, 9]), 1])) == 7
+    expression = ("[MAX", [2, ("[MIN", [4, 7]), 0])
+    assert " ".join(listops_tokens(expression)) == "[MAX 2 [MIN 4 7 ] 0 ]"
+    tree = listops_tree(expression, LISTOPS_VOCAB)
+    assert tree.children[-1] == (0, 3, 4) and tree.children[3] == (1, 2)
+    assert LISTOPS_VOCAB.tokens[tree.inputs[-1]] == "[MAX"
+
+
+def test_tree_and_flat_forms_hold_the_same_expressions():
+    tree = get("listops").load(listops("model.cell=child_sum_tree_lstm"))
+    flat = get("listops").load(listops("model.cell=lstm"))
+    assert tree.info["kind"] == "tree" and flat.info["kind"] == "many_to_one"
+    np.testing.assert_array_equal(tree.train["targets"], flat.train["targets"])
+    np.testing.assert_array_equal(tree.eval["targets"], flat.eval["targets"])
+    # the flat tokens of example 0 are its tree's inputs in prefix order, with the "]"s
+    inputs = tree.eval["inputs"][0][: tree.eval["num_nodes"][0]]
+    tokens = [t for t in flat.eval["inputs"][0][: flat.eval["lengths"][0]]]
+    assert sorted(inputs.tolist()) == sorted(t for t in tokens if LISTOPS_VOCAB.tokens[t] != "]")
+
+
+def test_a_tree_lstm_learns_listops_and_reloads(tmp_path, standard_promotion):
+    config = listops("model.cell=child_sum_tree_lstm", "train.steps=150", "train.log_every=50")
+    summary = run(config, tmp_path / "tree", progress=False, echo=lambda *_: None)
+    assert summary["status"] == "finished"
+    accuracy, baseline = summary["final"]["eval/accuracy"], summary["baselines"]["eval/accuracy"]
+    assert accuracy > baseline + 0.1, (accuracy, baseline)
+    loaded = load_run(tmp_path / "tree")
+    assert loaded.model.kind == "tree" and loaded.steps[-1] == 150
+    analysis = json.loads((tmp_path / "tree" / "analysis" / "gradnorms_step150.json").read_text())
+    assert analysis["distance_is"] == "depth from the root"
+    curve = np.asarray(analysis["mean_norm"])[0, 0]
+    # the loss enters at the root: a node deeper down gets less of it at this depth
+    assert curve[0] > curve[-1] > 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.cell=child_sum_tree_lstm", "data.form=flat"], "is a tree cell and reads trees"),
+        (["model.cell=lstm", "data.form=tree"], "is a sequence cell; this task reads trees"),
+        (["model.cell=tree_gru", "model.num_layers=2"], "a tree model has one tree cell"),
+        (["data.form=forest"], "data.form must be one of auto, tree, flat"),
+    ],
+)
+def test_tree_and_sequence_mixes_are_refused(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        run(listops(*overrides, "train.steps=2"), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_tree_cell_on_a_sequence_task_is_refused(tmp_path):
+    config = apply_overrides(default_config("adding"), ["model.cell=tree_gru", "train.steps=2"])
+    with pytest.raises(ValueError, match="tree_gru is a tree cell"):
+        run(config, tmp_path / "x", progress=False)
