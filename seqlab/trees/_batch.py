@@ -175,20 +175,24 @@ def from_nested(nested, *, labels=None) -> Tree:
     2) and leaf 3: 5 nodes, in the order 1, 2, (1 2), 3, root.
     """
     children, inputs = [], []
-
-    def visit(item) -> int:
-        # iterative would be longer; nested Python literals are shallow
-        if isinstance(item, list | tuple):
-            require(len(item) > 0, "an empty tree: an inner node needs at least one child")
-            kids = tuple(visit(child) for child in item)
-            children.append(kids)
+    # iterative, so that deep nesting builds (a recursion would stop near 1000 levels)
+    open_nodes: list[list[int]] = [[]]  # per inner node being read: its children so far
+    stack = [("visit", nested)]
+    while stack:
+        action, item = stack.pop()
+        if action == "close":
+            children.append(tuple(open_nodes.pop()))
             inputs.append(None)
+        elif isinstance(item, list | tuple):
+            require(len(item) > 0, "an empty tree: an inner node needs at least one child")
+            open_nodes.append([])
+            stack.append(("close", None))
+            stack.extend(("visit", child) for child in reversed(item))
+            continue
         else:
             children.append(())
             inputs.append(item)
-        return len(children) - 1
-
-    visit(nested)
+        open_nodes[-1].append(len(children) - 1)
     return Tree(tuple(children), tuple(inputs), None if labels is None else tuple(labels))
 
 
@@ -416,8 +420,10 @@ class TreeBatch:
         num_levels: int | None = None,
         width: int | None = None,
     ) -> TreeBatch:
-        """The same trees padded to larger sizes (host arrays); extra batch rows are
-        single-leaf trees with input 0 and no label."""
+        """The same trees padded to larger sizes (host arrays). Extra batch rows are real
+        single-leaf trees with input 0 (token id 0 reads nothing; float inputs are
+        zeros) and no label: a loss should mask them out, and their inputs must stay
+        finite (unlike padding nodes, they are computed)."""
         b, n, k = self.children.shape
         levels, w = self.order.shape[1] + 1, self.order.shape[2]
         new = {

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +63,7 @@ class _TreeCellBase:
     use_bias: bool = dataclasses.field(default=True, kw_only=True)
 
     num_gates = 1
-    arity: int | None = None
+    arity: ClassVar[int | None] = None  # None: any number of children (child-sum cells)
 
     def __post_init__(self):
         check_positive("hidden_size", self.hidden_size)

@@ -22,25 +22,28 @@ from seqlab.trees._cells import is_tree_cell
 
 
 def _fit_arity(cell, children):
-    """``children`` (B, N, K) with K widened or cut to the cell's fixed arity, if any."""
+    """``children`` (B, N, K) with K widened or cut to the cell's fixed arity, if any. A
+    concrete batch (NumPy, or JAX outside a trace) with more slots than the arity is cut
+    when the extra slots are empty: bucketed batches round K up."""
     arity = getattr(cell, "arity", None)
     have = children.shape[-1]
     if arity is None or arity == have:
-        return children
+        return jnp.asarray(children)
     if have < arity:
+        children = jnp.asarray(children)
         pad = jnp.full((*children.shape[:-1], arity - have), -1, children.dtype)
         return jnp.concatenate([children, pad], axis=-1)
     if is_concrete(children):
-        extra = np.asarray(children)[..., arity:]
-        used = int(np.max(np.sum(np.asarray(children) >= 0, axis=-1)))
+        host = np.asarray(children)
+        used = int(np.max(np.sum(host >= 0, axis=-1)))
         require(
-            bool(np.all(extra < 0)),
+            bool(np.all(host[..., arity:] < 0)),
             f"a node has {used} children, above the arity {arity} of {type(cell).__name__}",
         )
-        return children[..., :arity]
+        return jnp.asarray(host[..., :arity])
     raise ValueError(
-        f"the batch has {have} child slots, above the arity {arity} of {type(cell).__name__} "
-        "(pad the batch with arity=<= the cell's, or give a concrete batch)"
+        f"the batch has {have} child slots, above the arity {arity} of {type(cell).__name__}, "
+        "and is traced: pad it with arity=<= the cell's, or pass it to jit as a constant"
     )
 
 
@@ -81,7 +84,7 @@ def tree_scan(
         tuple(xs.shape[:2]) == (b, n),
         f"inputs of shape {tuple(xs.shape)} do not fit a batch of {b} trees of {n} nodes",
     )
-    children = _fit_arity(cell, jnp.asarray(batch.children))
+    children = _fit_arity(cell, batch.children)
     k = children.shape[-1]
     total = b * n  # row `total` of the state is the absent child; writes past it drop
     valid = jnp.asarray(batch.level) >= 0
@@ -95,14 +98,17 @@ def tree_scan(
     xs = jnp.concatenate([xs, jnp.zeros_like(xs[:1])])
 
     absent = cell.leaf_state(params, ())
-    # every real node as a leaf, at once
-    no_children = jax.tree.map(lambda a: jnp.broadcast_to(a, (total, k, *a.shape)), absent)
-    as_leaves = step(params, xs[:total], no_children, jnp.zeros((total, k), bool))
+    # every real node as a leaf, at once (with no child slots at all when the cell takes
+    # any number of children: a leaf's absent children cost nothing then)
+    slots = k if getattr(cell, "arity", None) is not None else 0
+    no_children = jax.tree.map(lambda a: jnp.broadcast_to(a, (total, slots, *a.shape)), absent)
+    as_leaves = step(params, xs[:total], no_children, jnp.zeros((total, slots), bool))
     if perturbation is not None:
         extra = jax.tree.map(lambda p: jnp.reshape(p, (total, *p.shape[2:])), perturbation)
         extra = jax.tree.map(lambda e: jnp.concatenate([e, jnp.zeros_like(e[:1])]), extra)
         as_leaves = jax.tree.map(lambda s, e: s + e[:total], as_leaves, extra)
     flat_valid = valid.reshape(total)
+
     def with_absent_row(leaf, zero):
         zero = jnp.broadcast_to(zero, leaf.shape[1:])[None]
         real = flat_valid.reshape(-1, *[1] * (leaf.ndim - 1))
@@ -110,26 +116,53 @@ def tree_scan(
 
     states = jax.tree.map(with_absent_row, as_leaves, absent)
     offsets = (jnp.arange(b, dtype=jnp.int32) * n)[:, None]
+    order = jnp.asarray(batch.order)  # (B, L - 1, W)
+    levels, width = order.shape[1], order.shape[2]
+    block = b * width  # rows a level writes
+    # The state table: rows 0 .. total - 1 hold every node computed as a leaf, row `total`
+    # the absent child, then one block of B·W rows per level 1 .. L - 1 (slot order of
+    # `order`). Each node reads its children at their rows (`row_of`); a level writes its
+    # block with one dynamic_update_slice, so nothing is scattered in the forward pass.
+    real = order >= 0
+    level_rows = (
+        total
+        + 1
+        + jnp.arange(levels, dtype=jnp.int32)[None, :, None] * block
+        + jnp.arange(b, dtype=jnp.int32)[:, None, None] * width
+        + jnp.arange(width, dtype=jnp.int32)[None, None, :]
+    )
+    nodes = jnp.where(real, order + offsets[..., None], total)  # flat node ids, pad: total
+    row_of = jnp.arange(total + 1, dtype=jnp.int32)
+    row_of = row_of.at[jnp.where(real, nodes, total + 1).reshape(-1)].set(
+        level_rows.reshape(-1), mode="drop"
+    )
     flat_children = jnp.where(children >= 0, children + offsets[..., None], total)
-    flat_children = jnp.concatenate(
-        [flat_children.reshape(total, k), jnp.full((1, k), total, jnp.int32)]
+    child_rows = jnp.concatenate(
+        [row_of[flat_children].reshape(total, k), jnp.full((1, k), total, jnp.int32)]
+    )
+    table = jax.tree.map(
+        lambda s: jnp.concatenate([s, jnp.zeros((levels * block, *s.shape[1:]), s.dtype)]), states
     )
 
-    def level(states, ids):  # ids (B, W) of one level's nodes, -1 padded
-        real = ids >= 0
-        read = jnp.where(real, ids + offsets, total).reshape(-1)
-        write = jnp.where(real, ids + offsets, total + 1).reshape(-1)  # out of range: dropped
-        kids = flat_children[read]
-        child_states = jax.tree.map(lambda s: s[kids], states)
-        new = step(params, xs[read], child_states, kids < total)
+    def level(table, scanned):  # one level: its nodes (B·W,) and the row its block starts at
+        ids, first = scanned
+        kids = child_rows[ids]
+        child_states = jax.tree.map(lambda s: s[kids], table)
+        new = step(params, xs[ids], child_states, kids != total)
         if perturbation is not None:
-            new = jax.tree.map(lambda v, e: v + e[read], new, extra)
-        return jax.tree.map(lambda s, v: s.at[write].set(v, mode="drop"), states, new), None
+            new = jax.tree.map(lambda v, e: v + e[ids], new, extra)
 
-    order = jnp.swapaxes(jnp.asarray(batch.order), 0, 1)  # (L - 1, B, W)
+        def write(s, v):
+            return jax.lax.dynamic_update_slice_in_dim(s, v.astype(s.dtype), first, axis=0)
+
+        return jax.tree.map(write, table, new), None
+
     body = jax.checkpoint(level) if remat else level
-    states, _ = jax.lax.scan(body, states, order)
-    node_states = jax.tree.map(lambda s: s[:total].reshape(b, n, *s.shape[1:]), states)
-    roots = jnp.asarray(batch.root, jnp.int32) + offsets[:, 0]
-    root_states = jax.tree.map(lambda s: s[roots], states)
+    firsts = total + 1 + jnp.arange(levels, dtype=jnp.int32) * block
+    scanned = (jnp.swapaxes(nodes, 0, 1).reshape(levels, block), firsts)
+    table, _ = jax.lax.scan(body, table, scanned)
+    rows = row_of[:total].reshape(b, n)
+    node_states = jax.tree.map(lambda s: s[rows], table)
+    roots = rows[jnp.arange(b), jnp.asarray(batch.root, jnp.int32)]
+    root_states = jax.tree.map(lambda s: s[roots], table)
     return node_states, root_states
