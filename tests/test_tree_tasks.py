@@ -84,3 +84,81 @@ def test_a_tree_cell_on_a_sequence_task_is_refused(tmp_path):
     config = apply_overrides(default_config("adding"), ["model.cell=tree_gru", "train.steps=2"])
     with pytest.raises(ValueError, match="tree_gru is a tree cell"):
         run(config, tmp_path / "x", progress=False)
+
+
+POSITIVE, NEGATIVE, NEUTRAL = ("good", "great", "fine"), ("bad", "dull", "poor"), ("film", "it")
+
+
+def _sentiment_tree(rng) -> str:
+    """A random binary tree over 2-6 words whose every node's label follows its words:
+    4 or 3 for more positive words, 0 or 1 for more negative, 2 for a tie."""
+
+    def node(words):
+        score = sum((w in POSITIVE) - (w in NEGATIVE) for w in words)
+        label = 2 if score == 0 else (3 + (score > 1) if score > 0 else 1 - (score < -1))
+        if len(words) == 1:
+            return f"({label} {words[0]})"
+        cut = int(rng.integers(1, len(words)))
+        return f"({label} {node(words[:cut])} {node(words[cut:])})"
+
+    vocabulary = POSITIVE + NEGATIVE + NEUTRAL
+    return node([vocabulary[i] for i in rng.integers(len(vocabulary), size=rng.integers(2, 7))])
+
+
+def write_treebank(folder, sizes=(300, 80, 80)):
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for split, size in zip(("train", "dev", "test"), sizes, strict=True):
+        lines = [_sentiment_tree(rng) for _ in range(size)]
+        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def treebank(folder, *overrides):
+    return apply_overrides(
+        default_config("treebank"),
+        [
+            f"data.path={folder}",
+            "model.cell=child_sum_tree_lstm",
+            "model.hidden_size=16",
+            "model.embed_size=8",
+            "train.batch_size=32",
+            "train.lr=0.02",
+            "train.steps=120",
+            "train.log_every=40",
+            "checkpoint.every=40",
+            *overrides,
+        ],
+    )
+
+
+@pytest.mark.parametrize("labels", ["fine", "binary"])
+def test_treebank_trains_on_every_node_and_scores_roots(tmp_path, standard_promotion, labels):
+    folder = write_treebank(tmp_path / "sst")
+    config = treebank(folder, f"data.labels={labels}")
+    data = get("treebank").load(config)
+    assert data.info["per_node"] and data.info["output_size"] == (5 if labels == "fine" else 2)
+    if labels == "binary":  # neutral nodes unscored, neutral roots dropped
+        roots = data.eval["targets"][np.arange(len(data.eval["root"])), data.eval["root"]]
+        assert set(np.unique(roots)) <= {0, 1}
+        assert len(data.eval["root"]) < 80
+    summary = run(config, tmp_path / labels, progress=False, echo=lambda *_: None)
+    final, baselines = summary["final"], summary["baselines"]
+    assert summary["main_metric"] == "eval/root_accuracy"
+    for metric in ("eval/root_accuracy", "eval/accuracy"):
+        assert final[metric] > baselines[metric] + 0.1, (metric, final[metric], baselines[metric])
+
+
+def test_treebank_errors_name_the_file_and_line(tmp_path):
+    folder = write_treebank(tmp_path / "sst")
+    lines = (folder / "dev.txt").read_text().splitlines()
+    lines[4] = "(3 (2 good) (4 great)"
+    (folder / "dev.txt").write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=r"dev.txt, line 5: unbalanced brackets"):
+        run(treebank(folder), tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="treebank reads trees"):
+        run(treebank(folder, "model.cell=gru"), tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="test.txt is missing"):
+        (folder / "test.txt").unlink()
+        run(treebank(folder, "data.eval_split=test"), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()

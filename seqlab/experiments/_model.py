@@ -123,8 +123,15 @@ class TaskModel:
     def per_example(self, outputs, batch) -> dict:
         """{metric: (sum (B,), count (B,))}: the loss first, then accuracy for classes."""
         metrics, _ = OBJECTIVES[self.objective]
-        mask = self.net.output_mask(self.structure(batch), batch["targets"])
-        return metrics(outputs, batch["targets"], mask)
+        structure, targets = self.structure(batch), batch["targets"]
+        per_example = metrics(outputs, targets, self.net.output_mask(structure, targets))
+        if self.net.reads_tree and self.net.per_node:  # the roots scored on their own too
+            roots = jnp.asarray(structure.root)[:, None]
+            root_outputs = jnp.take_along_axis(outputs, roots[..., None], axis=1)[:, 0]
+            root_targets = jnp.take_along_axis(targets, roots, axis=1)[:, 0]
+            at_roots = metrics(root_outputs, root_targets, (root_targets >= 0).astype(jnp.float32))
+            per_example |= {f"root_{name}": value for name, value in at_roots.items()}
+        return per_example
 
     def mean_loss(self, outputs, batch):
         """The loss of ``outputs`` averaged over everything it counts (examples, or

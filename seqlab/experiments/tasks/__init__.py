@@ -9,6 +9,7 @@ tagging      many-to-many classes     Python source characters, or a CoNLL file
 dates        encoder-decoder          human dates to ISO format
 chars        one-to-many              character generation from a text
 listops      tree / many-to-one       ListOps expressions, as parse trees or flat tokens
+treebank     tree, every node         sentiment over bracketed trees (SST layout, local)
 """
 
 from seqlab.experiments.tasks import _series as _series
@@ -39,8 +40,10 @@ from seqlab.experiments.tasks._text import read_aclimdb as read_aclimdb
 from seqlab.experiments.tasks._text import read_conll as read_conll
 from seqlab.experiments.tasks._text import tokenize_review as tokenize_review
 from seqlab.experiments.tasks._trees import ListOpsData as ListOpsData
+from seqlab.experiments.tasks._trees import TreebankData as TreebankData
 from seqlab.experiments.tasks._trees import listops_expression as listops_expression
 from seqlab.experiments.tasks._trees import listops_value as listops_value
+from seqlab.experiments.tasks._trees import read_treebank as read_treebank
 
 __all__ = [
     "AddingData",
@@ -52,6 +55,7 @@ __all__ = [
     "ForecastData",
     "SentimentData",
     "TaggingData",
+    "TreebankData",
     "ADDING_BASELINE_MSE",
     "KINDS",
     "Task",
@@ -66,6 +70,7 @@ __all__ = [
     "python_char_tags",
     "read_aclimdb",
     "read_conll",
+    "read_treebank",
     "register",
     "registered",
     "tokenize_review",

@@ -1,4 +1,5 @@
-"""Tree tasks: ListOps (generated), as trees or as flat token sequences.
+"""Tree tasks: ListOps (generated), as trees or as flat token sequences; treebank
+sentiment from bracketed trees.
 
 - ``listops``: Nangia & Bowman (2018): prefix expressions of MAX, MIN, MED (median, rounded
   down) and SM (sum mod 10) over digits, e.g. ``[MAX 2 9 [MIN 4 7 ] 0 ]`` = 9; a 10-way
@@ -7,18 +8,25 @@
   arguments; digits are leaves), ``"flat"`` the token sequence to a sequence cell
   (many-to-one), and ``"auto"`` (the default) picks by ``model.cell``, so that one sweep
   over ``model.cell`` compares tree and sequence cells on the same expressions.
+- ``treebank``: sentiment over bracketed trees (the Stanford Sentiment Treebank's layout:
+  ``train.txt``, ``dev.txt``, ``test.txt`` in ``data.path``, one tree per line, a label
+  0-4 on every node; nothing is downloaded). Every node is trained and scored
+  (``eval/accuracy``); ``eval/root_accuracy`` scores the roots. ``data.labels=binary``
+  maps 0-1 to negative and 3-4 to positive, leaves neutral nodes unscored and drops
+  trees with a neutral root, as Tai et al. (2015) do.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import numpy as np
 
 from seqlab.experiments._config import DataConfig
 from seqlab.experiments.tasks._base import Task, TaskData, register
 from seqlab.layers import SPECIAL_TOKENS, Vocabulary
-from seqlab.trees import TREE_CELLS, Tree, TreeBatch
+from seqlab.trees import TREE_CELLS, Tree, TreeBatch, parse_brackets
 
 LISTOPS_OPERATORS = ("[MAX", "[MIN", "[MED", "[SM")
 LISTOPS_FORMS = ("auto", "tree", "flat")
@@ -168,6 +176,143 @@ register(
         ListOpsData,
         load_listops,
         main_metric="eval/accuracy",
+        mode="max",
+    )
+)
+
+
+# --------------------------------------------------------------------------- treebank
+
+TREEBANK_LABELS = ("fine", "binary")
+TREEBANK_SPLITS = ("train", "dev", "test")
+
+
+def read_treebank(path, split: str, *, num_labels: int = 5) -> list[Tree]:
+    """The bracketed trees of ``<path>/<split>.txt`` (the SST layout: one tree per line,
+    a label on every node). A malformed line is a ValueError naming the file and line."""
+    file = pathlib.Path(path) / f"{split}.txt"
+    if not file.is_file():
+        raise ValueError(
+            f"data.path must be a folder holding {', '.join(s + '.txt' for s in TREEBANK_SPLITS)} "
+            f"(one bracketed tree per line, the SST layout); {file} is missing"
+        )
+    trees = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            trees.append(parse_brackets(line, num_labels=num_labels))
+        except ValueError as error:
+            raise ValueError(f"{file}, line {number}: {error}") from None
+    if not trees:
+        raise ValueError(f"{file} holds no trees")
+    return trees
+
+
+def _binary(tree: Tree) -> Tree | None:
+    """SST's binary version: labels 0, 1 -> 0 (negative), 3, 4 -> 1, neutral nodes
+    unlabelled; None for a tree whose root is neutral (dropped, as in Tai et al.)."""
+    labels = [None if label == 2 else int(label >= 3) for label in tree.labels]
+    if labels[-1] is None:
+        return None
+    return Tree(tree.children, tree.inputs, tuple(labels))
+
+
+@dataclasses.dataclass
+class TreebankData(DataConfig):
+    path: str = ""  # a folder with train.txt, dev.txt, test.txt (SST layout)
+    labels: str = "fine"  # fine (5 classes) | binary (neutral roots dropped)
+    eval_split: str = "dev"  # dev | test
+    vocab_size: int = 20000  # the four special tokens included
+    lowercase: bool = True
+    max_train: int = 0  # cap on training trees; 0 keeps all
+
+
+def load_treebank(config) -> TaskData:
+    data = config.data
+    if not data.path:
+        raise ValueError(
+            "data.path must name a folder of bracketed trees in the SST layout (train.txt, "
+            "dev.txt, test.txt), got ''"
+        )
+    if data.labels not in TREEBANK_LABELS or data.eval_split not in ("dev", "test"):
+        raise ValueError(
+            f"data.labels must be one of {', '.join(TREEBANK_LABELS)} and data.eval_split dev "
+            f"or test, got {data.labels!r} and {data.eval_split!r}"
+        )
+    if config.model.cell not in TREE_CELLS:
+        raise ValueError(
+            f"model.cell={config.model.cell} is a sequence cell; treebank reads trees: choose "
+            f"a tree cell ({', '.join(TREE_CELLS)})"
+        )
+    train = read_treebank(data.path, "train")
+    evaluation = read_treebank(data.path, data.eval_split)
+    if data.labels == "binary":
+        train = [t for t in map(_binary, train) if t is not None]
+        evaluation = [t for t in map(_binary, evaluation) if t is not None]
+        if not train or not evaluation:
+            raise ValueError(f"{data.path}: no tree with a non-neutral root in train or eval")
+    if data.max_train and data.max_train < len(train):
+        rng = np.random.default_rng(data.split_seed)
+        train = [train[i] for i in np.sort(rng.choice(len(train), data.max_train, replace=False))]
+
+    def words(tree):
+        return [w.lower() if data.lowercase else w for w in tree.inputs if w is not None]
+
+    vocab = Vocabulary.build([words(t) for t in train], max_size=data.vocab_size)
+    ids = {token: i for i, token in enumerate(vocab.tokens)}
+
+    def encoded(tree):
+        inputs = tuple(
+            None if w is None else ids.get(w.lower() if data.lowercase else w, 1)
+            for w in tree.inputs
+        )
+        return Tree(tree.children, inputs, tree.labels)
+
+    num_labels = 5 if data.labels == "fine" else 2
+    every = [encoded(t) for t in train + evaluation]
+    arrays = TreeBatch.from_trees(every, num_labels=num_labels).as_dict()
+    arrays["targets"] = arrays.pop("labels")
+    arrays["labels"] = arrays["targets"]  # TreeBatch's field, the same array
+    split = len(train)
+    train_arrays = {k: v[:split] for k, v in arrays.items()}
+    eval_arrays = {k: v[split:] for k, v in arrays.items()}
+    node_counts = np.bincount(train_arrays["targets"][train_arrays["targets"] >= 0], minlength=2)
+    roots = train_arrays["targets"][np.arange(split), train_arrays["root"]]
+    root_majority = int(np.argmax(np.bincount(roots, minlength=num_labels)))
+    eval_roots = eval_arrays["targets"][np.arange(len(evaluation)), eval_arrays["root"]]
+    eval_nodes = eval_arrays["targets"][eval_arrays["targets"] >= 0]
+    return TaskData(
+        info={
+            "kind": "tree",
+            "per_node": True,
+            "objective": "xent",
+            "input_vocab": len(vocab),
+            "input_encoding": "embedding",
+            "output_size": num_labels,
+            "labels": ["very negative", "negative", "neutral", "positive", "very positive"]
+            if num_labels == 5
+            else ["negative", "positive"],
+            "vocab": vocab.tokens,
+            "baselines": {
+                "eval/root_accuracy": float(np.mean(eval_roots == root_majority)),
+                "eval/accuracy": float(np.mean(eval_nodes == int(np.argmax(node_counts)))),
+            },
+            "num_train": split,
+        },
+        train=train_arrays,
+        eval=eval_arrays,
+    )
+
+
+register(
+    Task(
+        "treebank",
+        "sentiment over bracketed trees in the SST layout from a local folder (data.path): "
+        "labels on every node, root and all-node accuracy, fine-grained or binary",
+        TreebankData,
+        load_treebank,
+        main_metric="eval/root_accuracy",
         mode="max",
     )
 )
