@@ -6,7 +6,10 @@ vector) is differentiated with respect to every node's h: ‖∂L/∂h_node‖ f
 ``seqlab.analysis.tree_grad_norms``, averaged over the nodes at each depth from the root.
 The decay rate is the least-squares slope of ln‖∂L/∂h‖ against depth (depths ≥ 1), per
 seed, with a 95% Student-t interval over seeds (``seqlab.analysis.fit_decay_rate``). At
-initialization only (no training).
+initialization and after training: each cell (with a token embedding and a dense head on
+the root) is trained with Adam on binary ListOps trees (max_args 2, depth up to 4) for
+``train_steps``; the depth curves are then taken with the trained cell's parameters on the
+same synthetic trees as at initialization.
 
 A chain is a sequence: the Child-Sum Tree-LSTM's chain curve is checked against the
 sequence LSTM's ``hidden_grad_norms`` with the same parameters (and the TreeGRU's against
@@ -32,6 +35,7 @@ import _common  # (also puts the checkout on sys.path)
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import seqlab  # noqa: E402
 from seqlab.analysis import (  # noqa: E402
@@ -40,8 +44,14 @@ from seqlab.analysis import (  # noqa: E402
     norms_by_depth,
     tree_grad_norms,  # noqa: E402
 )
-from seqlab.layers import RNNLayer  # noqa: E402
-from seqlab.trees import Tree, TreeBatch  # noqa: E402
+from seqlab.experiments.tasks import listops_expression, listops_value  # noqa: E402
+from seqlab.experiments.tasks._trees import LISTOPS_VOCAB, listops_tree  # noqa: E402
+from seqlab.layers import RNNLayer, dense_apply, dense_init  # noqa: E402
+from seqlab.trees import (  # noqa: E402
+    Tree,
+    TreeBatch,
+    tree_scan,  # noqa: E402
+)
 
 CHAIN_TOLERANCE = 1e-4  # float32, relative, chain tree against the sequence cell
 
@@ -52,12 +62,60 @@ class Preset:
     seeds: int
     balanced_heights: tuple[int, ...]
     chain_depths: tuple[int, ...]
+    train_steps: int
+    batch_size: int = 32
+    learning_rate: float = 3e-3
 
 
 PRESETS = {
-    "ci": Preset(16, 3, (2, 4, 6), (8, 32)),
-    "full": Preset(64, 5, (2, 4, 6, 8, 10, 12), (2, 4, 8, 16, 32, 64)),
+    "ci": Preset(16, 3, (2, 4, 6), (8, 32), 100),
+    "full": Preset(64, 5, (2, 4, 6, 8, 10, 12), (2, 4, 8, 16, 32, 64), 1000),
 }
+
+
+def trained_params(cell, params, preset: Preset, seed: int):
+    """``params`` after ``preset.train_steps`` Adam steps on binary ListOps trees (a fresh
+    batch each step), with an embedding and a root head trained alongside."""
+    h = preset.hidden_size
+    k_embed, k_head = jax.random.split(jax.random.key(1000 + seed))
+    vocab = len(LISTOPS_VOCAB.tokens)
+    model = {
+        "cell": params,
+        "embedding": jax.random.normal(k_embed, (vocab, h)) / np.sqrt(h),
+        "head": dense_init(k_head, h, 10),
+    }
+    optimizer = optax.adam(preset.learning_rate)
+    rng = np.random.default_rng(seed)
+    arity = getattr(cell, "arity", None) or 2
+    shape = {"arity": arity, "max_nodes": 64, "num_levels": 5, "width": 16}
+
+    def batch():
+        exprs = [listops_expression(rng, 4, 2, 0.5) for _ in range(preset.batch_size)]
+        trees = [listops_tree(e, LISTOPS_VOCAB) for e in exprs]
+        labels = np.asarray([listops_value(e) for e in exprs], np.int32)
+        return jax.tree.map(jnp.asarray, TreeBatch.from_trees(trees, **shape)), labels
+
+    @jax.jit
+    def step(model, state, trees, labels):
+        def loss(model):
+            xs = model["embedding"][trees.inputs]
+            _, roots = tree_scan(cell, model["cell"], trees, inputs=xs)
+            logits = dense_apply(model["head"], cell.output(roots))
+            log_probs = jax.nn.log_softmax(logits)
+            return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=1))
+
+        value, grads = jax.value_and_grad(loss)(model)
+        updates, state = optimizer.update(grads, state, model)
+        return optax.apply_updates(model, updates), state, value
+
+    state = optimizer.init(model)
+    for _ in range(preset.train_steps):
+        trees, labels = batch()
+        model, state, value = step(model, state, trees, jnp.asarray(labels))
+    if not np.isfinite(float(value)):
+        raise SystemExit(f"{type(cell).__name__}: training diverged (loss {float(value)})")
+    return model["cell"]
+
 
 CELLS = {
     "tree_rnn": lambda h: seqlab.trees.TreeRNN(h, arity=2),
@@ -118,63 +176,75 @@ def run(preset: Preset) -> tuple[list[dict], dict]:
     shapes += [("chain", depth, chain(depth)) for depth in preset.chain_depths]
     for name, make in CELLS.items():
         cell = make(h)
-        for shape, size, tree in shapes:
-            batch = TreeBatch.from_trees([tree], arity=getattr(cell, "arity", None))
-            per_seed, worst = [], 0.0
-            for seed in range(preset.seeds):
-                k_params, k_x, k_v = jax.random.split(jax.random.key(seed), 3)
-                params = cell.init(k_params, h)
-                xs = jax.random.normal(k_x, (1, batch.max_nodes, h))
-                readout = jax.random.normal(k_v, (h,))
-                readout = readout / jnp.linalg.norm(readout)
-                means = curve(cell, params, batch, xs, readout)
-                per_seed.append(means)
-                if shape == "chain" and name in CHAIN_EQUALS:
-                    worst = max(worst, chain_check(name, cell, params, xs, readout, means))
-            per_seed = np.stack(per_seed)
-            curves[(name, shape, size)] = per_seed
-            case = _common_case(name, shape, size)
-            depths = np.arange(1, per_seed.shape[1])
-            usable = np.all(np.isfinite(per_seed[:, 1:]) & (per_seed[:, 1:] > 0))
-            if len(depths) >= 2 and usable:
-                fit = fit_decay_rate(per_seed[:, 1:], depths)
-                rows.append(
-                    {
-                        "case": case,
-                        "metric": "decay rate per level",
-                        "value": fit.rate,
-                        "unit": "ln-norm/level",
-                        "n": preset.seeds,
-                        "spread": list(fit.interval) if fit.interval else None,
-                    }
-                )
-            rows.append(
-                {
-                    "case": case,
-                    "metric": "norm ratio deepest/root",
-                    "value": float(np.mean(per_seed[:, -1] / per_seed[:, 0])),
-                    "unit": "",
-                    "n": preset.seeds,
-                    "spread": None,
-                }
-            )
-            if shape == "chain" and name in CHAIN_EQUALS:
-                rows.append(
-                    {
-                        "case": case,
-                        "metric": "chain vs sequence max rel diff",
-                        "value": worst,
-                        "unit": "",
-                        "n": preset.seeds,
-                        "spread": None,
-                    }
-                )
-                if not worst < CHAIN_TOLERANCE:
-                    raise SystemExit(
-                        f"{name}: the chain's depth curve differs from the sequence cell's by "
-                        f"{worst:.2e} (tolerance {CHAIN_TOLERANCE:g})"
-                    )
+        initial = [cell.init(jax.random.key(seed), h) for seed in range(preset.seeds)]
+        phases = {
+            "init": initial,
+            "trained": [trained_params(cell, p, preset, i) for i, p in enumerate(initial)],
+        }
+        for phase, seed_params in phases.items():
+            for shape, size, tree in shapes:
+                measure(name, cell, phase, seed_params, shape, size, tree, preset, rows, curves)
     return rows, curves
+
+
+def measure(name, cell, phase, seed_params, shape, size, tree, preset, rows, curves):
+    """The depth curve of ``tree`` for every seed's parameters, its decay fit, and (on a
+    chain) the check against the sequence cell; appends rows, stores the curves."""
+    h = preset.hidden_size
+    batch = TreeBatch.from_trees([tree], arity=getattr(cell, "arity", None))
+    per_seed, worst = [], 0.0
+    for seed, params in enumerate(seed_params):
+        _, k_x, k_v = jax.random.split(jax.random.key(seed), 3)
+        xs = jax.random.normal(k_x, (1, batch.max_nodes, h))
+        readout = jax.random.normal(k_v, (h,))
+        readout = readout / jnp.linalg.norm(readout)
+        means = curve(cell, params, batch, xs, readout)
+        per_seed.append(means)
+        if shape == "chain" and name in CHAIN_EQUALS:
+            worst = max(worst, chain_check(name, cell, params, xs, readout, means))
+    per_seed = np.stack(per_seed)
+    curves[(name, phase, shape, size)] = per_seed
+    case = f"{_common_case(name, shape, size)} / {phase}"
+    depths = np.arange(1, per_seed.shape[1])
+    usable = np.all(np.isfinite(per_seed[:, 1:]) & (per_seed[:, 1:] > 0))
+    if len(depths) >= 2 and usable:
+        fit = fit_decay_rate(per_seed[:, 1:], depths)
+        rows.append(
+            {
+                "case": case,
+                "metric": "decay rate per level",
+                "value": fit.rate,
+                "unit": "ln-norm/level",
+                "n": preset.seeds,
+                "spread": list(fit.interval) if fit.interval else None,
+            }
+        )
+    rows.append(
+        {
+            "case": case,
+            "metric": "norm ratio deepest/root",
+            "value": float(np.mean(per_seed[:, -1] / per_seed[:, 0])),
+            "unit": "",
+            "n": preset.seeds,
+            "spread": None,
+        }
+    )
+    if shape == "chain" and name in CHAIN_EQUALS:
+        rows.append(
+            {
+                "case": case,
+                "metric": "chain vs sequence max rel diff",
+                "value": worst,
+                "unit": "",
+                "n": preset.seeds,
+                "spread": None,
+            }
+        )
+        if not worst < CHAIN_TOLERANCE:
+            raise SystemExit(
+                f"{name} ({phase}): the chain's depth curve differs from the sequence cell's by "
+                f"{worst:.2e} (tolerance {CHAIN_TOLERANCE:g})"
+            )
 
 
 def _common_case(name, shape, size) -> str:
@@ -182,20 +252,23 @@ def _common_case(name, shape, size) -> str:
 
 
 def plot(curves, path: pathlib.Path) -> None:
+    """ln-norm against depth at the deepest tree of each shape, init (left two) and
+    trained (right two), one line per cell."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for axis, shape in zip(axes, ("balanced", "chain"), strict=True):
-        sizes = [size for (_, s, size) in curves if s == shape]
-        deepest = max(sizes)
-        for (name, s, size), per_seed in curves.items():
-            if s == shape and size == deepest:
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4), sharey=True)
+    panels = [(p, s) for p in ("init", "trained") for s in ("balanced", "chain")]
+    for axis, (phase, shape) in zip(axes, panels, strict=True):
+        deepest = max(size for (_, ph, s, size) in curves if s == shape and ph == phase)
+        for (name, ph, s, size), per_seed in curves.items():
+            if ph == phase and s == shape and size == deepest:
                 mean = np.exp(np.mean(np.log(np.maximum(per_seed, 1e-300)), axis=0))
                 axis.semilogy(np.arange(len(mean)), mean, label=name)
-        axis.set_title(f"{shape}, {'height' if shape == 'balanced' else 'depth'} {deepest}")
+        kind = "height" if shape == "balanced" else "depth"
+        axis.set_title(f"{phase}: {shape}, {kind} {deepest}")
         axis.set_xlabel("depth from the root")
     axes[0].set_ylabel("‖∂L/∂h‖ (geometric mean over seeds)")
     axes[0].legend()
@@ -216,7 +289,7 @@ def main() -> None:
         "preset": args.preset,
         "settings": dataclasses.asdict(preset),
         "rows": rows,
-        "curves": {f"{n} / {s} {z}": c.tolist() for (n, s, z), c in curves.items()},
+        "curves": {f"{n} / {p} / {s} {z}": c.tolist() for (n, p, s, z), c in curves.items()},
         "provenance": _common.provenance(),
     }
     (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
