@@ -162,3 +162,24 @@ def test_treebank_errors_name_the_file_and_line(tmp_path):
         (folder / "test.txt").unlink()
         run(treebank(folder, "data.eval_split=test"), tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_the_registry_keeps_tree_and_sequence_cells_apart():
+    """``cells.registered()`` stays the sequence cells (what ``seqlab.scan`` runs); tree
+    cells are listed by kind, made by name, and refuse a trainable initial state."""
+    from seqlab import cells
+
+    assert "lstm" in cells.registered() and "tree_gru" not in cells.registered()
+    assert cells.registered("tree") == [
+        "child_sum_tree_lstm",
+        "nary_tree_lstm",
+        "tree_gru",
+        "tree_rnn",
+    ]
+    assert set(cells.registered(None)) == set(cells.registered()) | set(cells.registered("tree"))
+    assert cells.kind_of("nary_tree_lstm") == "tree" and cells.kind_of("gru") == "sequence"
+    assert cells.make("nary_tree_lstm", hidden_size=4, arity=3).arity == 3
+    with pytest.raises(ValueError, match="trainable_initial_state is for sequence cells"):
+        cells.make("tree_gru", hidden_size=4, trainable_initial_state=True)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        cells.register("forest_cell", lambda **_: None, kind="forest")

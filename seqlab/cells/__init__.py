@@ -25,6 +25,8 @@ from seqlab.cells._gru import GRU as GRU
 from seqlab.cells._lstm import LSTM as LSTM
 from seqlab.cells._lstm import LSTMState as LSTMState
 from seqlab.cells._mgu import MGU as MGU
+from seqlab.cells._registry import CELL_KINDS as CELL_KINDS
+from seqlab.cells._registry import kind_of as kind_of
 from seqlab.cells._registry import make as make
 from seqlab.cells._registry import option_types as option_types
 from seqlab.cells._registry import register as register
@@ -55,4 +57,6 @@ __all__ = [
     "option_types",
     "register",
     "registered",
+    "kind_of",
+    "CELL_KINDS",
 ]

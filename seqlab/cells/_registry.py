@@ -28,16 +28,33 @@ _REGISTRY: dict[str, Callable[..., Any]] = {
 }
 
 
-def register(name: str, factory: Callable[..., Any]) -> None:
-    """Make ``make(name, **options)`` call ``factory(**options)``; names are unique."""
+# what each registered cell reads: a time line ("sequence", seqlab.scan) or a tree
+# ("tree", seqlab.trees.tree_scan)
+CELL_KINDS = ("sequence", "tree")
+_KINDS: dict[str, str] = {name: "sequence" for name in _REGISTRY}
+
+
+def register(name: str, factory: Callable[..., Any], *, kind: str = "sequence") -> None:
+    """Make ``make(name, **options)`` call ``factory(**options)``; names are unique.
+    ``kind``: "sequence" for a recurrent cell, "tree" for a tree cell (seqlab.trees)."""
     require(isinstance(name, str) and name, f"a cell name must be a non-empty str, got {name!r}")
     require(name not in _REGISTRY, f"a cell named {name!r} is registered already")
+    require(kind in CELL_KINDS, f"kind must be one of {CELL_KINDS}, got {kind!r}")
     _REGISTRY[name] = factory
+    _KINDS[name] = kind
 
 
-def registered() -> list[str]:
-    """The names ``make`` accepts."""
-    return sorted(_REGISTRY)
+def registered(kind: str | None = "sequence") -> list[str]:
+    """The names ``make`` accepts for cells of ``kind`` ("sequence" by default, "tree",
+    or None for every cell)."""
+    require(kind is None or kind in CELL_KINDS, f"kind must be one of {CELL_KINDS} or None")
+    return sorted(name for name in _REGISTRY if kind is None or _KINDS[name] == kind)
+
+
+def kind_of(name: str) -> str:
+    """ "sequence" or "tree": what the cell registered as ``name`` reads."""
+    require(name in _REGISTRY, f"unknown cell {name!r}; expected one of {registered(None)}")
+    return _KINDS[name]
 
 
 def option_types(name: str) -> dict[str, Any] | None:
@@ -47,7 +64,7 @@ def option_types(name: str) -> dict[str, Any] | None:
     (``**kwargs``). Configs check the types of ``model.cell_options`` against it, so a
     newly registered cell is covered without a table to update.
     """
-    require(name in _REGISTRY, f"unknown cell {name!r}; expected one of {registered()}")
+    require(name in _REGISTRY, f"unknown cell {name!r}; expected one of {registered(None)}")
     factory = _REGISTRY[name]
     declared = {"trainable_initial_state": bool}  # make's own keyword
     if dataclasses.is_dataclass(factory):
@@ -90,6 +107,10 @@ def make(name: str, *, trainable_initial_state: bool = False, **options: Any) ->
     With ``trainable_initial_state=True`` the cell comes wrapped in
     ``TrainableInitialState``.
     """
-    require(name in _REGISTRY, f"unknown cell {name!r}; expected one of {registered()}")
+    require(name in _REGISTRY, f"unknown cell {name!r}; expected one of {registered(None)}")
+    require(
+        not trainable_initial_state or _KINDS[name] == "sequence",
+        f"trainable_initial_state is for sequence cells; {name!r} is a tree cell",
+    )
     cell = _REGISTRY[name](**options)
     return TrainableInitialState(cell) if trainable_initial_state else cell

@@ -29,7 +29,7 @@ from seqlab.unroll import IMPLEMENTATIONS
 
 @dataclasses.dataclass
 class ModelConfig:
-    cell: str = "lstm"  # any name in seqlab.cells.registered()
+    cell: str = "lstm"  # any name in seqlab.cells.registered(None) (tree cells for tree tasks)
     hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = False
@@ -169,7 +169,7 @@ def validate(config: DictConfig) -> None:
     bad = _non_finite(config)
     values = [OmegaConf.select(config, key) for key in bad]
     require(not bad, f"{', '.join(bad)} must be finite numbers, got {values}")
-    check_one_of("model.cell", config.model.cell, cells.registered())
+    check_one_of("model.cell", config.model.cell, cells.registered(None))
     options = OmegaConf.to_container(config.model.cell_options, resolve=True)
     _check_cell_options(config.model.cell, options)
     try:

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from seqlab import cells
 from seqlab.layers import ARCHITECTURES, Architecture, Embedding, RNNLayer, one_hot
-from seqlab.trees import TREE_CELLS, TreeBatch, is_tree_cell
+from seqlab.trees import TreeBatch, is_tree_cell
 from seqlab.unroll import Xla
 
 
@@ -219,7 +219,7 @@ def _tree_model(config, info: dict, cell, architecture) -> TaskModel:
     with trees is refused, naming what was expected."""
     model = config.model
     if not architecture.reads_tree:
-        sequence_cells = ", ".join(n for n in cells.registered() if n not in TREE_CELLS)
+        sequence_cells = ", ".join(cells.registered("sequence"))
         raise ValueError(
             f"model.cell={model.cell} is a tree cell and reads trees; this task's inputs are "
             f"{info['kind']} sequences: choose a sequence cell ({sequence_cells})"

@@ -27,8 +27,8 @@ from seqlab.trees._cells import is_tree_cell as is_tree_cell
 from seqlab.trees._scan import tree_scan as tree_scan
 
 for _name, _factory in TREE_CELLS.items():
-    if _name not in _registered():
-        _register(_name, _factory)
+    if _name not in _registered(None):
+        _register(_name, _factory, kind="tree")
 
 __all__ = [
     "BUCKET_FLOOR",

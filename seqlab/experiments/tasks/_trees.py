@@ -23,10 +23,11 @@ import pathlib
 
 import numpy as np
 
+from seqlab import cells
 from seqlab.experiments._config import DataConfig
 from seqlab.experiments.tasks._base import Task, TaskData, register
 from seqlab.layers import SPECIAL_TOKENS, Vocabulary
-from seqlab.trees import TREE_CELLS, Tree, TreeBatch, parse_brackets
+from seqlab.trees import Tree, TreeBatch, parse_brackets
 
 LISTOPS_OPERATORS = ("[MAX", "[MIN", "[MED", "[SM")
 LISTOPS_FORMS = ("auto", "tree", "flat")
@@ -129,7 +130,7 @@ def load_listops(config) -> TaskData:
         )
     form = data.form
     if form == "auto":
-        form = "tree" if config.model.cell in TREE_CELLS else "flat"
+        form = "tree" if cells.kind_of(config.model.cell) == "tree" else "flat"
     # the same expressions for every form, seed and cell: data.split_seed alone picks them
     rng = np.random.default_rng(data.split_seed)
     expressions = _expressions(rng, data.num_train + data.eval_size, data)
@@ -240,10 +241,10 @@ def load_treebank(config) -> TaskData:
             f"data.labels must be one of {', '.join(TREEBANK_LABELS)} and data.eval_split dev "
             f"or test, got {data.labels!r} and {data.eval_split!r}"
         )
-    if config.model.cell not in TREE_CELLS:
+    if cells.kind_of(config.model.cell) != "tree":
         raise ValueError(
             f"model.cell={config.model.cell} is a sequence cell; treebank reads trees: choose "
-            f"a tree cell ({', '.join(TREE_CELLS)})"
+            f"a tree cell ({', '.join(cells.registered('tree'))})"
         )
     train = read_treebank(data.path, "train")
     evaluation = read_treebank(data.path, data.eval_split)
