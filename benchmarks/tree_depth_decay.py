@@ -195,7 +195,8 @@ def measure(name, cell, phase, seed_params, shape, size, tree, preset, rows, cur
     per_seed, worst = [], 0.0
     for seed, params in enumerate(seed_params):
         _, k_x, k_v = jax.random.split(jax.random.key(seed), 3)
-        xs = jax.random.normal(k_x, (1, batch.max_nodes, h))
+        reads = (np.asarray(batch.inputs) != 0)[..., None]  # inner nodes read nothing
+        xs = jax.random.normal(k_x, (1, batch.max_nodes, h)) * reads
         readout = jax.random.normal(k_v, (h,))
         readout = readout / jnp.linalg.norm(readout)
         means = curve(cell, params, batch, xs, readout)

@@ -13,7 +13,7 @@ in one process after warm-up (median of ``repeats``):
   flat token sequences (the tokens of the prefix form, ~1.2 per node), jitted.
 
 The per-node implementations run tree by tree; with ``per_node_trees`` < B their time is
-measured on that many trees and scaled to the batch (the row says so). Ratios are
+measured on that many trees and scaled to the batch by node count (the row says so). Ratios are
 against ``seqlab tree_scan`` (> 1: tree_scan is faster).
 
     python benchmarks/tree_throughput.py --preset ci
@@ -195,7 +195,7 @@ def run(preset: Preset) -> list[dict]:
         ),
     }
     few = trees[: preset.per_node_trees]
-    scale = preset.batch_size / len(few)
+    scale = sum(nodes) / sum(len(t) for t in few)  # by node count: their work is per node
     per_node = {"jax per-node": jax_per_node(cell, params, embedding, few)}
     try:
         per_node["torch per-node"] = torch_per_node(h, e_size, vocab, few)

@@ -10,6 +10,7 @@ import pytest
 from seqlab.experiments import apply_overrides, default_config, load_run, run
 from seqlab.experiments.tasks import get, listops_value
 from seqlab.experiments.tasks._trees import LISTOPS_VOCAB, listops_tokens, listops_tree
+from seqlab.trees import TreeBatch
 
 SMALL = [
     "model.hidden_size=16",
@@ -58,6 +59,13 @@ def test_a_tree_lstm_learns_listops_and_reloads(tmp_path, standard_promotion):
     assert accuracy > baseline + 0.1, (accuracy, baseline)
     loaded = load_run(tmp_path / "tree")
     assert loaded.model.kind == "tree" and loaded.steps[-1] == 150
+    # apply takes a TreeBatch and reproduces the run's own evaluation
+    evaluation = get("listops").load(config).eval
+    logits = loaded.apply(TreeBatch.from_dict(evaluation))
+    agree = np.mean(np.argmax(np.asarray(logits), -1) == evaluation["targets"])
+    assert abs(agree - accuracy) < 1e-6, (agree, accuracy)
+    with pytest.raises(ValueError, match="takes a seqlab.trees.TreeBatch"):
+        loaded.apply(evaluation["inputs"])
     analysis = json.loads((tmp_path / "tree" / "analysis" / "gradnorms_step150.json").read_text())
     assert analysis["distance_is"] == "depth from the root"
     curve = np.asarray(analysis["mean_norm"])[0, 0]
@@ -72,6 +80,9 @@ def test_a_tree_lstm_learns_listops_and_reloads(tmp_path, standard_promotion):
         (["model.cell=lstm", "data.form=tree"], "is a sequence cell; this task reads trees"),
         (["model.cell=tree_gru", "model.num_layers=2"], "a tree model has one tree cell"),
         (["data.form=forest"], "data.form must be one of auto, tree, flat"),
+        (["model.cell=tree_rnn"], "takes 2 children per node.*model.cell_options.arity=3"),
+        (["model.cell=tree_gru", "model.dropout=0.5"], "a tree model has no model.dropout"),
+        (["data.max_depth=1", "data.min_length=8"], "have 4 to 5 tokens.*excludes them all"),
     ],
 )
 def test_tree_and_sequence_mixes_are_refused(tmp_path, overrides, message):

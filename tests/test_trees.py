@@ -408,12 +408,14 @@ def run_jitted_on(cell, batch):
             lambda: parse_brackets("(3 (7 a) (1 b))", num_labels=5),
             r"label 7 at position 4 is out of range \[0, 5\)",
         ),
-        (lambda: parse_brackets("(3 (-1 a))", num_labels=5), "label -1 at position 4"),
+        (lambda: parse_brackets("(3 (-1 a))", num_labels=5), "starts with '-1', not a label"),
+        (lambda: parse_brackets("(3 (\u0663 a))"), "not a label \\(digits 0-9"),
+        (lambda: parse_brackets("(1_0 a)"), "starts with '1_0', not a label"),
         (
             lambda: parse_brackets("(3 (x a))"),
-            "the node at position 3 starts with 'x', not an integer label",
+            "the node at position 3 starts with 'x', not a label",
         ),
-        (lambda: parse_brackets("(2.5 a)"), "starts with '2.5', not an integer label"),
+        (lambda: parse_brackets("(2.5 a)"), "starts with '2.5', not a label"),
         (lambda: parse_brackets("(3)"), "node at position 0 has neither a word nor subtrees"),
         (lambda: parse_brackets("(3 a (2 b))"), "node at position 0 has both a word"),
         (lambda: Tree(((1,), (0,)), (None, None)), "its own descendant"),
@@ -530,18 +532,18 @@ def test_bucketed_batch_rounds_shapes_up_and_keeps_values(rng):
     trees = [Tree(random_children(rng, size, 2), (None,) * size) for size in (5, 9, 1)]
     exact = TreeBatch.from_trees(trees)
     bucketed = TreeBatch.from_trees(trees, bucketed=True)
+    # K is not rounded: a positional cell needs its arity exact
+    assert bucketed.arity == exact.arity
     for have, need in [
         (bucketed.max_nodes, exact.max_nodes),
-        (bucketed.arity, exact.arity),
         (bucketed.num_levels, exact.num_levels),
         (bucketed.order.shape[2], exact.order.shape[2]),
     ]:
         assert have >= need and have & (have - 1) == 0, (have, need)
-    assert bucketed.max_nodes == 16 and bucketed.arity == 4 and bucketed.order.shape[2] >= 4
+    assert bucketed.max_nodes == 16 and bucketed.order.shape[2] >= 4
     assert seqlab.trees.bucket(5) == 8 and seqlab.trees.bucket(1) == 4
     assert seqlab.trees.bucket(3, floor=1) == 4 and seqlab.trees.bucket(16) == 16
     xs = rng.normal(size=(3, 16, INPUT)).astype(np.float32)
-    # the bucketed arity 4 is above NaryTreeLSTM(arity=2)'s: its unused slots are cut
     for cell in (TREE_CELLS["child_sum"], TREE_CELLS["nary2"]):
         params = random_params(cell, jax.random.key(12), input_size=INPUT)
         want, _ = scan_of(cell, exact)(params, jnp.asarray(xs[:, : exact.max_nodes]))
@@ -585,3 +587,38 @@ def test_child_sum_cells_take_no_arity_and_deep_nesting_builds():
         nested = (nested, 2)
     tree = from_nested(nested)
     assert len(tree) == 6001 and tree.height == 3000 and tree.children[-1] == (5998, 5999)
+
+
+def test_hand_built_batches_are_checked_and_coercions_refused():
+    """A TreeBatch edited by hand is validated before tree_scan reads it (a child in
+    another tree, an inner node left out of ``order``, a root on padding); floats are
+    not integers, negative labels are not labels, vocab ids start at 1."""
+    good = TreeBatch.from_trees([from_nested(((1, 2), 3)), from_nested((4, 5))])
+    cell = seqlab.trees.ChildSumTreeLSTM(4)
+    params = cell.init(jax.random.key(0), 3)
+    xs = jnp.ones((2, good.max_nodes, 3))
+    tree_scan(cell, params, good, inputs=xs)
+    arrays = good.as_dict()
+    cases = [
+        ("children", (0, 4, 0), 6, "node 4 lists child 6, not an earlier node"),
+        ("order", (0, 0, 0), -1, "order lists nodes \\[\\] at level 1"),
+        ("root", (1,), 1, "root 1 is not its last real node 2"),
+        ("level", (0, 2), 0, "node 2 has level 0, its children give 1"),
+    ]
+    for field, index, value, message in cases:
+        broken = {k: np.array(v) for k, v in arrays.items()}
+        broken[field][index] = value
+        with pytest.raises(ValueError, match=message):
+            tree_scan(cell, params, TreeBatch.from_dict(broken), inputs=xs)
+    with pytest.raises(ValueError, match="must be an integer, got 2.9"):
+        TreeBatch.from_trees([Tree(((), (0,)), (1, 2), labels=(0, 2.9))])
+    with pytest.raises(ValueError, match="label -5 of node 0 in tree 0 is negative"):
+        TreeBatch.from_trees([Tree(((), (0,)), (1, 2), labels=(-5, 1))])
+    with pytest.raises(ValueError, match="a child index must be an integer, got 0.5"):
+        Tree(((), (0.5,)), (1, 2))
+    with pytest.raises(ValueError, match="ids start at 1"):
+        TreeBatch.from_trees([parse_brackets("(1 (2 a) (3 b))")], vocab={"a": 0, "b": 4})
+    with pytest.raises(ValueError, match="give input_size= to from_trees"):
+        TreeBatch.from_trees([from_nested((np.ones(3), np.ones(3)))])
+    with pytest.raises(ValueError, match="inputs have 5 features; the cell's parameters expect 3"):
+        tree_scan(cell, params, good, inputs=jnp.ones((2, good.max_nodes, 5)))

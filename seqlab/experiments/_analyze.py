@@ -140,8 +140,9 @@ def analyze_params(experiment, params, step: int, run_dir, *, guard=None) -> dic
 
 def _analyze_tree(experiment, params, step: int, run_dir, batch, *, guard=None) -> dict:
     """``analyze_params`` for a tree model: the norms lined up by depth from the root
-    (distance 0 is the root, where the loss enters), in the sequence analysis' layout
-    (one layer, one direction), so that the same plot and report read it."""
+    (distance 0 is the root; a per-node loss enters at every node as well), in the
+    sequence analysis' layout (one layer, one direction; ``examples_at_distance`` counts
+    nodes), so that the same plot and report read it."""
     curves, counts = [], None
     for index in range(len(experiment.seeds)):
         norms, depth = tree_gradient_norms(experiment.model, seed_params(params, index), batch)
@@ -210,10 +211,12 @@ def _summary_lines(result: dict) -> list[str]:
                 f"decays by {factor} per {unit}"
             )
     first = np.asarray(result["mean_norm"])[:, 0]
-    lines.append(
-        "mean ||dL/dh_t|| at each sequence's last valid step / its first step: "
-        + ", ".join(f"{c[0]:.3g} / {c[-1]:.3g}" for c in first)
+    where = (
+        "mean ||dL/dh|| at the roots / at the deepest nodes: "
+        if unit == "level of depth"
+        else "mean ||dL/dh_t|| at each sequence's last valid step / its first step: "
     )
+    lines.append(where + ", ".join(f"{c[0]:.3g} / {c[-1]:.3g}" for c in first))
     return lines
 
 

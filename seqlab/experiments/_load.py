@@ -21,6 +21,7 @@ from seqlab.experiments._model import build_model
 from seqlab.experiments._optim import make_optimizer
 from seqlab.experiments._seeds import map_seeds, resolve_seed_batching, seed_params
 from seqlab.experiments._train import Experiment
+from seqlab.trees import TreeBatch
 
 
 class Run:
@@ -106,7 +107,8 @@ class Run:
         return seed_params(params, index)
 
     def apply(self, inputs, lengths=None, *, targets=None, step=None, seed=None):
-        """Run the trained model on ``inputs`` (the task's input layout, batch first).
+        """Run the trained model on ``inputs`` (the task's input layout, batch first; for a
+        tree model a ``seqlab.trees.TreeBatch``, its token ids in the run's vocabulary).
 
         Returns the model's outputs: regression values or class logits (B, ...). With
         several seeds and ``seed=None`` this is the ensemble (mean values, or log of the
@@ -114,11 +116,20 @@ class Run:
         ``targets`` for teacher forcing (use ``generate`` to decode freely).
         """
         params = self.restore(step) if step is not None else self.params
-        inputs = jnp.asarray(inputs)
-        if lengths is None:
-            time_axis = 1 if inputs.ndim >= 2 else 0
-            lengths = jnp.full((inputs.shape[0],), inputs.shape[time_axis], jnp.int32)
-        batch = {"inputs": inputs, "lengths": jnp.asarray(lengths, jnp.int32)}
+        if self.model.net.reads_tree:  # a TreeBatch holds the inputs and the structure
+            if not isinstance(inputs, TreeBatch):
+                raise ValueError(
+                    f"a tree model's apply takes a seqlab.trees.TreeBatch, got "
+                    f"{type(inputs).__name__} (TreeBatch.from_trees(trees, vocab=...))"
+                )
+            batch = {k: jnp.asarray(v) for k, v in inputs.as_dict().items()}
+            batch["targets"] = batch["labels"]
+        else:
+            inputs = jnp.asarray(inputs)
+            if lengths is None:
+                time_axis = 1 if inputs.ndim >= 2 else 0
+                lengths = jnp.full((inputs.shape[0],), inputs.shape[time_axis], jnp.int32)
+            batch = {"inputs": inputs, "lengths": jnp.asarray(lengths, jnp.int32)}
         if targets is not None:
             batch["targets"] = jnp.asarray(targets)
         elif self.model.net.generative:

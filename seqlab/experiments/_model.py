@@ -229,6 +229,22 @@ def _tree_model(config, info: dict, cell, architecture) -> TaskModel:
             f"model.cell={model.cell} is a sequence cell; this task reads trees: choose a tree "
             "cell (tree_rnn, child_sum_tree_lstm, nary_tree_lstm, tree_gru)"
         )
+    ignored = {
+        "model.dropout": model.dropout,
+        "model.implementation": model.implementation,
+    }
+    set_ = [f"{key}={value}" for key, value in ignored.items() if value not in (0, 0.0, None)]
+    if set_:
+        raise ValueError(
+            f"a tree model has no {' or '.join(k.split('=')[0] for k in set_)} (got "
+            f"{', '.join(set_)}): the tree cell runs through seqlab.trees.tree_scan"
+        )
+    arity, needed = getattr(cell, "arity", None), int(info.get("arity", 0))
+    if arity is not None and arity < needed:
+        raise ValueError(
+            f"model.cell={model.cell} takes {arity} children per node; this task's trees have "
+            f"up to {needed}: set model.cell_options.arity={needed}"
+        )
     if model.num_layers != 1 or model.bidirectional:
         raise ValueError(
             "model: a tree model has one tree cell, read bottom-up: set model.num_layers=1 "

@@ -64,9 +64,12 @@ def report_run(run_dir) -> pathlib.Path:
             fits = ", ".join(
                 f"layer {f['layer']}: {_fmt(f['factor'])}" for f in result[f"decay_fit_{direction}"]
             )
+            unit = (
+                "level of depth" if result.get("distance_is") == "depth from the root" else "step"
+            )
             lines += [
                 "",
-                f"Gradient-norm decay per step ({direction}) at step {result['step']}: {fits}.",
+                f"Gradient-norm decay per {unit} ({direction}) at step {result['step']}: {fits}.",
             ]
     lines += ["", "## Config", "", "```yaml", to_yaml(config).rstrip(), "```", ""]
     path = run_dir / "report.md"

@@ -29,6 +29,7 @@ included) nor their rows change an output or receive a gradient.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,7 +60,7 @@ class Tree:
     labels: tuple[int | None, ...] | None = None
 
     def __post_init__(self):
-        children = tuple(tuple(int(c) for c in kids) for kids in self.children)
+        children = tuple(tuple(_index(c, "a child index") for c in kids) for kids in self.children)
         count = len(children)
         require(count > 0, "an empty tree: a tree needs at least one node")
         require(
@@ -237,12 +238,12 @@ def parse_brackets(text: str, *, num_labels: int | None = None) -> Tree:
             require(stack, f"text outside brackets at position {position}: {token!r}")
             start, kids, label, word = stack[-1]
             if label is None:
-                try:
-                    label = int(token)
-                except ValueError:
+                if not (token.isascii() and token.isdigit()):
                     raise ValueError(
-                        f"the node at position {start} starts with {token!r}, not an integer label"
-                    ) from None
+                        f"the node at position {start} starts with {token!r}, not a label "
+                        "(digits 0-9, >= 0)"
+                    )
+                label = int(token)
                 if num_labels is not None:
                     require(
                         0 <= label < num_labels,
@@ -356,8 +357,8 @@ class TreeBatch:
         given = {"arity": arity, "max_nodes": max_nodes, "num_levels": num_levels, "width": width}
         size = {}
         for name, needed in need.items():
-            if given[name] is None:
-                size[name] = round_up(needed) if name != "num_levels" else needed
+            if given[name] is None:  # K is not rounded: positional cells need it exact
+                size[name] = round_up(needed) if name not in ("num_levels", "arity") else needed
             else:
                 require(
                     given[name] >= needed,
@@ -387,7 +388,8 @@ class TreeBatch:
                 children[b, node, : len(kids)] = kids
                 inputs[b, node] = _input_value(tree.inputs[node], vocab, input_size, b, node)
                 if tree.labels is not None and tree.labels[node] is not None:
-                    label = int(tree.labels[node])
+                    label = _index(tree.labels[node], f"the label of node {node} in tree {b}")
+                    require(label >= 0, f"label {label} of node {node} in tree {b} is negative")
                     if num_labels is not None:
                         require(
                             0 <= label < num_labels,
@@ -461,6 +463,76 @@ class TreeBatch:
         padded.depth[b:, 0] = 0
         return padded
 
+    def validate(self) -> TreeBatch:
+        """Check a batch built by hand (``from_dict``, or arrays edited after
+        ``from_trees``): every child of a real node is an earlier node of the same tree
+        with one parent, levels follow the children, ``order`` lists exactly the inner
+        nodes of each level, the root is the last real node, padding nodes have no
+        children and level -1. Returns the batch; a ValueError names the first tree and
+        node that break a rule. Host-side (NumPy); ``tree_scan`` calls it on concrete
+        batches."""
+        children = np.asarray(self.children)
+        level, order = np.asarray(self.level), np.asarray(self.order)
+        root, counts = np.asarray(self.root), np.asarray(self.num_nodes)
+        b, n, _ = children.shape
+        require(
+            level.shape == (b, n) and root.shape == counts.shape == (b,) and order.shape[0] == b,
+            f"TreeBatch fields disagree: children {children.shape}, level {level.shape}, "
+            f"order {order.shape}, root {root.shape}, num_nodes {counts.shape}",
+        )
+        for tree in range(b):
+            count = int(counts[tree])
+            require(1 <= count <= n, f"tree {tree}: num_nodes {count} outside [1, {n}]")
+            require(
+                int(root[tree]) == count - 1,
+                f"tree {tree}: root {int(root[tree])} is not its last real node {count - 1}",
+            )
+            kids = children[tree, :count]
+            present = kids >= 0
+            bad = present & (kids >= np.arange(count)[:, None])
+            if bad.any():
+                node, slot = (int(i) for i in np.argwhere(bad)[0])
+                raise ValueError(
+                    f"tree {tree}: node {node} lists child {int(kids[node, slot])}, not an "
+                    "earlier node of the tree (children come before their parents)"
+                )
+            require(
+                bool(np.all(children[tree, count:] < 0) and np.all(level[tree, count:] < 0)),
+                f"tree {tree}: padding nodes {count}.. have children or a level",
+            )
+            flat = kids[present]
+            require(
+                len(np.unique(flat)) == len(flat) == count - 1,
+                f"tree {tree}: its {count} nodes are not one tree (a node with two parents, "
+                "or one besides the root without a parent)",
+            )
+            expected = np.zeros(count, np.int64)
+            for node in range(count):
+                below = kids[node][present[node]]
+                if below.size:
+                    expected[node] = 1 + expected[below].max()
+            if not np.array_equal(expected, level[tree, :count]):
+                node = int(np.flatnonzero(expected != level[tree, :count])[0])
+                raise ValueError(
+                    f"tree {tree}: node {node} has level {int(level[tree, node])}, its children "
+                    f"give {int(expected[node])}"
+                )
+            require(
+                int(expected.max(initial=0)) <= order.shape[1],
+                f"tree {tree} is {int(expected.max())} levels tall; order has "
+                f"{order.shape[1]} inner levels",
+            )
+            for height in range(1, order.shape[1] + 1):
+                listed = order[tree, height - 1]
+                listed = np.sort(listed[listed >= 0])
+                inner = np.flatnonzero(expected == height)
+                require(
+                    np.array_equal(listed, inner),
+                    f"tree {tree}: order lists nodes {listed.tolist()} at level {height}, the "
+                    f"tree has {inner.tolist()} there",
+                )
+        return self
+
     def as_dict(self) -> dict:
         """The fields as a dict of arrays (a task's batch); ``from_dict`` inverts it."""
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
@@ -484,9 +556,31 @@ def _input_value(value, vocab, input_size, tree: int, node: int):
     if isinstance(value, str):
         require(vocab is not None, f"node {node} of tree {tree} reads a word: give a vocab")
         if value in vocab:
-            return vocab[value]
-        require("<unk>" in vocab, f"word {value!r} (node {node} of tree {tree}) not in the vocab")
-        return vocab["<unk>"]
-    token = int(value)
+            token = _index(vocab[value], f"the vocab's id of {value!r}")
+        else:
+            require(
+                "<unk>" in vocab, f"word {value!r} (node {node} of tree {tree}) not in the vocab"
+            )
+            token = _index(vocab["<unk>"], "the vocab's id of '<unk>'")
+        require(
+            token >= 1, f"the vocab maps {value!r} to {token}: ids start at 1 (0 reads nothing)"
+        )
+        return token
+    require(
+        np.ndim(value) == 0,
+        f"node {node} of tree {tree} reads a vector of shape {np.shape(value)}: give "
+        "input_size= to from_trees",
+    )
+    token = _index(value, f"the input of node {node} in tree {tree}")
     require(token >= 1, f"node {node} of tree {tree}: token ids start at 1 (0 reads nothing)")
     return token
+
+
+def _index(value, what: str) -> int:
+    """``value`` as an int, refusing floats, bools and text (2.9 is not label 2)."""
+    if isinstance(value, bool | float | np.floating):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None

@@ -18,7 +18,7 @@ import numpy as np
 
 from seqlab._checks import is_concrete, require
 from seqlab.trees._batch import TreeBatch
-from seqlab.trees._cells import is_tree_cell
+from seqlab.trees._cells import ChildSumTreeLSTM, TreeGRU, is_tree_cell
 
 
 def _fit_arity(cell, children):
@@ -57,7 +57,8 @@ def tree_scan(
       params: its parameters.
       batch: a ``TreeBatch`` (NumPy or JAX arrays).
       inputs: (B, N, D) float node inputs; defaults to ``batch.inputs``, which must then
-        be float vectors (embed token ids first, e.g. with ``seqlab.layers.Embedding``).
+        be float vectors. Every real node reads its row: to give token ids' inner nodes
+        (id 0) no input, embed with ``seqlab.layers.Embedding``, whose row 0 is zeros.
         Rows of padding nodes are never read.
       remat: recompute each level's step in the backward pass instead of saving its
         intermediates (``jax.checkpoint``), for deep trees.
@@ -84,6 +85,14 @@ def tree_scan(
         tuple(xs.shape[:2]) == (b, n),
         f"inputs of shape {tuple(xs.shape)} do not fit a batch of {b} trees of {n} nodes",
     )
+    if all(is_concrete(a) for a in (batch.children, batch.level, batch.order, batch.root)):
+        batch.validate()  # a hand-built batch: wrong structure would give wrong numbers
+    width = params.get("w_ih") if isinstance(params, dict) else None
+    require(
+        width is None or width.shape[0] == xs.shape[-1],
+        f"inputs have {xs.shape[-1]} features; the cell's parameters expect "
+        f"{getattr(width, 'shape', [None])[0]}",
+    )
     children = _fit_arity(cell, batch.children)
     k = children.shape[-1]
     total = b * n  # row `total` of the state is the absent child; writes past it drop
@@ -98,9 +107,10 @@ def tree_scan(
     xs = jnp.concatenate([xs, jnp.zeros_like(xs[:1])])
 
     absent = cell.leaf_state(params, ())
-    # every real node as a leaf, at once (with no child slots at all when the cell takes
-    # any number of children: a leaf's absent children cost nothing then)
-    slots = k if getattr(cell, "arity", None) is not None else 0
+    # every real node as a leaf, at once (the built-in child-sum cells with no child slots
+    # at all: a leaf's absent children cost nothing then; any other cell gets K absent
+    # slots, as its contract promises)
+    slots = 0 if isinstance(cell, ChildSumTreeLSTM | TreeGRU) else k
     no_children = jax.tree.map(lambda a: jnp.broadcast_to(a, (total, slots, *a.shape)), absent)
     as_leaves = step(params, xs[:total], no_children, jnp.zeros((total, slots), bool))
     if perturbation is not None:

@@ -105,9 +105,43 @@ class ListOpsData(DataConfig):
     eval_size: int = 1000
 
 
+# Draws per wanted expression before the length range is declared out of reach.
+LISTOPS_ATTEMPTS = 200
+
+
+def _length_range(data) -> tuple[int, int]:
+    """The fewest and most tokens an expression of these settings can have."""
+    shortest = 2 + 2  # the root over two digits: [OP d d ]
+    longest, width = 1, data.max_args
+    for _ in range(data.max_depth):  # every argument an operator down to max_depth
+        longest = 2 + width * longest
+    if data.leaf_prob >= 1:
+        longest = 2 + width  # below the root every argument is a digit
+    if data.leaf_prob <= 0:  # every argument below the root is an operator down to max_depth
+        shortest = 1
+        for _ in range(data.max_depth):
+            shortest = 2 + 2 * shortest
+    return shortest, longest
+
+
 def _expressions(rng, count: int, data) -> list:
-    found = []
+    shortest, longest = _length_range(data)
+    if data.max_length < shortest or data.min_length > longest:
+        raise ValueError(
+            f"listops expressions with data.max_depth={data.max_depth}, data.max_args="
+            f"{data.max_args}, data.leaf_prob={data.leaf_prob} have {shortest} to {longest} "
+            f"tokens; data.min_length..data.max_length ({data.min_length}..{data.max_length}) "
+            "excludes them all"
+        )
+    found, attempts = [], 0
     while len(found) < count:
+        attempts += 1
+        if attempts > LISTOPS_ATTEMPTS * count:
+            raise ValueError(
+                f"only {len(found)} of {count} listops expressions within data.min_length.."
+                f"data.max_length ({data.min_length}..{data.max_length}) in {attempts - 1} "
+                "draws: widen the range or change data.max_depth / data.leaf_prob"
+            )
         expression = listops_expression(rng, data.max_depth, data.max_args, data.leaf_prob)
         if data.min_length <= len(listops_tokens(expression)) <= data.max_length:
             found.append(expression)
@@ -163,6 +197,7 @@ def load_listops(config) -> TaskData:
             "baselines": {"eval/accuracy": float(np.mean(evaluation["targets"] == majority))},
             "num_train": split,
             "max_nodes": int(arrays["inputs"].shape[1]),
+            "arity": data.max_args,
         },
         train=train,
         eval=evaluation,
@@ -300,6 +335,7 @@ def load_treebank(config) -> TaskData:
                 "eval/accuracy": float(np.mean(eval_nodes == int(np.argmax(node_counts)))),
             },
             "num_train": split,
+            "arity": int(arrays["children"].shape[-1]),
         },
         train=train_arrays,
         eval=eval_arrays,
