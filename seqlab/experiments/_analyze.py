@@ -130,6 +130,11 @@ def analyze_params(experiment, params, step: int, run_dir, *, guard=None) -> dic
             {"layer": layer, **_fit(curves[:, layer, position], counts)}
             for layer in range(curves.shape[1])
         ]
+    return _write(result, step, run_dir, guard)
+
+
+def _write(result: dict, step: int, run_dir, guard) -> dict:
+    """The analysis JSON and its plot (after ``guard``, when given)."""
     run_dir = pathlib.Path(run_dir)
     if guard is not None:
         guard()
@@ -161,12 +166,7 @@ def _analyze_tree(experiment, params, step: int, run_dir, batch, *, guard=None) 
         "per_seed": curves.tolist(),
         "decay_fit_forward": [{"layer": 0, **_fit(curves[:, 0, 0], counts)}],
     }
-    run_dir = pathlib.Path(run_dir)
-    if guard is not None:
-        guard()
-    _rundir.write_json(run_dir / "analysis" / f"gradnorms_step{step}.json", result)
-    _plots.plot_gradnorms(run_dir, result)
-    return result
+    return _write(result, step, run_dir, guard)
 
 
 def samples(experiment, params, *, count: int = 4) -> list | None:

@@ -203,6 +203,10 @@ def build_model(config, info: dict, *, batch_sharded: bool = False) -> TaskModel
         )
     except ValueError as error:
         raise ValueError(f"model: {error}") from None
+    return _task_model(architecture, net, info, model)
+
+
+def _task_model(architecture, net, info: dict, model) -> TaskModel:
     return TaskModel(
         kind=architecture.kind,
         objective=info["objective"],
@@ -251,12 +255,4 @@ def _tree_model(config, info: dict, cell, architecture) -> TaskModel:
             f"and model.bidirectional=false (got {model.num_layers} and {model.bidirectional})"
         )
     net = architecture(cell, info["output_size"], per_node=bool(info.get("per_node", False)))
-    return TaskModel(
-        kind=architecture.kind,
-        objective=info["objective"],
-        net=net,
-        input_size=info.get("input_size", 0),
-        input_vocab=info.get("input_vocab", 0),
-        input_encoding=info.get("input_encoding", "float") if info.get("input_vocab") else "float",
-        embed_size=model.embed_size,
-    )
+    return _task_model(architecture, net, info, model)

@@ -135,8 +135,26 @@ class TreeRNN(_TreeCellBase):
         return jnp.tanh(projected + self._concat(children, mask) @ params["w_hh"])
 
 
+class _TreeLSTMState:
+    """What the two Tree-LSTMs share: the forget bias at init, an ``LSTMState`` (h, c)
+    state whose absent child is zeros, h as the output."""
+
+    num_gates = 4
+
+    def _bias_init(self):
+        hidden = self.hidden_size
+        return jnp.zeros((4 * hidden,), jnp.float32).at[hidden : 2 * hidden].set(self.forget_bias)
+
+    def leaf_state(self, params, batch_shape):
+        zeros = jnp.zeros((*batch_shape, self.hidden_size), params["w_hh"].dtype)
+        return LSTMState(zeros, zeros)
+
+    def output(self, state):
+        return state.h
+
+
 @dataclasses.dataclass(frozen=True)
-class ChildSumTreeLSTM(_TreeCellBase):
+class ChildSumTreeLSTM(_TreeLSTMState, _TreeCellBase):
     """Tai, Socher & Manning (2015), Child-Sum Tree-LSTM, gate order i, f, g, o::
 
         h̃ = Σ_k h_k
@@ -153,17 +171,6 @@ class ChildSumTreeLSTM(_TreeCellBase):
 
     def _recurrent_shape(self):
         return self.hidden_size, 4 * self.hidden_size
-
-    def _bias_init(self):
-        hidden = self.hidden_size
-        return jnp.zeros((4 * hidden,), jnp.float32).at[hidden : 2 * hidden].set(self.forget_bias)
-
-    def leaf_state(self, params, batch_shape):
-        zeros = jnp.zeros((*batch_shape, self.hidden_size), params["w_hh"].dtype)
-        return LSTMState(zeros, zeros)
-
-    def output(self, state):
-        return state.h
 
     def node_step_projected(self, params, projected, children, mask):
         hidden = self.hidden_size
@@ -182,7 +189,7 @@ class ChildSumTreeLSTM(_TreeCellBase):
 
 
 @dataclasses.dataclass(frozen=True)
-class NaryTreeLSTM(_TreeCellBase):
+class NaryTreeLSTM(_TreeLSTMState, _TreeCellBase):
     """Tai et al. (2015), N-ary Tree-LSTM: positional children, a forget gate per child
     that sees every child::
 
@@ -204,17 +211,6 @@ class NaryTreeLSTM(_TreeCellBase):
 
     def _recurrent_shape(self):
         return self.arity * self.hidden_size, (3 + self.arity) * self.hidden_size
-
-    def _bias_init(self):
-        hidden = self.hidden_size
-        return jnp.zeros((4 * hidden,), jnp.float32).at[hidden : 2 * hidden].set(self.forget_bias)
-
-    def leaf_state(self, params, batch_shape):
-        zeros = jnp.zeros((*batch_shape, self.hidden_size), params["w_hh"].dtype)
-        return LSTMState(zeros, zeros)
-
-    def output(self, state):
-        return state.h
 
     def node_step_projected(self, params, projected, children, mask):
         self._check_arity(mask)
