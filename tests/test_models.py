@@ -191,7 +191,10 @@ def _architecture(kind, hidden=5, output_size=6):
     )
 
 
-@pytest.mark.parametrize("kind", sorted(ARCHITECTURES))
+SEQUENCE_KINDS = sorted(kind for kind, cls in ARCHITECTURES.items() if not cls.reads_tree)
+
+
+@pytest.mark.parametrize("kind", SEQUENCE_KINDS)
 def test_every_architecture_speaks_one_interface(kind, rng):
     """``forward`` is ``apply`` in one signature, and equals ``from_encoding(encode(.))``
     (what the gradient analysis differentiates through); ``output_mask`` counts the valid
@@ -230,6 +233,42 @@ def test_every_architecture_speaks_one_interface(kind, rng):
     else:
         np.testing.assert_array_equal(mask, np.asarray(targets) != 0)
     assert model.generative == (kind in ("encoder_decoder", "one_to_many"))
+
+
+@pytest.mark.parametrize("per_node", [False, True])
+def test_the_tree_architecture_speaks_the_same_interface(per_node, rng):
+    """The fifth kind reads trees: its ``lengths`` is the TreeBatch; ``forward`` is
+    ``apply`` and ``from_encoding(encode(.))``; the head sits on the roots, or on every
+    node (zeros on padding) with ``output_mask`` counting labelled nodes."""
+    from seqlab.layers import TreeEncoder
+    from seqlab.trees import ChildSumTreeLSTM, TreeBatch, from_nested
+
+    tree = TreeBatch.from_trees([from_nested(((1, 2), 3)), from_nested((4, 5))])
+    model = TreeEncoder(ChildSumTreeLSTM(5), 3, per_node=per_node)
+    assert model.kind == "tree" and ARCHITECTURES["tree"] is TreeEncoder
+    assert model.reads_tree and not model.reads_sequence and not model.generative
+    params = model.init(jax.random.key(1), 4)
+    inputs = jnp.asarray(rng.normal(size=(2, tree.max_nodes, 4)), jnp.float32)
+    forward = model.forward(params, inputs, tree)
+    np.testing.assert_array_equal(forward, model.apply(params, inputs, tree))
+    encoded = model.encode(params, inputs, tree)
+    assert encoded.shape == (2, tree.max_nodes, 5)
+    np.testing.assert_allclose(model.from_encoding(params, encoded, tree), forward, rtol=1e-6)
+    if per_node:
+        assert forward.shape == (2, tree.max_nodes, 3)
+        np.testing.assert_array_equal(forward[1, 3:], 0)  # tree 1 has 3 nodes
+        labels = jnp.asarray([[0, 1, -1, 2, 1], [2, -1, 0, -1, -1]])
+        np.testing.assert_array_equal(model.output_mask(tree, labels), np.asarray(labels) >= 0)
+    else:
+        root_h = encoded[jnp.arange(2), jnp.asarray(tree.root)]
+        np.testing.assert_allclose(
+            forward, root_h @ params["head"]["w"] + params["head"]["b"][None], rtol=1e-6
+        )
+        np.testing.assert_array_equal(model.output_mask(tree, jnp.zeros(2)), np.ones(2))
+    with pytest.raises(ValueError, match="a tree model's lengths is its TreeBatch"):
+        model.encode(params, inputs, jnp.asarray([5, 3]))
+    with pytest.raises(ValueError, match="built from a tree cell"):
+        TreeEncoder.build(None, 3, bidirectional=False, embed_size=2)
 
 
 def test_one_to_many_cannot_be_bidirectional():
