@@ -4,8 +4,11 @@ Every real node is first computed as a leaf (its children absent), in one step o
 B·N nodes, with the input projection hoisted when the cell offers it. Then a
 ``lax.scan`` over the levels 1 .. L - 1 (``TreeBatch.order``) gathers the children's
 states of that level's nodes across the whole batch, runs the cell once on the (B, W)
-nodes, and scatters the new states back. The sequential depth is the tallest tree's
+nodes, and writes their states as one block of a state table (``dynamic_update_slice``;
+each node knows the row its state lands in). The sequential depth is the tallest tree's
 height, not the node count; ``jax.grad`` through it is backpropagation through structure.
+Each level is as wide as the widest level of any tree in the batch (W): the padding slots
+compute and are never read.
 Padding nodes are never read: where their inputs are NaN, outputs and gradients stay
 finite and unchanged.
 """
