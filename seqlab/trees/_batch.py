@@ -170,7 +170,7 @@ def from_nested(nested, *, labels=None) -> Tree:
     """A tree from nested tuples/lists: a list or tuple is an inner node of its items,
     anything else a leaf whose value is its input (a token id >= 1, a word, or a vector).
     Inner nodes read no input. ``labels``: per-node labels in the tree's children-first
-    order (the order ``visit`` meets the closing of each node), or None.
+    order (post-order: every node after its children, the root last), or None.
 
     Example: ``from_nested(((1, 2), 3))`` is a root over (an inner node over leaves 1 and
     2) and leaf 3: 5 nodes, in the order 1, 2, (1 2), 3, root.

@@ -98,7 +98,7 @@ def tree_scan(
     )
     children = _fit_arity(cell, batch.children)
     k = children.shape[-1]
-    total = b * n  # row `total` of the state is the absent child; writes past it drop
+    total = b * n  # flat node ids 0 .. total - 1; row `total` of the table: the absent child
     valid = jnp.asarray(batch.level) >= 0
     xs = jnp.where(valid[..., None], xs, jnp.zeros_like(xs)).reshape(total, -1)
     hoisted = hasattr(cell, "project_inputs") and hasattr(cell, "node_step_projected")
