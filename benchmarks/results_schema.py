@@ -495,11 +495,10 @@ def load_test_suite_times(path: pathlib.Path) -> list[Result]:
     return [Result(data["name"], data["preset"], provenance, tuple(rows), _relative(path))]
 
 
-# name pattern of a committed result (a file or a folder under benchmarks/results/) -> loader
 def load_rows(path: pathlib.Path) -> list[Result]:
-    """``<name>_<preset>_<date>.json`` written as ``{"preset", "rows": [{case, metric,
-    value, unit, n, spread}], "provenance"}`` (tree_depth_decay, tree_throughput,
-    listops_compare)."""
+    """``<name>_<preset>_<date>[_run<k>].json`` (``_run<k>``: further runs of the same
+    day) written as ``{"preset", "rows": [{case, metric, value, unit, n, spread}],
+    "provenance"}`` (tree_depth_decay, tree_throughput, listops_compare)."""
     data = json.loads(path.read_text())
     name = re.match(r"([a-z_]+?)_(ci|cpu|full|gpu)_", path.name).group(1)
     rows = tuple(
@@ -517,6 +516,9 @@ def load_rows(path: pathlib.Path) -> list[Result]:
     return [Result(name, data["preset"], provenance, rows, _relative(path))]
 
 
+# the results written in load_rows' format
+ROWS = r"(tree_depth_decay|tree_throughput|listops_compare)_(ci|cpu|full|gpu)_[\d-]+(_run\d+)?"
+# name pattern of a committed result (a file or a folder under benchmarks/results/) -> loader
 LOADERS: dict[str, Callable[[pathlib.Path], list[Result]]] = {
     r"parallel_scan_\w+_\w+_[\d-]+.*\.json": load_parallel_scan,
     r"scan_throughput_\w+_\w+_[\d-]+\.json": load_scan_throughput,
@@ -531,7 +533,7 @@ LOADERS: dict[str, Callable[[pathlib.Path], list[Result]]] = {
     r"vmap_seeds_\w+_[\d-]+": load_vmap_seeds,
     r"test_suite_times_[\d-]+": load_test_suite_times,
     r"demo_\w+_\w+_[\d-]+": load_demo,
-    r"(tree_depth_decay|tree_throughput|listops_compare)_(ci|cpu|full|gpu)_[\d-]+\.json": load_rows,
+    ROWS + r"\.json": load_rows,
 }
 
 
