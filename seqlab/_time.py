@@ -32,7 +32,7 @@ from seqlab._checks import (
     check_seq_lengths,
     require,
 )
-from seqlab.cells import check_cell
+from seqlab.cells import check_cell, input_layout
 from seqlab.typing import Array, Carry, Params
 
 
@@ -180,7 +180,7 @@ def normalize(
     ``check_settings`` runs after the cell and ``xs`` are checked, before the carry and
     the lengths (the order of ``seqlab.scan``'s errors)."""
     check_cell(cell)
-    check_rank("xs", xs, 3, "(T, B, D)" if time_major else "(B, T, D)")
+    check_rank("xs", xs, *input_layout(cell, time_major))
     check_floating("xs", xs)
     if check_settings is not None:
         check_settings()

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqlab._checks import check_rank, check_seq_lengths, require
-from seqlab.cells import hidden_of
+from seqlab.cells import hidden_of, input_layout
 from seqlab.layers import RNNLayer
 from seqlab.typing import Array, Params
 
@@ -36,6 +36,12 @@ def _zero_perturbations(layer: RNNLayer, params: Params, xs: Array):
         return jnp.zeros(shape, hidden.dtype)
 
     return tuple({d: zeros(state[d]) for d in state} for state in carries)
+
+
+def _feature_norm(gradients: Array) -> Array:
+    """‖·‖₂ over everything after the (time, batch) axes: the features, or for a cell
+    with a spatial state the whole map (every position and channel)."""
+    return _scaled_norm(gradients.reshape((*gradients.shape[:2], -1)))
 
 
 def _scaled_norm(vectors: Array) -> Array:
@@ -81,7 +87,7 @@ def hidden_grad_norms(
       (see ``first_non_finite``).
     """
     _check_layer(layer)
-    check_rank("xs", xs, 3, "(T, B, D)" if layer.time_major else "(B, T, D)")
+    check_rank("xs", xs, *input_layout(layer.cells[0], layer.time_major))
     if seq_lengths is not None:
         batch_size, num_steps = (xs.shape[1], xs.shape[0]) if layer.time_major else xs.shape[:2]
         seq_lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
@@ -100,7 +106,7 @@ def hidden_grad_norms(
     )
     grads = jax.grad(loss)(perturbations)
     norms = jnp.stack(
-        [jnp.stack([_scaled_norm(g[d]) for d in layer.directions]) for g in grads]
+        [jnp.stack([_feature_norm(g[d]) for d in layer.directions]) for g in grads]
     )  # (L, dirs, B, T), or (L, dirs, T, B) when time-major
     if layer.time_major:
         norms = jnp.swapaxes(norms, -1, -2)

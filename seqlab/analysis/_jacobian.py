@@ -11,6 +11,7 @@ from jax.flatten_util import ravel_pytree
 
 from seqlab._checks import check_one_of, check_rank
 from seqlab.analysis._grad_norms import _check_layer
+from seqlab.cells import input_layout
 from seqlab.layers import RNNLayer
 from seqlab.typing import Array, Params
 
@@ -96,7 +97,7 @@ def jacobian_norms(
       O(B·T·S³): meant for analysis sizes (S up to a few hundred).
     """
     _check_layer(layer)
-    check_rank("xs", xs, 3, "(T, B, D)" if layer.time_major else "(B, T, D)")
+    check_rank("xs", xs, *input_layout(layer.cells[0], layer.time_major))
     check_one_of("direction", direction, layer.directions)
     xs_time_major = xs if layer.time_major else jnp.swapaxes(xs, 0, 1)
     if layer.num_layers > 1:

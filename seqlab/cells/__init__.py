@@ -4,7 +4,8 @@ Each cell is a frozen description with ``init(key, input_size)``,
 ``initial_carry(params, batch_shape)`` and ``step(params, carry, x)``; see
 ``seqlab.cells.Cell`` for writing your own from three functions. ``MinGRU``, ``MinLSTM``,
 ``DiagGRU`` and ``DiagLSTM`` have diagonal state Jacobians, for parallel-in-time solves
-(``seqlab.parallel``).
+(``seqlab.parallel``). ``ConvLSTM`` and ``ConvGRU`` carry a spatial state map (their
+``spatial_shape``): inputs (*batch, *spatial, C) instead of (*batch, D).
 """
 
 from seqlab.cells._base import JACOBIAN_STRUCTURES as JACOBIAN_STRUCTURES
@@ -15,8 +16,12 @@ from seqlab.cells._base import TrainableInitialState as TrainableInitialState
 from seqlab.cells._base import can_hoist as can_hoist
 from seqlab.cells._base import check_cell as check_cell
 from seqlab.cells._base import hidden_of as hidden_of
+from seqlab.cells._base import input_layout as input_layout
 from seqlab.cells._base import jacobian_structure as jacobian_structure
 from seqlab.cells._base import replace_hidden as replace_hidden
+from seqlab.cells._base import spatial_shape as spatial_shape
+from seqlab.cells._conv import ConvGRU as ConvGRU
+from seqlab.cells._conv import ConvLSTM as ConvLSTM
 from seqlab.cells._elementwise import DiagGRU as DiagGRU
 from seqlab.cells._elementwise import DiagLSTM as DiagLSTM
 from seqlab.cells._elementwise import MinGRU as MinGRU
@@ -53,6 +58,10 @@ __all__ = [
     "MinLSTM",
     "DiagGRU",
     "DiagLSTM",
+    "ConvLSTM",
+    "ConvGRU",
+    "spatial_shape",
+    "input_layout",
     "make",
     "option_types",
     "register",

@@ -98,6 +98,24 @@ def can_hoist(cell: Any) -> bool:
     return bool(getattr(cell, "hoistable", hasattr(cell, "project_inputs")))
 
 
+def spatial_shape(cell: Any) -> tuple[int, ...]:
+    """The spatial size of ``cell``'s input frames and state map: () for a cell over
+    feature vectors (inputs (*batch, D)), e.g. (32, 32) for a convolutional cell (inputs
+    (*batch, 32, 32, C)). A cell declares it as the attribute ``spatial_shape``."""
+    return tuple(getattr(cell, "spatial_shape", ()))
+
+
+def input_layout(cell: Any, time_major: bool = False) -> tuple[int, str]:
+    """The rank of a batch of sequences ``cell`` reads and its axes in words:
+    ``(3, "(B, T, D)")``, or e.g. ``(5, "(B, T, 32, 32, C)")`` for a cell with spatial
+    shape (32, 32)."""
+    spatial = spatial_shape(cell)
+    lead = "T, B" if time_major else "B, T"
+    if not spatial:
+        return 3, f"({lead}, D)"
+    return 3 + len(spatial), f"({lead}, {', '.join(map(str, spatial))}, C)"
+
+
 def check_cell(cell: Any) -> None:
     """Raise ValueError unless ``cell`` has callable ``init``, ``initial_carry`` and ``step``."""
     missing = [
@@ -161,6 +179,10 @@ class TrainableInitialState:
     def jacobian_structure(self) -> str:
         return jacobian_structure(self.cell)
 
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return spatial_shape(self.cell)
+
     def init(self, key: PRNGKey, input_size: int) -> Params:
         params = self.cell.init(key, input_size)
         return {"cell": params, "initial_state": self.cell.initial_carry(params, ())}
@@ -216,6 +238,10 @@ class PerturbedHidden:
 
     cell: Any
     input_size: int
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return spatial_shape(self.cell)
 
     def init(self, key: PRNGKey, input_size: int) -> Params:
         return self.cell.init(key, input_size)

@@ -10,6 +10,7 @@ from typing import Any
 
 from seqlab._checks import require
 from seqlab.cells._base import TrainableInitialState
+from seqlab.cells._conv import ConvGRU, ConvLSTM
 from seqlab.cells._elementwise import DiagGRU, DiagLSTM, MinGRU, MinLSTM
 from seqlab.cells._gru import GRU
 from seqlab.cells._lstm import LSTM
@@ -25,6 +26,8 @@ _REGISTRY: dict[str, Callable[..., Any]] = {
     "minlstm": MinLSTM,
     "diag_gru": DiagGRU,
     "diag_lstm": DiagLSTM,
+    "conv_lstm": ConvLSTM,
+    "conv_gru": ConvGRU,
 }
 
 

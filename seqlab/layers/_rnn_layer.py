@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from seqlab._checks import check_rank, require
-from seqlab.cells import PerturbedHidden, check_cell
+from seqlab.cells import PerturbedHidden, check_cell, input_layout, spatial_shape
 from seqlab.typing import Array, Params, PRNGKey, Shape
 from seqlab.unroll import resolve_implementation, scan
 
@@ -17,17 +17,19 @@ DIRECTIONS = ("forward", "backward")
 
 
 def cell_output_size(cell, params: Params, input_size: int) -> int:
-    """The feature size of ``cell.step``'s output, found by abstract evaluation."""
+    """The feature size (channels, for a cell with a spatial state) of ``cell.step``'s
+    output, found by abstract evaluation."""
+    spatial = spatial_shape(cell)
 
     def one_step(params):
         carry = cell.initial_carry(params, (1,))
-        return cell.step(params, carry, jnp.zeros((1, input_size), jnp.float32))[1]
+        return cell.step(params, carry, jnp.zeros((1, *spatial, input_size), jnp.float32))[1]
 
     output = jax.eval_shape(one_step, params)
     require(
-        hasattr(output, "shape") and len(output.shape) == 2,
-        f"a stacked layer needs cells whose step returns one (batch, features) array; "
-        f"{type(cell).__name__} returns {output}",
+        hasattr(output, "shape") and tuple(output.shape[:-1]) == (1, *spatial),
+        f"a stacked layer needs cells whose step returns one (batch, {'*spatial, ' * bool(spatial)}"
+        f"features) array; {type(cell).__name__} returns {output}",
     )
     return int(output.shape[-1])
 
@@ -96,6 +98,11 @@ class RNNLayer:
             object.__setattr__(self, "cell", tuple(self.cell))
         for cell in self.cells:
             check_cell(cell)
+        shapes = {spatial_shape(cell) for cell in self.cells}
+        require(
+            len(shapes) == 1,
+            f"every layer's cell must read the same spatial shape, got {sorted(shapes)}",
+        )
         resolve_implementation(self.implementation)  # a bad name fails here, not at apply
 
     @property
@@ -123,7 +130,7 @@ class RNNLayer:
 
         def run():
             params = self.init(jax.random.key(0), input_size)
-            shape = (1, 1, input_size)
+            shape = (1, 1, *spatial_shape(self.cells[0]), input_size)
             return self.apply(params, jnp.zeros(shape, jnp.float32))[0]
 
         return int(jax.eval_shape(run).shape[-1])
@@ -164,7 +171,8 @@ class RNNLayer:
 
         Args:
           params: from ``init``.
-          xs: (B, T, D), or (T, B, D) when ``time_major``.
+          xs: (B, T, D), or (T, B, D) when ``time_major``; (B, T, *spatial, C) for cells
+            with a spatial state (``seqlab.cells.ConvLSTM``).
           seq_lengths: optional (B,) valid lengths; see ``seqlab.scan``.
           carry: optional initial state, in the layout of ``initial_carry``.
           key: PRNG key for dropout; required when ``train`` and ``dropout > 0``.
@@ -181,7 +189,7 @@ class RNNLayer:
           backward direction, after reading step 0).
         """
         self._check_params(params)
-        check_rank("xs", xs, 3, "(T, B, D)" if self.time_major else "(B, T, D)")
+        check_rank("xs", xs, *input_layout(self.cells[0], self.time_major))
         use_dropout = train and self.dropout > 0.0 and self.num_layers > 1
         require(
             not use_dropout or key is not None,
