@@ -1,7 +1,9 @@
 """Plain float64 NumPy loops over time: the references the library is checked against.
 
 Written from the papers' equations, one batch element and one step at a time, sharing no
-code with seqlab. At the end, the tree cells' references: plain recursion over one tree.
+code with seqlab. Then the tree cells' references (plain recursion over one tree) and, last,
+the convolutional cells' (one frame and one step at a time, the convolutions written out
+as sums of shifted frames).
 """
 
 from __future__ import annotations
@@ -313,3 +315,99 @@ def tree_gru_reference(params, children, inputs):
         return (1 - z) * n + z * h_tilde
 
     return np.stack(_tree_recursion(children, node))
+
+
+# Convolutional cells (seqlab.cells.ConvLSTM, ConvGRU): one frame (*spatial, C) and one
+# step at a time, the convolution written out as a sum over the kernel's taps of shifted,
+# zero-padded frames; no seqlab code. Parameter names and layouts are seqlab's: ``w_x``
+# (*k, C_in, G·H), ``w_h`` (*k, H, G·H), ``b`` (G·H,), the gates side by side in column
+# blocks of H; ConvLSTM's peepholes ``w_ci``, ``w_cf``, ``w_co`` are (*spatial, H).
+
+
+def same_convolution(frame, kernel):
+    """Stride-1 cross-correlation (lax's convention: no kernel flip) of ``frame``
+    (*spatial, C_in) with ``kernel`` (*k, C_in, C_out), zero "same" padding: (k - 1) // 2
+    zeros before each spatial axis and the rest after. Returns (*spatial, C_out)::
+
+        out[p] = Σ_j frame[p + j - (k - 1) // 2] @ kernel[j]   (frame is zero outside)
+    """
+    frame, kernel = np.asarray(frame, np.float64), np.asarray(kernel, np.float64)
+    spatial, taps = frame.shape[:-1], kernel.shape[:-2]
+    assert len(spatial) == len(taps) and kernel.shape[-2] == frame.shape[-1]
+    padded = np.pad(frame, [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in taps] + [(0, 0)])
+    out = np.zeros((*spatial, kernel.shape[-1]))
+    for tap in np.ndindex(*taps):
+        window = tuple(slice(j, j + n) for j, n in zip(tap, spatial, strict=True))
+        out += padded[window] @ kernel[tap]
+    return out
+
+
+def _gate_blocks(pre, hidden, names):
+    """The column blocks of width ``hidden`` of ``pre``'s last axis, by name."""
+    return {name: pre[..., k * hidden : (k + 1) * hidden] for k, name in enumerate(names)}
+
+
+def conv_lstm_reference_step(cell, params, carry, frame):
+    """Shi et al. (2015), ConvLSTM, eq. (3), for one sequence: frame (*spatial, C_in),
+    carry (h, c) each (*spatial, H); with ``cell.peephole`` the Hadamard peepholes
+    W_ci ∘ C_{t-1}, W_cf ∘ C_{t-1}, W_co ∘ C_t. Gates i, f, g, o (the paper's tanh
+    candidate is g). Returns ((h, c), h)."""
+    p = _np(params)
+    h, c = carry
+    hidden = cell.hidden_size
+    x = _gate_blocks(same_convolution(frame, p["w_x"]) + p["b"], hidden, "ifgo")
+    r = _gate_blocks(same_convolution(h, p["w_h"]), hidden, "ifgo")
+    peep = cell.peephole
+    i = _sigmoid(x["i"] + r["i"] + (p["w_ci"] * c if peep else 0.0))
+    f = _sigmoid(x["f"] + r["f"] + (p["w_cf"] * c if peep else 0.0))
+    c = f * c + i * np.tanh(x["g"] + r["g"])
+    o = _sigmoid(x["o"] + r["o"] + (p["w_co"] * c if peep else 0.0))
+    h = o * np.tanh(c)
+    return (h, c), h
+
+
+def conv_gru_reference_step(cell, params, h, frame):
+    """The convolutional GRU of ``seqlab.cells.ConvGRU``'s docstring (Cho et al. 2014 with
+    convolutions; Ballas et al. 2016), for one sequence: frame (*spatial, C_in), h
+    (*spatial, H); gates r, z, n::
+
+        r = σ(W_xr * x + W_hr * h + b_r);  z = σ(W_xz * x + W_hz * h + b_z)
+        n = tanh(W_xn * x + W_hn * (r ⊙ h) + b_n);  h' = (1 - z) ⊙ n + z ⊙ h
+    """
+    p = _np(params)
+    hidden = cell.hidden_size
+    w_h = _gate_blocks(p["w_h"], hidden, "rzn")
+    x = _gate_blocks(same_convolution(frame, p["w_x"]) + p["b"], hidden, "rzn")
+    r = _sigmoid(x["r"] + same_convolution(h, w_h["r"]))
+    z = _sigmoid(x["z"] + same_convolution(h, w_h["z"]))
+    n = np.tanh(x["n"] + same_convolution(r * h, w_h["n"]))
+    h = (1 - z) * n + z * h
+    return h, h
+
+
+def conv_reference_scan(cell, params, xs, carry=None, seq_lengths=None, reverse=False):
+    """``reference_scan`` for the convolutional cells: xs (B, T, *spatial, C_in); returns
+    outputs (B, T, *spatial, H) and the final carry ((h, c) for ConvLSTM, h for ConvGRU),
+    each (B, *spatial, H). Packed semantics: sequence b is read for t < seq_lengths[b]
+    only, backwards when ``reverse``; outputs at other steps are zero and the final carry
+    is the one after the last step read."""
+    xs = np.asarray(xs, np.float64)
+    batch_size, num_steps = xs.shape[:2]
+    state_shape = (batch_size, *xs.shape[2:-1], cell.hidden_size)
+    lstm = isinstance(cell, seqlab.cells.ConvLSTM)
+    if not lstm:
+        assert isinstance(cell, seqlab.cells.ConvGRU), type(cell)
+    step = conv_lstm_reference_step if lstm else conv_gru_reference_step
+    if carry is None:
+        carry = (np.zeros(state_shape), np.zeros(state_shape)) if lstm else np.zeros(state_shape)
+    carry = tuple(np.array(c, np.float64) for c in carry) if lstm else np.array(carry, np.float64)
+    lengths = np.full(batch_size, num_steps) if seq_lengths is None else np.asarray(seq_lengths)
+    outputs, finals = np.zeros((batch_size, num_steps, *state_shape[1:])), []
+    for b in range(batch_size):
+        carry_b = _index(carry, b)
+        steps = range(lengths[b])
+        for t in reversed(steps) if reverse else steps:
+            carry_b, outputs[b, t] = step(cell, params, carry_b, xs[b, t])
+        finals.append(carry_b)
+    final = tuple(np.stack([f[i] for f in finals]) for i in range(2)) if lstm else np.stack(finals)
+    return outputs, final

@@ -18,6 +18,7 @@ from seqlab.experiments._config import CheckpointConfig as CheckpointConfig
 from seqlab.experiments._config import DataConfig as DataConfig
 from seqlab.experiments._config import ExperimentConfig as ExperimentConfig
 from seqlab.experiments._config import ModelConfig as ModelConfig
+from seqlab.experiments._config import ConvConfig as ConvConfig
 from seqlab.experiments._config import TrainConfig as TrainConfig
 from seqlab.experiments._config import apply_overrides as apply_overrides
 from seqlab.experiments._config import valid_keys as valid_keys
@@ -72,6 +73,7 @@ __all__ = [
     "Experiment",
     "ExperimentConfig",
     "ModelConfig",
+    "ConvConfig",
     "Run",
     "TaskModel",
     "TrainConfig",

@@ -31,7 +31,8 @@ DIRECTIONS = ("forward", "backward")
 
 def gradient_norms(model, params, batch) -> np.ndarray:
     """(L, [2,] B, T) float64 norms of one seed's parameters on ``batch``, with the
-    task's loss through the trained head or decoder (``Architecture.from_encoding``)."""
+    task's loss through the trained head or decoder (``Architecture.from_encoding``). T
+    counts the encoder's steps: after a convolutional front-end, its output steps."""
     net, lengths, targets = model.net, batch["lengths"], batch["targets"]
     if not net.reads_sequence:
         raise ValueError(
@@ -43,8 +44,9 @@ def gradient_norms(model, params, batch) -> np.ndarray:
         return model.mean_loss(net.from_encoding(params["net"], encoded, lengths, targets), batch)
 
     xs = model.encode_inputs(params, batch["inputs"])
+    xs, encoded_lengths = net.encoder_inputs(params["net"], xs, lengths)  # after a front-end
     encoder = params["net"]["encoder"]
-    return hidden_grad_norms(net.encoder, encoder, xs, loss_fn, seq_lengths=lengths)
+    return hidden_grad_norms(net.encoder, encoder, xs, loss_fn, seq_lengths=encoded_lengths)
 
 
 def tree_gradient_norms(model, params, batch) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +104,7 @@ def analyze_params(experiment, params, step: int, run_dir, *, guard=None) -> dic
     batch = {k: jnp.asarray(v[:count]) for k, v in experiment.data.eval.items()}
     if model.net.reads_tree:
         return _analyze_tree(experiment, params, step, run_dir, batch, guard=guard)
-    lengths = np.asarray(batch["lengths"])
+    lengths = np.asarray(model.net.encoded_lengths(batch["lengths"]))
     directions = DIRECTIONS[: 2 if model.encoder.bidirectional else 1]
     curves, counts = [], None  # curves: (S, L, dirs, D), mean over examples
     for index in range(len(experiment.seeds)):
@@ -125,6 +127,12 @@ def analyze_params(experiment, params, step: int, run_dir, *, guard=None) -> dic
         "mean_norm": curves.mean(axis=0).tolist(),  # (L, dirs, D) averaged over seeds
         "per_seed": curves.tolist(),
     }
+    frontend = getattr(model.net, "frontend", None)
+    if frontend is not None:
+        result["distance_is"] = (
+            f"encoder steps after the convolutional front-end (one per {frontend.stride} "
+            "input steps)"
+        )
     for position, direction in enumerate(directions):
         result[f"decay_fit_{direction}"] = [
             {"layer": layer, **_fit(curves[:, layer, position], counts)}

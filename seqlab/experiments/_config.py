@@ -24,7 +24,27 @@ from seqlab import cells
 from seqlab._checks import check_non_negative, check_one_of, check_positive, require
 from seqlab.experiments._optim import OPTIMIZERS, SCHEDULES
 from seqlab.experiments._seeds import SEED_BATCHING
+from seqlab.layers import conv_stack
 from seqlab.unroll import IMPLEMENTATIONS
+
+
+@dataclasses.dataclass
+class ConvConfig:
+    """The Conv1D front-end of ``model.frontend=conv`` (``seqlab.layers.ConvStack``)."""
+
+    channels: list[int] = dataclasses.field(default_factory=lambda: [64])  # one per layer
+    kernel_size: int = 5
+    stride: int = 1  # the first layer's stride (the others have 1): T / stride RNN steps
+    dilation: int = 1
+    padding: str = "same"  # same | causal | valid (seqlab.layers.PADDINGS)
+    groups: int = 1
+    activation: str = "relu"  # a key of seqlab.layers.ACTIVATIONS
+    pool: str = "none"  # none | max | avg, after every layer
+    pool_size: int = 2
+    dropout: float = 0.0  # after every layer, in training
+
+
+FRONTENDS = ("none", "conv")
 
 
 @dataclasses.dataclass
@@ -39,6 +59,9 @@ class ModelConfig:
     # keyword options of the cell beyond hidden_size, e.g. {"max_timescale": 1000} for
     # diag_gru (model.cell_options.max_timescale=1000 on the command line)
     cell_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # a convolutional front-end before the encoder: none | conv (configured by model.conv)
+    frontend: str = "none"
+    conv: ConvConfig = dataclasses.field(default_factory=ConvConfig)
 
 
 @dataclasses.dataclass
@@ -173,11 +196,18 @@ def validate(config: DictConfig) -> None:
     options = OmegaConf.to_container(config.model.cell_options, resolve=True)
     _check_cell_options(config.model.cell, options)
     try:
-        cells.make(config.model.cell, hidden_size=config.model.hidden_size, **options)
+        cells.make(
+            config.model.cell,
+            hidden_size=config.model.hidden_size,
+            **_with_placeholder_frames(config.model.cell, options),
+        )
     except TypeError as error:
         raise ValueError(
             f"model.cell_options {options} do not fit cell {config.model.cell!r}: {error}"
         ) from None
+    check_one_of("model.frontend", config.model.frontend, FRONTENDS)
+    if config.model.frontend == "conv":
+        frontend(config.model)  # every model.conv mistake, named, before anything runs
     last_seed = config.seed + max(config.train.num_seeds, 1) - 1
     require(
         0 <= config.seed and last_seed <= MAX_SEED,
@@ -228,6 +258,46 @@ def validate(config: DictConfig) -> None:
         check_non_negative(name, OmegaConf.select(config, name))
 
 
+def frontend(model: Any):
+    """The ``seqlab.layers.ConvStack`` of ``model.conv`` when ``model.frontend=conv``,
+    else None; a ValueError names the ``model.conv`` key at fault."""
+    if getattr(model, "frontend", "none") == "none":
+        return None
+    conv = model.conv
+    channels = list(conv.channels)
+    require(
+        channels and all(isinstance(c, int) and c > 0 for c in channels),
+        f"model.conv.channels must be a non-empty list of positive ints, got {channels}",
+    )
+    try:
+        return conv_stack(
+            channels,
+            kernel_size=conv.kernel_size,
+            stride=[conv.stride] + [1] * (len(channels) - 1),
+            dilation=conv.dilation,
+            padding=conv.padding,
+            groups=conv.groups,
+            activation=conv.activation,
+            pool=conv.pool,
+            pool_size=conv.pool_size,
+            dropout=conv.dropout,
+        )
+    except ValueError as error:
+        raise ValueError(f"model.conv: {error}") from None
+
+
+def _with_placeholder_frames(cell: str, options: dict) -> dict:
+    """``options`` with a stand-in ``spatial_shape`` for a convolutional cell that has
+    none yet (the task's frames supply it when the model is built), so the other options
+    can be checked now."""
+    declared = cells.option_types(cell) or {}
+    if "spatial_shape" not in declared or "spatial_shape" in options:
+        return options
+    kernel = options.get("kernel_size", 1)
+    axes = len(kernel) if isinstance(kernel, list | tuple) else 1
+    return {**options, "spatial_shape": (1,) * axes}
+
+
 def _check_cell_options(cell: str, options: dict) -> None:
     """Refuse a ``model.cell_options`` entry the cell does not take, or of another type than
     the cell declares (``seqlab.cells.option_types``): a config holds text, so "maybe" for
@@ -268,6 +338,15 @@ def _has_type(value: Any, expected: Any) -> bool:
         return isinstance(value, numbers) and not isinstance(value, bool)
     if origin is collections.abc.Callable:
         return callable(value)
+    if origin is tuple:  # a config holds lists where Python has tuples
+        args = typing.get_args(expected)
+        if not isinstance(value, list | tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_has_type(item, args[0]) for item in value)
+        return not args or (
+            len(args) == len(value) and all(map(_has_type, value, args))
+        )
     return not isinstance(origin, type) or isinstance(value, origin)
 
 
@@ -279,6 +358,10 @@ def _type_name(expected: Any) -> str:
         return f"one of {list(typing.get_args(expected))}"
     if origin is collections.abc.Callable:
         return "a callable (an initializer function: set it in Python, a config cannot hold one)"
+    if origin is tuple:
+        args = typing.get_args(expected)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s"
     names = {None: "null", type(None): "null", bool: "a bool (true or false)", int: "an int",
              float: "a number", str: "a string"}  # fmt: skip
     return names.get(origin, f"a {getattr(origin, '__name__', origin)}")

@@ -9,21 +9,32 @@ pairs, so evaluation in batches and averaging over padded steps stay exact.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 from omegaconf import OmegaConf
 
 from seqlab import cells
+from seqlab.experiments._config import frontend
 from seqlab.layers import ARCHITECTURES, Architecture, Embedding, RNNLayer, one_hot
 from seqlab.trees import TreeBatch, is_tree_cell
 from seqlab.unroll import Xla
 
 
 def _mse(outputs, targets, mask):
+    """Squared error summed over every value of an example (steps, positions, channels);
+    with a (B, T) mask, over its valid steps only (``where``: padding never counts)."""
     squared = (outputs - targets) ** 2
-    count = jnp.full(squared.shape[:1], squared.shape[1], squared.dtype)
-    total = jnp.sum(squared, axis=1)
+    if mask.ndim == 2:  # one output per step: (B, T, ...)
+        per_step = squared.reshape((*squared.shape[:2], -1))
+        values = per_step.shape[-1]
+        per_step = jnp.where(mask[..., None] > 0, per_step, jnp.zeros_like(per_step))
+        total = jnp.sum(per_step, axis=(1, 2))
+        count = jnp.sum(mask.astype(squared.dtype), axis=1) * values
+    else:
+        total = jnp.sum(squared.reshape((squared.shape[0], -1)), axis=1)
+        count = jnp.full(squared.shape[:1], math.prod(squared.shape[1:]), squared.dtype)
     return {"loss": (total, count), "mse": (total, count)}
 
 
@@ -74,6 +85,9 @@ class TaskModel:
       input_vocab: > 0 when the inputs are token ids.
       input_encoding: "one_hot" or "embedding" for token inputs.
       embed_size: embedding width for token inputs.
+      frames: the spatial shape of a frame task's inputs when this model reads them
+        flattened (a cell without a spatial state: each frame becomes one vector, and the
+        outputs are folded back into frames); () otherwise.
     """
 
     kind: str
@@ -83,6 +97,7 @@ class TaskModel:
     input_vocab: int = 0
     input_encoding: str = "float"
     embed_size: int = 0
+    frames: tuple[int, ...] = ()
 
     @property
     def embedding(self) -> Embedding:
@@ -90,7 +105,7 @@ class TaskModel:
 
     def _net_input_size(self) -> int:
         if not self.input_vocab:
-            return self.input_size
+            return self.input_size * math.prod(self.frames)
         return self.input_vocab if self.input_encoding == "one_hot" else self.embed_size
 
     def init(self, key) -> dict:
@@ -101,6 +116,8 @@ class TaskModel:
         return params
 
     def encode_inputs(self, params, inputs):
+        if self.frames:  # (B, T, *frames, C) -> (B, T, prod(frames) * C)
+            return inputs.reshape((*inputs.shape[:2], -1))
         if not self.input_vocab:
             return inputs
         if self.input_encoding == "one_hot":
@@ -116,9 +133,12 @@ class TaskModel:
         """Outputs for a batch: values (mse) or logits (xent); teacher-forced logits for
         the decoders."""
         xs = self.encode_inputs(params, batch["inputs"])
-        return self.net.forward(
+        outputs = self.net.forward(
             params["net"], xs, self.structure(batch), batch.get("targets"), key=key, train=train
         )
+        if self.frames:  # fold each step's vector back into a frame
+            outputs = outputs.reshape((*outputs.shape[:2], *self.frames, -1))
+        return outputs
 
     def per_example(self, outputs, batch) -> dict:
         """{metric: (sum (B,), count (B,))}: the loss first, then accuracy for classes."""
@@ -180,10 +200,12 @@ def build_model(config, info: dict, *, batch_sharded: bool = False) -> TaskModel
     options = getattr(model, "cell_options", None) or {}
     if OmegaConf.is_config(options):
         options = OmegaConf.to_container(options, resolve=True)  # ${...} interpolations
+    options, frames = _frame_options(model, options, info)
     cell = cells.make(model.cell, hidden_size=model.hidden_size, **options)
     architecture = ARCHITECTURES[info["kind"]]
     if architecture.reads_tree or is_tree_cell(cell):
         return _tree_model(config, info, cell, architecture)
+    output_size = info["output_size"] * math.prod(frames)
 
     def rnn(bidirectional):
         return RNNLayer(
@@ -197,16 +219,41 @@ def build_model(config, info: dict, *, batch_sharded: bool = False) -> TaskModel
     try:
         net = architecture.build(
             rnn,
-            info["output_size"],
+            output_size,
             bidirectional=model.bidirectional,
             embed_size=model.embed_size,
+            frontend=frontend(model),
         )
     except ValueError as error:
         raise ValueError(f"model: {error}") from None
-    return _task_model(architecture, net, info, model)
+    return _task_model(architecture, net, info, model, frames=frames)
 
 
-def _task_model(architecture, net, info: dict, model) -> TaskModel:
+def _frame_options(model, options: dict, info: dict) -> tuple[dict, tuple[int, ...]]:
+    """A frame task (``info["frame_shape"]``, inputs (B, T, *frame_shape, C)) read by a
+    convolutional cell gets the frames' ``spatial_shape``; read by any other cell, the
+    frames are flattened (returned as the model's ``frames``). A convolutional cell on a
+    task without frames is refused."""
+    frame_shape = tuple(info.get("frame_shape", ()))
+    spatial = "spatial_shape" in (cells.option_types(model.cell) or {})
+    if not spatial:
+        return options, frame_shape
+    if not frame_shape:
+        raise ValueError(
+            f"model.cell={model.cell} reads frames (B, T, *spatial, C) and this task's inputs "
+            "are feature vectors; for convolutions over time use model.frontend=conv with a "
+            "sequence cell"
+        )
+    given = options.get("spatial_shape")
+    if given is not None and tuple(given) != frame_shape:
+        raise ValueError(
+            f"model.cell_options.spatial_shape={list(given)} does not match this task's frames "
+            f"{list(frame_shape)}; leave it out to take the frames' shape"
+        )
+    return {**options, "spatial_shape": frame_shape}, ()
+
+
+def _task_model(architecture, net, info: dict, model, *, frames=()) -> TaskModel:
     return TaskModel(
         kind=architecture.kind,
         objective=info["objective"],
@@ -215,6 +262,7 @@ def _task_model(architecture, net, info: dict, model) -> TaskModel:
         input_vocab=info.get("input_vocab", 0),
         input_encoding=info.get("input_encoding", "float") if info.get("input_vocab") else "float",
         embed_size=model.embed_size,
+        frames=tuple(frames),
     )
 
 
@@ -236,6 +284,7 @@ def _tree_model(config, info: dict, cell, architecture) -> TaskModel:
     ignored = {
         "model.dropout": model.dropout,
         "model.implementation": model.implementation,
+        "model.frontend": None if getattr(model, "frontend", "none") == "none" else model.frontend,
     }
     set_ = [f"{key}={value}" for key, value in ignored.items() if value not in (0, 0.0, None)]
     if set_:

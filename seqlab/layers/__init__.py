@@ -1,6 +1,12 @@
 """Layers and architectures over any cell: stacked and bidirectional ``RNNLayer``, the four
-textbook architectures, encodings and embeddings, and Flax NNX wrappers."""
+textbook architectures (each with an optional Conv1D front-end, ``ConvStack``), encodings
+and embeddings, and Flax NNX wrappers."""
 
+from seqlab.layers._conv import ACTIVATIONS as ACTIVATIONS
+from seqlab.layers._conv import PADDINGS as PADDINGS
+from seqlab.layers._conv import Conv1D as Conv1D
+from seqlab.layers._conv import ConvStack as ConvStack
+from seqlab.layers._conv import conv_stack as conv_stack
 from seqlab.layers._encoding import SPECIAL_TOKENS as SPECIAL_TOKENS
 from seqlab.layers._encoding import Embedding as Embedding
 from seqlab.layers._encoding import LabelEncoder as LabelEncoder
@@ -45,4 +51,9 @@ __all__ = [
     "sequence_cross_entropy",
     "valid_mask",
     "NNXModule",
+    "Conv1D",
+    "ConvStack",
+    "conv_stack",
+    "PADDINGS",
+    "ACTIVATIONS",
 ]

@@ -16,6 +16,12 @@ through the head or decoder; ``forward = from_encoding ∘ encode``), ``output_m
 (which outputs a loss counts), ``build`` (the architecture from an RNN factory), and the
 class attributes ``kind``, ``generative`` and ``reads_sequence``. ``ARCHITECTURES`` maps
 each ``kind`` to its class: a fifth architecture is one more class in this file.
+
+The architectures that read a sequence take an optional convolutional front-end
+(``frontend=``, a ``seqlab.layers.ConvStack`` or ``Conv1D``) between the inputs and the
+encoder: ``encode`` runs it first, and the head or decoder reads the encoder's outputs at
+the shortened lengths (``encoded_lengths``). A synced many-to-many model needs a front-end
+that keeps every length (stride 1, no pooling, padding "same" or "causal").
 """
 
 from __future__ import annotations
@@ -29,11 +35,62 @@ import jax
 import jax.numpy as jnp
 
 from seqlab._checks import check_integer, check_rank, require
+from seqlab.layers._conv import Conv1D, ConvStack
 from seqlab.layers._encoding import BOS_ID, EOS_ID, PAD_ID, Embedding
 from seqlab.layers._heads import dense_apply, dense_init, last_valid_outputs, valid_mask
 from seqlab.layers._rnn_layer import RNNLayer
 from seqlab.trees import TreeBatch, is_tree_cell, tree_scan
 from seqlab.typing import Array, Params, PRNGKey
+
+
+def _check_frontend(frontend, *, keep_lengths: bool = False) -> None:
+    if frontend is None:
+        return
+    require(
+        isinstance(frontend, ConvStack | Conv1D),
+        f"frontend must be a seqlab.layers.ConvStack or Conv1D (or None), got "
+        f"{type(frontend).__name__}",
+    )
+    if keep_lengths:
+        layers = frontend.layers if isinstance(frontend, ConvStack) else (frontend,)
+        pooled = isinstance(frontend, ConvStack) and frontend.pooling
+        changes = [f"stride {layer.stride}" for layer in layers if layer.stride != 1]
+        changes += ["padding 'valid'" for layer in layers if layer.padding == "valid"]
+        changes += [f"pool_size {frontend.pool_size}"] if pooled else []
+        require(
+            not changes,
+            "a synced many-to-many model emits one output per input step: its front-end must "
+            "keep every length (stride 1, no pooling, padding 'same' or 'causal'); got "
+            + ", ".join(changes),
+        )
+
+
+def _run_frontend(frontend, params, inputs, lengths, key, train):
+    """``(inputs, lengths)`` through the front-end (as they are without one) and the key
+    left for the encoder."""
+    if frontend is None:
+        return inputs, lengths, key
+    k_front, key = jax.random.split(key) if key is not None else (None, None)
+    outputs, new_lengths = frontend.apply(
+        params["frontend"], inputs, seq_lengths=lengths, key=k_front, train=train
+    )
+    return outputs, new_lengths, key
+
+
+def _init_frontend(frontend, key, input_size: int, params: dict) -> int:
+    """Adds the front-end's parameters to ``params``; the encoder's input size. (Its key
+    is folded from the model's, so a model without one initializes as it always has.)"""
+    if frontend is None:
+        return input_size
+    params["frontend"] = frontend.init(jax.random.fold_in(key, 1), input_size)
+    return frontend.output_size(input_size)
+
+
+def _refuse_frontend(kind: str, frontend) -> None:
+    require(
+        frontend is None,
+        f"a {kind} model reads no input sequence, so it takes no convolutional front-end",
+    )
 
 
 def _check_batch_major(layer: RNNLayer, role: str) -> None:
@@ -61,11 +118,17 @@ class Architecture(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def build(
-        cls, make_rnn: Callable[[bool], RNNLayer], output_size: int, *, bidirectional, embed_size
+        cls,
+        make_rnn: Callable[[bool], RNNLayer],
+        output_size: int,
+        *,
+        bidirectional,
+        embed_size,
+        frontend=None,
     ):
         """The architecture over RNNLayers from ``make_rnn(bidirectional)``, with
-        ``output_size`` outputs (classes, values or a vocabulary) and ``embed_size``-wide
-        token embeddings for decoders."""
+        ``output_size`` outputs (classes, values or a vocabulary), ``embed_size``-wide
+        token embeddings for decoders and an optional convolutional ``frontend``."""
 
     @abc.abstractmethod
     def forward(self, params, inputs, lengths=None, targets=None, *, key=None, train=False):
@@ -74,8 +137,22 @@ class Architecture(abc.ABC):
         architectures that predict from the inputs alone)."""
 
     def encode(self, params, inputs, lengths=None, *, key=None, train=False) -> Array:
-        """The per-step outputs (B, T, H or 2H) of the RNN encoder over ``inputs``."""
+        """The per-step outputs (B, T, H or 2H) of the RNN encoder over ``inputs`` (T' <=
+        T steps after a front-end: see ``encoded_lengths``)."""
         raise ValueError(f"a {self.kind} model has no encoder over an input sequence")
+
+    def encoder_inputs(self, params, inputs, lengths=None, *, key=None, train=False):
+        """``(inputs, lengths)`` as the RNN encoder reads them: through the front-end
+        when there is one, else as given."""
+        return _run_frontend(getattr(self, "frontend", None), params, inputs, lengths, key, train)[:2]
+
+    def encoded_lengths(self, lengths):
+        """The lengths of ``encode``'s outputs for input ``lengths``: the same, or the
+        front-end's output lengths."""
+        frontend = getattr(self, "frontend", None)
+        if frontend is None or lengths is None:
+            return lengths
+        return frontend.output_lengths(lengths)
 
     @abc.abstractmethod
     def from_encoding(self, params, encoded, lengths=None, targets=None, *, key=None, train=False):
@@ -93,22 +170,28 @@ class _EncoderWithHead(Architecture):
 
     encoder: RNNLayer
     output_size: int
+    frontend: ConvStack | Conv1D | None = None
 
     def __post_init__(self):
         _check_batch_major(self.encoder, "encoder")
+        _check_frontend(self.frontend, keep_lengths=self.kind == "many_to_many")
 
     @classmethod
-    def build(cls, make_rnn, output_size, *, bidirectional, embed_size):
-        return cls(make_rnn(bidirectional), output_size)
+    def build(cls, make_rnn, output_size, *, bidirectional, embed_size, frontend=None):
+        return cls(make_rnn(bidirectional), output_size, frontend)
 
     def init(self, key: PRNGKey, input_size: int) -> Params:
         k_encoder, k_head = jax.random.split(key)
-        return {
-            "encoder": self.encoder.init(k_encoder, input_size),
-            "head": dense_init(k_head, self.encoder.output_size(input_size), self.output_size),
-        }
+        params = {}
+        size = _init_frontend(self.frontend, key, input_size, params)
+        params["encoder"] = self.encoder.init(k_encoder, size)
+        params["head"] = dense_init(k_head, self.encoder.output_size(size), self.output_size)
+        return params
 
     def encode(self, params, inputs, lengths=None, *, key=None, train=False) -> Array:
+        inputs, lengths, key = _run_frontend(
+            self.frontend, params, inputs, lengths, key, train
+        )
         outputs, _ = self.encoder.apply(
             params["encoder"], inputs, seq_lengths=lengths, key=key, train=train
         )
@@ -134,7 +217,9 @@ class ManyToOne(_EncoderWithHead):
     kind: ClassVar[str] = "many_to_one"
 
     def from_encoding(self, params, encoded, lengths=None, targets=None, *, key=None, train=False):
-        summary = last_valid_outputs(encoded, lengths, bidirectional=self.encoder.bidirectional)
+        summary = last_valid_outputs(
+            encoded, self.encoded_lengths(lengths), bidirectional=self.encoder.bidirectional
+        )
         return dense_apply(params["head"], summary)
 
     def output_mask(self, lengths, targets) -> Array:
@@ -153,8 +238,9 @@ class ManyToMany(_EncoderWithHead):
         logits = dense_apply(params["head"], encoded)
         if lengths is None:
             return logits
-        valid = valid_mask(lengths, *encoded.shape[:2])
-        return jnp.where(valid[..., None], logits, jnp.zeros_like(logits))
+        valid = valid_mask(lengths, *encoded.shape[:2])  # (B, T), for outputs (B, T, ...)
+        valid = valid.reshape(valid.shape + (1,) * (logits.ndim - 2))
+        return jnp.where(valid, logits, jnp.zeros_like(logits))
 
     def output_mask(self, lengths, targets) -> Array:
         if lengths is None:
@@ -296,32 +382,42 @@ class EncoderDecoder(Architecture):
 
     encoder: RNNLayer
     decoder: TokenDecoder
+    frontend: ConvStack | Conv1D | None = None
     kind: ClassVar[str] = "encoder_decoder"
     generative: ClassVar[bool] = True
 
     def __post_init__(self):
         _check_batch_major(self.encoder, "encoder")
+        _check_frontend(self.frontend)
 
     @classmethod
-    def build(cls, make_rnn, output_size, *, bidirectional, embed_size):
-        return cls(make_rnn(bidirectional), TokenDecoder(make_rnn(False), output_size, embed_size))
+    def build(cls, make_rnn, output_size, *, bidirectional, embed_size, frontend=None):
+        decoder = TokenDecoder(make_rnn(False), output_size, embed_size)
+        return cls(make_rnn(bidirectional), decoder, frontend)
 
     def init(self, key: PRNGKey, input_size: int) -> Params:
         k_encoder, k_decoder = jax.random.split(key)
-        return {
-            "encoder": self.encoder.init(k_encoder, input_size),
-            "decoder": self.decoder.init(k_decoder, self.encoder.output_size(input_size)),
-        }
+        params = {}
+        size = _init_frontend(self.frontend, key, input_size, params)
+        params["encoder"] = self.encoder.init(k_encoder, size)
+        params["decoder"] = self.decoder.init(k_decoder, self.encoder.output_size(size))
+        return params
 
     def encode(self, params, inputs, lengths=None, *, key=None, train=False) -> Array:
+        inputs, lengths, key = _run_frontend(
+            self.frontend, params, inputs, lengths, key, train
+        )
         outputs, _ = self.encoder.apply(
             params["encoder"], inputs, seq_lengths=lengths, key=key, train=train
         )
         return outputs
 
     def context(self, encoded, source_lengths=None) -> Array:
-        """The decoder's context: each source's summary (``last_valid_outputs``)."""
-        return last_valid_outputs(encoded, source_lengths, bidirectional=self.encoder.bidirectional)
+        """The decoder's context: each source's summary (``last_valid_outputs``) at the
+        encoder's lengths (the front-end's output lengths when there is one)."""
+        return last_valid_outputs(
+            encoded, self.encoded_lengths(source_lengths), bidirectional=self.encoder.bidirectional
+        )
 
     def from_encoding(self, params, encoded, lengths=None, targets=None, *, key=None, train=False):
         return self.decoder.teacher_forced(
@@ -367,7 +463,8 @@ class OneToMany(Architecture):
     reads_sequence: ClassVar[bool] = False
 
     @classmethod
-    def build(cls, make_rnn, output_size, *, bidirectional, embed_size):
+    def build(cls, make_rnn, output_size, *, bidirectional, embed_size, frontend=None):
+        _refuse_frontend(cls.kind.replace("_", "-"), frontend)
         require(
             not bidirectional,
             "a one-to-many model generates left to right: its RNN cannot be bidirectional",
@@ -422,7 +519,7 @@ class TreeEncoder(Architecture):
         require(is_tree_cell(self.cell), f"a tree encoder needs a tree cell, got {self.cell!r}")
 
     @classmethod
-    def build(cls, make_rnn, output_size, *, bidirectional, embed_size):
+    def build(cls, make_rnn, output_size, *, bidirectional, embed_size, frontend=None):
         raise ValueError(
             "a tree model is built from a tree cell (seqlab.trees), not from an RNN layer: "
             "TreeEncoder(cell, output_size)"

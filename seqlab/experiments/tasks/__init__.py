@@ -10,12 +10,14 @@ dates        encoder-decoder          human dates to ISO format
 chars        one-to-many              character generation from a text
 listops      tree / many-to-one       ListOps expressions, as parse trees or flat tokens
 treebank     tree, every node         sentiment over bracketed trees (SST layout, local)
+moving_digits many-to-many frames     scikit-learn digits bouncing in 32x32 frames, next frame
 """
 
 from seqlab.experiments.tasks import _series as _series
 from seqlab.experiments.tasks import _synthetic as _synthetic
 from seqlab.experiments.tasks import _text as _text
 from seqlab.experiments.tasks import _trees as _trees
+from seqlab.experiments.tasks import _video as _video
 from seqlab.experiments.tasks._base import KINDS as KINDS
 from seqlab.experiments.tasks._base import Task as Task
 from seqlab.experiments.tasks._base import TaskData as TaskData
@@ -44,6 +46,8 @@ from seqlab.experiments.tasks._trees import TreebankData as TreebankData
 from seqlab.experiments.tasks._trees import listops_expression as listops_expression
 from seqlab.experiments.tasks._trees import listops_value as listops_value
 from seqlab.experiments.tasks._trees import read_treebank as read_treebank
+from seqlab.experiments.tasks._video import MovingDigitsData as MovingDigitsData
+from seqlab.experiments.tasks._video import moving_digits as moving_digits
 
 __all__ = [
     "AddingData",
@@ -52,6 +56,7 @@ __all__ = [
     "DatesData",
     "DigitsData",
     "ListOpsData",
+    "MovingDigitsData",
     "ForecastData",
     "SentimentData",
     "TaggingData",
@@ -61,6 +66,7 @@ __all__ = [
     "Task",
     "TaskData",
     "adding_problem",
+    "moving_digits",
     "copy_memory",
     "get",
     "human_dates",
