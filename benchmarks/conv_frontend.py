@@ -1,7 +1,8 @@
-"""What a strided Conv1D front-end buys an RNN: fwd+bwd time of Conv+RNN against RNN-only,
-in seqlab and in PyTorch, side by side in one process.
+"""Conv1D front-end + RNN against RNN-only: fwd+bwd time in seqlab and PyTorch, as ratios.
 
-For each cell (LSTM, GRU) and length T, five models read the same (B, T, D) input:
+What a strided front-end buys an RNN, in both frameworks side by side in one process.
+
+For each cell (LSTM, GRU) and length T, four models read the same (B, T, D) input:
 
 - ``RNN only``: ``ManyToOne(RNNLayer(cell), output_size=1)``, the RNN over the raw D
   channels at T steps;
@@ -10,7 +11,8 @@ For each cell (LSTM, GRU) and length T, five models read the same (B, T, D) inpu
 
 and the same five in PyTorch (``nn.Conv1d(D, C, K, stride=s, padding=K//2)`` + ReLU +
 ``nn.LSTM``/``nn.GRU(batch_first=True)`` + ``nn.Linear`` on the last step, on the CPU with
-``torch.set_num_threads`` = the cores this process may use). Loss: the mean squared
+``torch.set_num_threads`` = the cores this process may use; the ``ci`` preset uses one
+thread, ``--torch-threads`` sets it). Loss: the mean squared
 output. seqlab times ``jax.jit(jax.value_and_grad(loss))`` (gradient with respect to the
 parameters), torch the forward and ``loss.backward()``; the forward alone is timed too
 (``jax.jit(loss)``; torch under ``no_grad``).
@@ -22,7 +24,7 @@ must agree to 1e-4 and the conv and head gradients to 1e-4 relative, else the be
 exits 1 without timing anything. The timed torch models are built the same way, so both
 frameworks compute the same function at every timed shape too.
 
-All ten competitors of one (cell, T) run in interleaved rounds (one call of each per round,
+All eight competitors of one (cell, T) run in interleaved rounds (one call of each per round,
 so a slow stretch of the shared machine hits all of them). Reported: each one's median ms
 with the min-max range over rounds, and per-round ratios (their median, min-max range):
 conv+RNN / RNN-only within each framework (below 1: the front-end makes the step cheaper
@@ -76,10 +78,13 @@ class Preset:
     rounds: int = 9
     warmups: int = 2
     forward: bool = True  # also time the forward pass alone
+    torch_threads: int | None = None  # None: the cores this process may use
 
 
 PRESETS = {
-    "ci": Preset(4, 16, 32, 5, 32, (256, 1024), rounds=5, warmups=1),
+    # one torch thread at these tiny sizes: with two on a loaded 2-core machine, torch's
+    # OpenMP barriers made single calls 10-100x slower (a run took 133 s, not ~50)
+    "ci": Preset(4, 16, 32, 5, 32, (256, 1024), rounds=5, warmups=1, torch_threads=1),
     "cpu": Preset(16, 32, 64, 5, 128, (1024, 4096)),
 }
 # the shape of the equivalence check (T odd, so the strided lengths round up)
@@ -128,9 +133,7 @@ def torch_model(torch, model: ManyToOne, params):
     if model.frontend is not None:
         layer, conv_params = model.frontend.layers[0], params["frontend"][0]
         kernel, channels, features = conv_params["w"].shape
-        conv = torch.nn.Conv1d(
-            channels, features, kernel, stride=layer.stride, padding=kernel // 2
-        )
+        conv = torch.nn.Conv1d(channels, features, kernel, stride=layer.stride, padding=kernel // 2)
         with torch.no_grad():
             conv.weight.copy_(torch.from_numpy(np.array(conv_params["w"]).transpose(2, 1, 0)))
             conv.bias.copy_(torch.from_numpy(np.array(conv_params["b"])))
@@ -187,7 +190,9 @@ def check(torch, preset: Preset) -> list[dict]:
             rows.append(_row(case, "check: loss difference", difference, "", 1))
             for part, error in errors.items():
                 rows.append(_row(case, f"check: {part} gradient relative error", error, "", 1))
-            bad = {"loss": difference} if difference > TOLERANCE * max(1.0, abs(float(value))) else {}
+            bad = (
+                {"loss": difference} if difference > TOLERANCE * max(1.0, abs(float(value))) else {}
+            )
             bad |= {part: error for part, error in errors.items() if error > TOLERANCE}
             if bad:
                 raise AssertionError(
@@ -195,8 +200,11 @@ def check(torch, preset: Preset) -> list[dict]:
                     f"{TOLERANCE}): {bad}; seqlab loss {float(value)!r}, torch "
                     f"{torch_loss.item()!r}"
                 )
-            print(f"  check {cell_name}, {name}: loss difference {difference:.1e}, "
-                  + ", ".join(f"{k} grad {v:.1e}" for k, v in errors.items()), flush=True)
+            print(
+                f"  check {cell_name}, {name}: loss difference {difference:.1e}, "
+                + ", ".join(f"{k} grad {v:.1e}" for k, v in errors.items()),
+                flush=True,
+            )
     return rows
 
 
@@ -287,7 +295,9 @@ def measure(torch, preset: Preset, cell_name: str, steps: int) -> tuple[list[dic
                 per_round = times[framework, stride]
                 median, spread = _summary(per_round)
                 summary[pass_name, framework, stride] = median, spread
-                case = case_name(cell_name, frontend_name(stride, preset.conv_channels), framework, **dims)
+                case = case_name(
+                    cell_name, frontend_name(stride, preset.conv_channels), framework, **dims
+                )
                 rows.append(_row(case, f"{pass_name} time", median, "ms", preset.rounds, spread))
                 if stride is not RNN_ONLY:
                     ratios = [
@@ -353,8 +363,9 @@ def table(preset: Preset, summaries: dict, pass_name: str) -> str:
     for (cell_name, steps), summary in summaries.items():
         for stride in (RNN_ONLY, *preset.strides):
             rnn_steps = steps if stride is RNN_ONLY else -(-steps // stride)
+            name = frontend_name(stride, preset.conv_channels)
             lines.append(
-                f"| {cell_name} | {steps} | {frontend_name(stride, preset.conv_channels)} | {rnn_steps} | "
+                f"| {cell_name} | {steps} | {name} | {rnn_steps} | "
                 f"{_ms(summary, (pass_name, 'seqlab', stride))} | "
                 f"{_ms(summary, (pass_name, 'torch', stride))} | "
                 f"{_ratio(summary, (pass_name, 'seqlab conv/rnn', stride))} | "
@@ -381,19 +392,26 @@ def main(argv=None) -> int:
         action="store_true",
         help="leave torch out as if it were not installed (seqlab rows only, no check)",
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default: the preset's, else the cores this process may use)",
+    )
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     if preset.kernel % 2 == 0:
         raise ValueError(f"kernel {preset.kernel}: 'same' padding matches torch's only for odd K")
     start = time.perf_counter()
     torch = import_torch(args.no_torch)
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = args.torch_threads or preset.torch_threads or cores
     if torch is None:
         reason = "--no-torch" if args.no_torch else "torch is not installed"
         print(f"{reason}: the torch rows and the seqlab/torch check are skipped")
     else:
         torch.set_num_threads(threads)
-        print(f"torch {torch.__version__} on the CPU, {torch.get_num_threads()} threads")
+        print(f"torch {torch.__version__} on the CPU, {torch.get_num_threads()} of {cores} threads")
     print(f"jax {jax.__version__} ({jax.default_backend()}), preset {args.preset}: {preset}")
 
     rows = []
@@ -406,7 +424,9 @@ def main(argv=None) -> int:
     summaries = {}
     for cell_name in preset.cells:
         for steps in preset.steps:
+            began = time.perf_counter()
             cell_rows, summaries[cell_name, steps] = measure(torch, preset, cell_name, steps)
+            print(f"  ({time.perf_counter() - began:.0f} s)", flush=True)
             rows += cell_rows
 
     out = pathlib.Path(args.out)

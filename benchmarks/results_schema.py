@@ -498,7 +498,7 @@ def load_test_suite_times(path: pathlib.Path) -> list[Result]:
 def load_rows(path: pathlib.Path) -> list[Result]:
     """``<name>_<preset>_<date>[_run<k>].json`` (``_run<k>``: further runs of the same
     day) written as ``{"preset", "rows": [{case, metric, value, unit, n, spread}],
-    "provenance"}`` (tree_depth_decay, tree_throughput, listops_compare)."""
+    "provenance"}`` (tree_depth_decay, tree_throughput, listops_compare, conv_frontend)."""
     data = json.loads(path.read_text())
     name = re.match(r"([a-z_]+?)_(ci|cpu|full|gpu)_", path.name).group(1)
     rows = tuple(
@@ -517,7 +517,10 @@ def load_rows(path: pathlib.Path) -> list[Result]:
 
 
 # the results written in load_rows' format
-ROWS = r"(tree_depth_decay|tree_throughput|listops_compare)_(ci|cpu|full|gpu)_[\d-]+(_run\d+)?"
+ROWS = (
+    r"(tree_depth_decay|tree_throughput|listops_compare|conv_frontend)_(ci|cpu|full|gpu)_[\d-]+"
+    r"(_run\d+)?"
+)
 # name pattern of a committed result (a file or a folder under benchmarks/results/) -> loader
 LOADERS: dict[str, Callable[[pathlib.Path], list[Result]]] = {
     r"parallel_scan_\w+_\w+_[\d-]+.*\.json": load_parallel_scan,

@@ -7,6 +7,7 @@ built on ``jax.lax.conv_general_dilated``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -70,3 +71,33 @@ def convolve(
         preferred_element_type=accumulate,
     )
     return out.astype(dtype).reshape((*lead, *out.shape[1:]))
+
+
+def convolve_by_taps(x: Array, kernel: Array) -> Array:
+    """``convolve(x, kernel)`` at stride 1, no dilation, one group and centered padding,
+    computed as one matmul over the stacked shifted copies of ``x`` (one per kernel tap).
+
+    The same numbers as ``convolve``; what differs is the speed of the backward pass
+    inside a ``lax.scan`` loop on XLA's CPU backend. There, a convolution's gradients in
+    a rolled loop ran 16x slower than the same convolutions unrolled (0.80 s against
+    0.05 s for 9 steps of a 3x3, 16-channel map of 16 x 32 x 32, jax 0.10.2, 2-core CPU),
+    while this form took 0.16 s: its gradients are slices, pads and matmuls.
+    """
+    num_spatial = kernel.ndim - 2
+    spatial = x.shape[x.ndim - num_spatial - 1 : -1]
+    pads = [centered_padding(k) for k in kernel.shape[:-2]]
+    lead = x.ndim - num_spatial - 1
+    padded = jnp.pad(x, [(0, 0)] * lead + list(pads) + [(0, 0)])
+    taps = []
+    for offset in itertools.product(*(range(k) for k in kernel.shape[:-2])):
+        index = tuple(slice(o, o + size) for o, size in zip(offset, spatial, strict=True))
+        taps.append(padded[(Ellipsis, *index, slice(None))])
+    stacked = jnp.concatenate(taps, axis=-1)  # (*lead, *spatial, taps * C_in), tap-major
+    dtype = jnp.result_type(x.dtype, kernel.dtype)
+    accumulate = jnp.float32 if jnp.finfo(dtype).bits < 32 else None
+    out = jnp.matmul(
+        stacked.astype(dtype),
+        kernel.reshape(-1, kernel.shape[-1]).astype(dtype),
+        preferred_element_type=accumulate,
+    )
+    return out.astype(dtype)

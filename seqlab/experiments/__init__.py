@@ -15,10 +15,10 @@ from seqlab.experiments._analyze import gradient_norms as gradient_norms
 from seqlab.experiments._checkpoint import Checkpoints as Checkpoints
 from seqlab.experiments._config import REQUIRED_KEYS as REQUIRED_KEYS
 from seqlab.experiments._config import CheckpointConfig as CheckpointConfig
+from seqlab.experiments._config import ConvConfig as ConvConfig
 from seqlab.experiments._config import DataConfig as DataConfig
 from seqlab.experiments._config import ExperimentConfig as ExperimentConfig
 from seqlab.experiments._config import ModelConfig as ModelConfig
-from seqlab.experiments._config import ConvConfig as ConvConfig
 from seqlab.experiments._config import TrainConfig as TrainConfig
 from seqlab.experiments._config import apply_overrides as apply_overrides
 from seqlab.experiments._config import valid_keys as valid_keys

@@ -344,9 +344,7 @@ def _has_type(value: Any, expected: Any) -> bool:
             return False
         if len(args) == 2 and args[1] is Ellipsis:
             return all(_has_type(item, args[0]) for item in value)
-        return not args or (
-            len(args) == len(value) and all(map(_has_type, value, args))
-        )
+        return not args or (len(args) == len(value) and all(map(_has_type, value, args)))
     return not isinstance(origin, type) or isinstance(value, origin)
 
 

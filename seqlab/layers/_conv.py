@@ -278,7 +278,9 @@ class ConvStack:
 
     def init(self, key: PRNGKey, input_size: int) -> Params:
         params, size = [], input_size
-        for layer, layer_key in zip(self.layers, jax.random.split(key, len(self.layers)), strict=True):
+        for layer, layer_key in zip(
+            self.layers, jax.random.split(key, len(self.layers)), strict=True
+        ):
             params.append(layer.init(layer_key, size))
             size = layer.features
         return tuple(params)

@@ -144,7 +144,9 @@ class Architecture(abc.ABC):
     def encoder_inputs(self, params, inputs, lengths=None, *, key=None, train=False):
         """``(inputs, lengths)`` as the RNN encoder reads them: through the front-end
         when there is one, else as given."""
-        return _run_frontend(getattr(self, "frontend", None), params, inputs, lengths, key, train)[:2]
+        return _run_frontend(getattr(self, "frontend", None), params, inputs, lengths, key, train)[
+            :2
+        ]
 
     def encoded_lengths(self, lengths):
         """The lengths of ``encode``'s outputs for input ``lengths``: the same, or the
@@ -189,9 +191,7 @@ class _EncoderWithHead(Architecture):
         return params
 
     def encode(self, params, inputs, lengths=None, *, key=None, train=False) -> Array:
-        inputs, lengths, key = _run_frontend(
-            self.frontend, params, inputs, lengths, key, train
-        )
+        inputs, lengths, key = _run_frontend(self.frontend, params, inputs, lengths, key, train)
         outputs, _ = self.encoder.apply(
             params["encoder"], inputs, seq_lengths=lengths, key=key, train=train
         )
@@ -404,9 +404,7 @@ class EncoderDecoder(Architecture):
         return params
 
     def encode(self, params, inputs, lengths=None, *, key=None, train=False) -> Array:
-        inputs, lengths, key = _run_frontend(
-            self.frontend, params, inputs, lengths, key, train
-        )
+        inputs, lengths, key = _run_frontend(self.frontend, params, inputs, lengths, key, train)
         outputs, _ = self.encoder.apply(
             params["encoder"], inputs, seq_lengths=lengths, key=key, train=train
         )
