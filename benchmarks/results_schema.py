@@ -518,7 +518,7 @@ def load_rows(path: pathlib.Path) -> list[Result]:
 
 # the results written in load_rows' format
 ROWS = (
-    r"(tree_depth_decay|tree_throughput|listops_compare|conv_frontend)_(ci|cpu|full|gpu)_[\d-]+"
+    r"(tree_depth_decay|tree_throughput|listops_compare|conv_frontend|conv_experiments)_(ci|cpu|full|gpu)_[\d-]+"
     r"(_run\d+)?"
 )
 # name pattern of a committed result (a file or a folder under benchmarks/results/) -> loader

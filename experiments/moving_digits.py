@@ -54,19 +54,17 @@ def conv_lstm_parameters(hidden: int, kernel: int) -> int:
     return taps * 1 * 4 * hidden + taps * hidden * 4 * hidden + 4 * hidden + (hidden + 1)
 
 
-def main(argv=None) -> int:
+def compare(out, overrides=()) -> dict:
+    """Train the three models into ``out``/<name> and return, for each and for the
+    copy-last-frame baseline, the parameters, seconds and MSE per predicted frame (also
+    written to ``out``/compare.json)."""
     import jax
-    import numpy as np
 
     import seqlab
     from seqlab.experiments import apply_overrides, run
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="a new folder for the three runs")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides for every run")
-    args = parser.parse_args(argv)
-    out = pathlib.Path(args.out)
-    base = apply_overrides(config(), args.overrides)
+    out = pathlib.Path(out)
+    base = apply_overrides(config(), list(overrides))
     pixels = base.data.frame_size**2
     conv_params = conv_lstm_parameters(CONV_HIDDEN, KERNEL)
     matched = min(range(1, 65), key=lambda h: abs(lstm_parameters(h, pixels) - conv_params))
@@ -78,18 +76,15 @@ def main(argv=None) -> int:
     rows = {}
     for name, model_config in models.items():
         started = time.perf_counter()
-        run(apply_overrides(model_config, args.overrides), out / name, progress=False)
+        run(apply_overrides(model_config, list(overrides)), out / name, progress=False)
         seconds = time.perf_counter() - started
         loaded = seqlab.load_run(out / name)
         leaves = jax.tree_util.tree_leaves(loaded.params_of_seed(loaded.params))
-        rows[name] = {
-            "parameters": sum(int(np.prod(leaf.shape)) for leaf in leaves),
-            "seconds": seconds,
-        }
-    return _report(out, base, rows)
+        rows[name] = {"parameters": sum(leaf.size for leaf in leaves), "seconds": seconds}
+    return _per_frame(out, base, rows)
 
 
-def _report(out, base, rows) -> int:
+def _per_frame(out, base, rows) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
@@ -104,25 +99,34 @@ def _report(out, base, rows) -> int:
     }
     for name, row in rows.items():
         loaded = seqlab.load_run(out / name)
-        predictions = []
-        for start in range(0, len(inputs), 64):
-            chunk = slice(start, start + 64)
-            predictions.append(
+        predicted = np.concatenate(
+            [
                 np.asarray(
                     loaded.apply(
-                        jnp.asarray(inputs[chunk]), jnp.asarray(evaluation["lengths"][chunk])
+                        jnp.asarray(inputs[start : start + 64]),
+                        jnp.asarray(evaluation["lengths"][start : start + 64]),
                     )
                 )
-            )
-        predicted = np.concatenate(predictions)
+                for start in range(0, len(inputs), 64)
+            ]
+        )
         per_frame = np.mean((predicted - targets) ** 2, axis=(0, 2, 3, 4))
         table[name] = {
-            "parameters": row["parameters"],
+            "parameters": int(row["parameters"]),
             "seconds": round(row["seconds"], 1),
             "per_frame_mse": per_frame.tolist(),
             "mse": float(per_frame.mean()),
         }
     (out / "compare.json").write_text(json.dumps(table, indent=2) + "\n")
+    return table
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="a new folder for the three runs")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides for every run")
+    args = parser.parse_args(argv)
+    table = compare(args.out, args.overrides)
     print(f"{'model':<16} {'params':>8} {'seconds':>8} {'mse':>8}  per predicted frame")
     for name, row in table.items():
         frames = " ".join(f"{v:.4f}" for v in row["per_frame_mse"])
@@ -130,7 +134,7 @@ def _report(out, base, rows) -> int:
             f"{name:<16} {row.get('parameters', ''):>8} {row.get('seconds', ''):>8} "
             f"{row['mse']:8.4f}  {frames}"
         )
-    print(f"wrote {out / 'compare.json'}")
+    print(f"wrote {pathlib.Path(args.out) / 'compare.json'}")
     return 0
 
 
