@@ -41,7 +41,8 @@ def gradient_norms(model, params, batch) -> np.ndarray:
         )
 
     def loss_fn(encoded):
-        return model.mean_loss(net.from_encoding(params["net"], encoded, lengths, targets), batch)
+        outputs = net.from_encoding(params["net"], encoded, lengths, targets)
+        return model.mean_loss(model.fold_frames(outputs), batch)
 
     xs = model.encode_inputs(params, batch["inputs"])
     xs, encoded_lengths = net.encoder_inputs(params["net"], xs, lengths)  # after a front-end

@@ -283,7 +283,12 @@ def frontend(model: Any):
             dropout=conv.dropout,
         )
     except ValueError as error:
-        raise ValueError(f"model.conv: {error}") from None
+        message = str(error)
+        key = message.split(" ", 1)[0]
+        fields = {field.name for field in dataclasses.fields(ConvConfig)}
+        raise ValueError(
+            f"model.conv.{message}" if key in fields else f"model.conv: {message}"
+        ) from None
 
 
 def _with_placeholder_frames(cell: str, options: dict) -> dict:

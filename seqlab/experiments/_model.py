@@ -136,9 +136,14 @@ class TaskModel:
         outputs = self.net.forward(
             params["net"], xs, self.structure(batch), batch.get("targets"), key=key, train=train
         )
-        if self.frames:  # fold each step's vector back into a frame
-            outputs = outputs.reshape((*outputs.shape[:2], *self.frames, -1))
-        return outputs
+        return self.fold_frames(outputs)
+
+    def fold_frames(self, outputs):
+        """Outputs (B, T, F) of a model reading flattened frames folded back into frames
+        (B, T, *frames, C); any other model's as they are."""
+        if not self.frames:
+            return outputs
+        return outputs.reshape((*outputs.shape[:2], *self.frames, -1))
 
     def per_example(self, outputs, batch) -> dict:
         """{metric: (sum (B,), count (B,))}: the loss first, then accuracy for classes."""
@@ -201,6 +206,7 @@ def build_model(config, info: dict, *, batch_sharded: bool = False) -> TaskModel
     if OmegaConf.is_config(options):
         options = OmegaConf.to_container(options, resolve=True)  # ${...} interpolations
     options, frames = _frame_options(model, options, info)
+    _check_reading_order(model, info)
     cell = cells.make(model.cell, hidden_size=model.hidden_size, **options)
     architecture = ARCHITECTURES[info["kind"]]
     if architecture.reads_tree or is_tree_cell(cell):
@@ -227,6 +233,29 @@ def build_model(config, info: dict, *, batch_sharded: bool = False) -> TaskModel
     except ValueError as error:
         raise ValueError(f"model: {error}") from None
     return _task_model(architecture, net, info, model, frames=frames)
+
+
+def _check_reading_order(model, info: dict) -> None:
+    """A task whose target at step t is input t + 1 (``info["causal"]``) refuses a model
+    that reads later steps; a frame task refuses the front-end over feature vectors."""
+    frontend_on = getattr(model, "frontend", "none") != "none"
+    if info.get("frame_shape") and frontend_on:
+        raise ValueError(
+            "model.frontend=conv convolves over time across feature vectors; this task's "
+            "inputs are frames: use a convolutional cell (conv_lstm, conv_gru) instead"
+        )
+    if not info.get("causal"):
+        return
+    if model.bidirectional:
+        raise ValueError(
+            "model.bidirectional=true would read frame t + 1, the target of step t, before "
+            "predicting it: this task needs a model that reads forward only"
+        )
+    if frontend_on and model.conv.padding != "causal":
+        raise ValueError(
+            f"model.conv.padding={model.conv.padding} lets step t read later steps, whose "
+            "inputs are this task's targets: use model.conv.padding=causal"
+        )
 
 
 def _frame_options(model, options: dict, info: dict) -> tuple[dict, tuple[int, ...]]:

@@ -13,7 +13,8 @@ held-out images, so an evaluated digit was never seen in training.
 
 Inputs are (B, T, frame_size, frame_size, 1): a convolutional cell (``conv_lstm``,
 ``conv_gru``) reads them as frames; any other cell reads each frame flattened to one
-vector and predicts it as one vector (``info["frame_shape"]``).
+vector and predicts it as one vector (``info["frame_shape"]``). A bidirectional model
+would read each target before predicting it: refused (``info["causal"]``).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def load_moving_digits(config) -> TaskData:
             "input_size": 1,
             "output_size": 1,
             "frame_shape": [data.frame_size, data.frame_size],
+            "causal": True,  # the target of step t is input t + 1
             "baselines": {"eval/mse": copy_last},
             "baseline_name": "copy the last frame",
         },
