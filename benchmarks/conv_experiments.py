@@ -16,7 +16,7 @@ Three experiments, each trained through ``seqlab.experiments.run`` as a user wou
   MSE per predicted frame beside the copy-last-frame baseline.
 
 Writes ``conv_experiments_<preset>_<date>.json`` (rows and provenance) to ``--out``,
-with the run directories under ``--out``/runs.
+with the run directories under ``--out``/conv_experiments_runs (replaced on each call).
 """
 
 from __future__ import annotations
@@ -140,9 +140,9 @@ def main() -> None:
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     out = pathlib.Path(args.out)
-    runs = out / "runs"
+    runs = out / "conv_experiments_runs"  # a name only this script writes
     if runs.exists():
-        shutil.rmtree(runs)  # this script's own run folders from an earlier call
+        shutil.rmtree(runs)  # its own run folders from an earlier call
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in preset.steps:

@@ -34,10 +34,11 @@ CONV_HIDDEN, KERNEL = 16, 3
 
 
 def config(cell: str = "conv_lstm", hidden_size: int = CONV_HIDDEN) -> ExperimentConfig:
-    options = {"kernel_size": KERNEL} if cell.startswith("conv_") else {}
+    # the conv cells' kernel_size defaults to 3 (KERNEL); left out of cell_options so that
+    # `seqlab run moving_digits model.cell=lstm` works as it reads
     return ExperimentConfig(
         task="moving_digits",
-        model=ModelConfig(cell=cell, hidden_size=hidden_size, cell_options=options),
+        model=ModelConfig(cell=cell, hidden_size=hidden_size),
         data=MovingDigitsData(),
         train=TrainConfig(steps=400, batch_size=16, lr=3e-3, log_every=50, eval_batch_size=64),
         checkpoint=CheckpointConfig(every=200),
@@ -64,6 +65,12 @@ def compare(out, overrides=()) -> dict:
     from seqlab.experiments import apply_overrides, run
 
     out = pathlib.Path(out)
+    models_set = [o for o in overrides if o.split("=", 1)[0].startswith("model.")]
+    if models_set:
+        raise ValueError(
+            f"the comparison fixes its three models; {', '.join(models_set)} would change "
+            "them (and their labels): give data.*, train.* or checkpoint.* overrides only"
+        )
     base = apply_overrides(config(), list(overrides))
     pixels = base.data.frame_size**2
     conv_params = conv_lstm_parameters(CONV_HIDDEN, KERNEL)
@@ -124,9 +131,13 @@ def _per_frame(out, base, rows) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="a new folder for the three runs")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides for every run")
+    parser.add_argument("overrides", nargs="*", help="data.*, train.* overrides for every run")
     args = parser.parse_args(argv)
-    table = compare(args.out, args.overrides)
+    try:
+        table = compare(args.out, args.overrides)
+    except ValueError as error:
+        print(f"moving_digits.py: error: {error}", file=sys.stderr)
+        return 2
     print(f"{'model':<16} {'params':>8} {'seconds':>8} {'mse':>8}  per predicted frame")
     for name, row in table.items():
         frames = " ".join(f"{v:.4f}" for v in row["per_frame_mse"])

@@ -207,7 +207,18 @@ def build_model(config, info: dict, *, batch_sharded: bool = False) -> TaskModel
         options = OmegaConf.to_container(options, resolve=True)  # ${...} interpolations
     options, frames = _frame_options(model, options, info)
     _check_reading_order(model, info)
-    cell = cells.make(model.cell, hidden_size=model.hidden_size, **options)
+    try:
+        cell = cells.make(model.cell, hidden_size=model.hidden_size, **options)
+    except ValueError as error:  # name the config key the cell's message is about
+        message = str(error)
+        key = message.split(" ", 1)[0]
+        if key == "hidden_size":
+            message = f"model.{message}"
+        elif key in (cells.option_types(model.cell) or {}):
+            message = f"model.cell_options.{message}"
+        else:
+            message = f"model.cell={model.cell}: {message}"
+        raise ValueError(message) from None
     architecture = ARCHITECTURES[info["kind"]]
     if architecture.reads_tree or is_tree_cell(cell):
         return _tree_model(config, info, cell, architecture)

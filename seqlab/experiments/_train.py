@@ -190,6 +190,7 @@ class Experiment:
         so that everything the config gets wrong fails now, as a ValueError, before a run
         writes anything: an implementation the cell does not support, a best metric the
         task does not have, shapes that do not fit. It costs a trace, not a compile."""
+        self._check_frontend_lengths()
         abstract = self.abstract_state()
         self.source.trace_training(self.program, abstract)
         per_seed, ensemble = jax.eval_shape(
@@ -203,6 +204,24 @@ class Experiment:
             raise ValueError(
                 f"checkpoint.best_metric {metric!r} is not a metric of task {self.config.task}; "
                 f"it has {', '.join(names)}"
+            )
+
+    def _check_frontend_lengths(self) -> None:
+        """A convolutional front-end turns a sequence shorter than its ``min_length`` into
+        no steps at all (its summary would be the head's bias alone): refuse data that has
+        such sequences, naming the shortest."""
+        frontend = getattr(self.model.net, "frontend", None)
+        if frontend is None:
+            return
+        splits = [self.data.eval] + ([self.data.train] if self.data.train is not None else [])
+        lengths = np.concatenate([np.asarray(split["lengths"]).ravel() for split in splits])
+        lengths = lengths[lengths > 0]
+        if lengths.size and frontend.output_lengths(int(lengths.min())) < 1:
+            raise ValueError(
+                f"model.conv: this front-end needs sequences of at least {frontend.min_length()} "
+                f"steps (kernel, dilation, stride, padding and pooling together); this task "
+                f"has sequences of {int(lengths.min())}: use a smaller model.conv.kernel_size "
+                "or stride, or model.conv.padding=same"
             )
 
     def main_metric(self) -> tuple[str, str]:

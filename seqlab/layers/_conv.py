@@ -27,8 +27,9 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from seqlab._checks import check_one_of, check_rank, require
+from seqlab._checks import check_one_of, check_rank, check_seq_lengths, is_concrete, require
 from seqlab._convolution import convolve
 from seqlab.typing import Array, Params, PRNGKey
 
@@ -53,6 +54,26 @@ def _positive_int(name: str, value) -> None:
 def _steps_mask(lengths: Array, num_steps: int) -> Array:
     """(B, T) booleans: step t of sequence b is within its length."""
     return jnp.arange(num_steps, dtype=jnp.int32)[None, :] < lengths[:, None]
+
+
+def _checked_lengths(front_end, seq_lengths, batch_size: int, num_steps: int):
+    """``seq_lengths`` as int32 within [0, T] (``check_seq_lengths``: values outside are
+    refused when concrete, clamped when traced); a concrete length that the front-end
+    would turn into no steps at all is refused too, since everything after it would read
+    nothing from that sequence."""
+    if seq_lengths is None:
+        return None
+    lengths = check_seq_lengths(seq_lengths, batch_size, num_steps)
+    if is_concrete(lengths):
+        values = np.asarray(lengths)
+        emptied = (values > 0) & (np.asarray(front_end.output_lengths(values)) < 1)
+        if emptied.any():
+            index = int(np.argmax(emptied))
+            raise ValueError(
+                f"seq_lengths[{index}] = {int(values[index])} is shorter than this front-end "
+                f"reads ({front_end.min_length()} steps at least): it would leave no steps"
+            )
+    return lengths
 
 
 def _zero_past(xs: Array, lengths: Array | None) -> Array:
@@ -127,6 +148,10 @@ class Conv1D:
     def output_size(self, input_size: int) -> int:
         return self.features
 
+    def min_length(self) -> int:
+        """The shortest input that gives at least one output step."""
+        return self.span if self.padding == "valid" else 1
+
     def init(self, key: PRNGKey, input_size: int) -> Params:
         _positive_int("input_size", input_size)
         require(
@@ -153,8 +178,11 @@ class Conv1D:
     ) -> tuple[Array, Array | None]:
         """``(outputs (B, T', F), output lengths (B,) or None)`` for xs (B, T, C_in).
 
-        ``seq_lengths`` (B,) gives each sequence's length (values past T act as T);
-        outputs past each output length are exactly zero. T' = ``output_lengths(T)``.
+        ``seq_lengths`` (B,) gives each sequence's length, within [0, T] (checked like
+        ``seqlab.scan``'s when concrete; clamped when traced). A concrete length > 0 that
+        would give no output step (shorter than ``min_length()``) is a ValueError; inside
+        ``jit`` it gives length 0. Outputs past each output length are exactly zero.
+        T' = ``output_lengths(T)``.
         ``key`` and ``train`` are accepted for the front-end interface (no dropout here).
         """
         check_rank("xs", xs, 3, "(B, T, C)")
@@ -165,9 +193,7 @@ class Conv1D:
             f"sequences of at least {self.span if self.padding == 'valid' else 1} steps, got "
             f"T = {num_steps}",
         )
-        lengths = None
-        if seq_lengths is not None:
-            lengths = jnp.clip(jnp.asarray(seq_lengths).astype(jnp.int32), 0, num_steps)
+        lengths = _checked_lengths(self, seq_lengths, xs.shape[0], num_steps)
         ys = convolve(
             _zero_past(xs, lengths),
             params["w"],
@@ -294,8 +320,9 @@ class ConvStack:
         key: PRNGKey | None = None,
         train: bool = False,
     ) -> tuple[Array, Array | None]:
-        """``(outputs (B, T', F), output lengths (B,) or None)`` for xs (B, T, C_in);
-        ``key`` is needed for dropout when ``train``."""
+        """``(outputs (B, T', F), output lengths (B,) or None)`` for xs (B, T, C_in), with
+        ``seq_lengths`` checked as in ``Conv1D.apply``; ``key`` is needed for dropout when
+        ``train``."""
         require(
             isinstance(params, tuple | list) and len(params) == len(self.layers),
             f"params must be a sequence of {len(self.layers)} per-layer dicts",
@@ -312,7 +339,7 @@ class ConvStack:
             f"this front-end needs sequences of at least {self.min_length()} steps, got "
             f"T = {xs.shape[1]}",
         )
-        lengths = seq_lengths
+        lengths = _checked_lengths(self, seq_lengths, xs.shape[0], xs.shape[1])
         for index, (layer, layer_params) in enumerate(zip(self.layers, params, strict=True)):
             xs, lengths = layer.apply(layer_params, xs, seq_lengths=lengths)
             if self.pooling:

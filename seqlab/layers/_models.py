@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from seqlab._checks import check_integer, check_rank, require
+from seqlab.cells import spatial_shape
 from seqlab.layers._conv import Conv1D, ConvStack
 from seqlab.layers._encoding import BOS_ID, EOS_ID, PAD_ID, Embedding
 from seqlab.layers._heads import dense_apply, dense_init, last_valid_outputs, valid_mask
@@ -63,6 +64,27 @@ def _check_frontend(frontend, *, keep_lengths: bool = False) -> None:
             "keep every length (stride 1, no pooling, padding 'same' or 'causal'); got "
             + ", ".join(changes),
         )
+
+
+def _check_spatial(encoder: RNNLayer, frontend, *, summarized: bool) -> None:
+    """An encoder whose cell carries a spatial map (``seqlab.cells.ConvLSTM``) emits
+    (B, T, *spatial, H): a per-step head reads it position by position, but a summary
+    (many-to-one) or a decoder's context needs (B, T, F), and a Conv1D front-end
+    convolves feature vectors over time, not frames."""
+    spatial = spatial_shape(encoder.cells[0])
+    if not spatial:
+        return
+    require(
+        not summarized,
+        f"this architecture summarizes each sequence into one vector, and the encoder's cell "
+        f"emits maps of spatial shape {spatial}: use a many-to-many model, or a cell over "
+        "feature vectors (flatten the frames)",
+    )
+    require(
+        frontend is None,
+        "a Conv1D front-end convolves feature vectors over time; this encoder's cell reads "
+        f"frames of spatial shape {spatial}: drop the front-end",
+    )
 
 
 def _run_frontend(frontend, params, inputs, lengths, key, train):
@@ -158,7 +180,9 @@ class Architecture(abc.ABC):
 
     @abc.abstractmethod
     def from_encoding(self, params, encoded, lengths=None, targets=None, *, key=None, train=False):
-        """``encode``'s outputs through the head or decoder: ``forward``'s result."""
+        """``encode``'s outputs through the head or decoder: ``forward``'s result.
+        ``lengths`` are the lengths of the *inputs* (what ``encode`` was given): after a
+        front-end, the shortened ones are derived here (``encoded_lengths``)."""
 
     @abc.abstractmethod
     def output_mask(self, lengths, targets) -> Array:
@@ -177,6 +201,7 @@ class _EncoderWithHead(Architecture):
     def __post_init__(self):
         _check_batch_major(self.encoder, "encoder")
         _check_frontend(self.frontend, keep_lengths=self.kind == "many_to_many")
+        _check_spatial(self.encoder, self.frontend, summarized=self.kind != "many_to_many")
 
     @classmethod
     def build(cls, make_rnn, output_size, *, bidirectional, embed_size, frontend=None):
@@ -389,6 +414,7 @@ class EncoderDecoder(Architecture):
     def __post_init__(self):
         _check_batch_major(self.encoder, "encoder")
         _check_frontend(self.frontend)
+        _check_spatial(self.encoder, self.frontend, summarized=True)
 
     @classmethod
     def build(cls, make_rnn, output_size, *, bidirectional, embed_size, frontend=None):
