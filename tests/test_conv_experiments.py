@@ -525,3 +525,31 @@ def test_moving_digits_comparison_matches_parameters_and_reports_every_frame(com
     assert big > 4 * conv
     baseline = digits[1].info["baselines"]["eval/mse"]
     assert np.isclose(table["copy_last_frame"]["mse"], baseline, rtol=1e-6)
+
+
+def test_data_shorter_than_the_front_end_reads_is_refused_before_a_run(tmp_path, capsys):
+    from seqlab import cli
+
+    out = tmp_path / "short"
+    status = cli.main(
+        [
+            "run",
+            "adding",
+            "model.frontend=conv",
+            "model.conv.padding=valid",
+            "model.conv.kernel_size=9",
+            "model.conv.channels=[4,4]",
+            "data.seq_len=12",
+            "--out",
+            str(out),
+        ]
+    )
+    assert status == 2
+    message = capsys.readouterr().err.strip()
+    assert "at least 17 steps" in message and "sequences of 12" in message
+    assert not (out / "config.yaml").exists()
+
+
+def test_the_comparison_refuses_overrides_of_its_models(tmp_path):
+    with pytest.raises(ValueError, match="model.hidden_size=3 would change them"):
+        _experiment_module("moving_digits").compare(tmp_path, ["model.hidden_size=3"])

@@ -1039,3 +1039,27 @@ def test_bad_inputs_are_named(rng):
         layer.apply(params, jnp.zeros((8, 2), jnp.float32))
     with pytest.raises(ValueError, match=r"params must be a sequence of 2 per-layer dicts"):
         stack.apply(params, jnp.zeros((1, 9, 2), jnp.float32))
+
+
+def test_a_length_the_front_end_would_empty_is_refused_when_concrete():
+    """A sequence shorter than min_length would reach the RNN as no steps at all (its
+    summary the head's bias alone): refused, naming it; lengths past T too, as in scan."""
+    stack = conv_stack([4], kernel_size=5, padding="valid", stride=2)
+    assert stack.min_length() == 5
+    params = stack.init(jax.random.key(0), 2)
+    xs = jnp.ones((3, 12, 2), jnp.float32)
+    with pytest.raises(ValueError, match=r"seq_lengths\[1\] = 4 is shorter .*\(5 steps"):
+        stack.apply(params, xs, seq_lengths=jnp.array([12, 4, 6]))
+    with pytest.raises(ValueError, match=r"seq_lengths must lie in \[0, T\] = \[0, 12\]"):
+        stack.apply(params, xs, seq_lengths=jnp.array([13, 5, 6]))
+    _, lengths = stack.apply(params, xs, seq_lengths=jnp.array([12, 0, 5]))  # 0 stays 0
+    np.testing.assert_array_equal(lengths, [4, 0, 1])
+
+
+def test_summaries_of_spatial_maps_and_front_ends_before_conv_cells_are_refused():
+    conv_cell = seqlab.cells.ConvLSTM(3, spatial_shape=(4, 4))
+    with pytest.raises(ValueError, match="summarizes each sequence.*spatial shape \\(4, 4\\)"):
+        ManyToOne(RNNLayer(conv_cell), 2)
+    with pytest.raises(ValueError, match="front-end convolves feature vectors"):
+        ManyToMany(RNNLayer(conv_cell), 1, frontend=conv_stack([4], padding="causal"))
+    ManyToMany(RNNLayer(conv_cell), 1)  # a per-position head over the maps is fine
