@@ -139,6 +139,22 @@ def block(tree):
     return jax.tree_util.tree_map(lambda leaf: leaf.block_until_ready(), tree)
 
 
+def interleaved_times(fns: dict, rounds: int, warmups: int) -> dict[object, list[float]]:
+    """Each callable's ms in each round, called once per round in turn (so a slow stretch
+    of a shared machine hits all of them), after ``warmups`` untimed calls of each (the
+    first compiles)."""
+    for fn in fns.values():
+        for _ in range(warmups):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def median_ms(fn, repeats: int, *, warmups: int = 1) -> float:
     """Median wall time of ``fn()`` in milliseconds over ``repeats`` calls, after
     ``warmups`` untimed calls (the first compiles). ``fn`` must block until its work is

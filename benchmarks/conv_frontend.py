@@ -237,21 +237,6 @@ def torch_fns(torch, module, xs, forward: bool):
     return fns
 
 
-def interleaved_times(fns: dict, rounds: int, warmups: int) -> dict[object, list[float]]:
-    """Each callable's ms in each round, called once per round in turn, after ``warmups``
-    untimed calls of each (the first compiles)."""
-    for fn in fns.values():
-        for _ in range(warmups):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
-
-
 def _row(case, metric, value, unit, n, spread=None) -> dict:
     return {
         "case": case,
@@ -285,7 +270,7 @@ def measure(torch, preset: Preset, cell_name: str, steps: int) -> tuple[list[dic
     rows, summary = [], {}
     passes = ("fwd+bwd", "fwd") if preset.forward else ("fwd+bwd",)
     for pass_name in passes:
-        times = interleaved_times(
+        times = _common.interleaved_times(
             {name: fns[pass_name] for name, fns in competitors.items()},
             preset.rounds,
             preset.warmups,

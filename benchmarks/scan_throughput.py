@@ -43,13 +43,13 @@ import pathlib
 import platform
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 from _common import (
     block,
     forward_and_backward,
+    interleaved_times,
     preset_parser,
     provenance,
     provenance_markdown,
@@ -132,15 +132,7 @@ def flax_fns(cell_name, shape, unroll):
 
 def interleaved_medians(fns: dict, rounds: int, warmups: int = 2) -> dict:
     """Median ms of each callable, called once per round in turn (after ``warmups``)."""
-    for fn in fns.values():
-        for _ in range(warmups):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
+    times = interleaved_times(fns, rounds, warmups)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
