@@ -66,7 +66,8 @@ def hidden_grad_norms(
     state h at step t: through the output at t and through every later step (for LSTM, h
     is the output part of the state, not c). It is computed in one backward pass by adding
     a zero perturbation to every hidden state (``RNNLayer.apply(hidden_perturbations=)``)
-    and differentiating with respect to it.
+    and differentiating with respect to it. For a cell with a spatial state
+    (``seqlab.cells.ConvLSTM``) the norm is over the whole map, every position and channel.
 
     Args:
       layer: an RNNLayer (no dropout is applied).

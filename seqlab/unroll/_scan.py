@@ -144,7 +144,8 @@ def scan(
     Args:
       cell: any object with ``init``, ``initial_carry`` and ``step`` (``seqlab.cells``).
       params: the cell's parameters, from ``cell.init``.
-      xs: inputs, (B, T, D), or (T, B, D) when ``time_major``.
+      xs: inputs, (B, T, D), or (T, B, D) when ``time_major``; (B, T, *spatial, C) for a
+        cell with a spatial state (``seqlab.cells.ConvLSTM``, ``cells.spatial_shape``).
       carry: the initial carry; ``cell.initial_carry(params, (B,))`` when None. It must have
         that structure and those shapes.
       seq_lengths: optional int array (B,) with values in [0, T], of any integer dtype
