@@ -498,7 +498,8 @@ def load_test_suite_times(path: pathlib.Path) -> list[Result]:
 def load_rows(path: pathlib.Path) -> list[Result]:
     """``<name>_<preset>_<date>[_run<k>].json`` (``_run<k>``: further runs of the same
     day) written as ``{"preset", "rows": [{case, metric, value, unit, n, spread}],
-    "provenance"}`` (tree_depth_decay, tree_throughput, listops_compare, conv_frontend)."""
+    "provenance"}`` (tree_depth_decay, tree_throughput, listops_compare, conv_frontend,
+    conv_experiments)."""
     data = json.loads(path.read_text())
     name = re.match(r"([a-z_]+?)_(ci|cpu|full|gpu)_", path.name).group(1)
     rows = tuple(
