@@ -1063,3 +1063,14 @@ def test_summaries_of_spatial_maps_and_front_ends_before_conv_cells_are_refused(
     with pytest.raises(ValueError, match="front-end convolves feature vectors"):
         ManyToMany(RNNLayer(conv_cell), 1, frontend=conv_stack([4], padding="causal"))
     ManyToMany(RNNLayer(conv_cell), 1)  # a per-position head over the maps is fine
+
+
+def test_numpy_integer_sizes_are_taken_as_ints():
+    layer = Conv1D(np.int64(4), kernel_size=np.int32(3), stride=np.int64(2))
+    assert layer == Conv1D(4, kernel_size=3, stride=2)
+    assert type(layer.features) is int
+    cell = seqlab.cells.ConvLSTM(4, spatial_shape=tuple(np.array([8, 6])), kernel_size=np.int64(3))
+    assert (cell.spatial_shape, cell.kernel_size) == ((8, 6), (3, 3))
+    assert all(type(size) is int for size in cell.spatial_shape + cell.kernel_size)
+    with pytest.raises(ValueError, match="kernel_size must be a positive int, got True"):
+        Conv1D(4, kernel_size=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,17 @@ def convolve(x: Array, kernel: Array) -> Array:
     if jax.default_backend() in BY_TAPS_BACKENDS:
         return convolve_by_taps(x, kernel)
     return _lax_convolve(x, kernel)
+
+
+def _ints(value):
+    """NumPy integers (alone or in a list or tuple) as Python ints; anything else as is,
+    for the checks to name."""
+
+    def one(item):
+        is_integer = isinstance(item, numbers.Integral) and not isinstance(item, bool)
+        return int(item) if is_integer else item
+
+    return type(value)(map(one, value)) if isinstance(value, list | tuple) else one(value)
 
 
 def _conv_init(key: PRNGKey, kernel_shape: tuple[int, ...]) -> Array:
@@ -67,7 +79,7 @@ class _ConvCell:
 
     def __post_init__(self):
         check_hidden_size("hidden_size", self.hidden_size)
-        spatial = self.spatial_shape
+        spatial = _ints(self.spatial_shape)
         require(
             isinstance(spatial, list | tuple)
             and 1 <= len(spatial) <= 3
@@ -76,7 +88,7 @@ class _ConvCell:
             f"frames, e.g. (32, 32) or (64,) (1 to 3 axes); got {spatial!r}",
         )
         object.__setattr__(self, "spatial_shape", tuple(spatial))
-        kernel = self.kernel_size
+        kernel = _ints(self.kernel_size)
         kernel = (kernel,) * len(spatial) if isinstance(kernel, int) else kernel
         require(
             isinstance(kernel, list | tuple)

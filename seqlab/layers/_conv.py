@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import jax
@@ -113,6 +114,9 @@ class Conv1D:
 
     def __post_init__(self):
         for name in ("features", "kernel_size", "stride", "dilation", "groups"):
+            value = getattr(self, name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                object.__setattr__(self, name, int(value))  # a NumPy integer as a Python int
             _positive_int(name, getattr(self, name))
         check_one_of("padding", self.padding, PADDINGS)
         check_one_of("activation", self.activation, ACTIVATIONS)
