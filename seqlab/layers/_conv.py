@@ -32,6 +32,7 @@ import numpy as np
 
 from seqlab._checks import check_one_of, check_rank, check_seq_lengths, is_concrete, require
 from seqlab._convolution import convolve
+from seqlab.layers._heads import valid_mask
 from seqlab.typing import Array, Params, PRNGKey
 
 PADDINGS = ("same", "causal", "valid")
@@ -50,11 +51,6 @@ def _positive_int(name: str, value) -> None:
         isinstance(value, int) and not isinstance(value, bool) and value > 0,
         f"{name} must be a positive int, got {value!r}",
     )
-
-
-def _steps_mask(lengths: Array, num_steps: int) -> Array:
-    """(B, T) booleans: step t of sequence b is within its length."""
-    return jnp.arange(num_steps, dtype=jnp.int32)[None, :] < lengths[:, None]
 
 
 def _checked_lengths(front_end, seq_lengths, batch_size: int, num_steps: int):
@@ -80,7 +76,7 @@ def _checked_lengths(front_end, seq_lengths, batch_size: int, num_steps: int):
 def _zero_past(xs: Array, lengths: Array | None) -> Array:
     if lengths is None:
         return xs
-    valid = _steps_mask(lengths, xs.shape[1])[..., None]
+    valid = valid_mask(lengths, *xs.shape[:2])[..., None]
     return jnp.where(valid, xs, jnp.zeros_like(xs))
 
 
@@ -220,9 +216,7 @@ def _pool(xs: Array, lengths: Array | None, size: int, kind: str) -> tuple[Array
     only valid steps; (B, ⌈T/size⌉, C) and the pooled lengths ⌈L/size⌉."""
     batch, num_steps, channels = xs.shape
     pooled_steps = -(-num_steps // size)
-    valid = (
-        jnp.ones((batch, num_steps), bool) if lengths is None else _steps_mask(lengths, num_steps)
-    )
+    valid = valid_mask(lengths, batch, num_steps)
     extra = pooled_steps * size - num_steps
     xs = jnp.pad(xs, ((0, 0), (0, extra), (0, 0)))
     valid = jnp.pad(valid, ((0, 0), (0, extra)))
