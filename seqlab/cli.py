@@ -3,8 +3,12 @@
     seqlab run EXPERIMENT [key=value ...] [--out DIR]     train one config
     seqlab sweep EXPERIMENT [key=v1,v2 ...] [--kfold K] [--out DIR]
                  [--worker I --num-workers N] [--devices-per-point K] [--submit slurm]
-    seqlab resume DIR                                      continue a run or a sweep
-    seqlab report DIR                                      report.md of a run or sweep
+    seqlab tune EXPERIMENT --space SPACE.yaml --trials N [--out DIR] [...]
+                                                           Optuna search with pruning
+    seqlab tune DIR [--trials N]                           continue a study (another worker)
+    seqlab tune DIR --confirm best --seeds 10              the best trial on fresh seeds
+    seqlab resume DIR                                      continue a run, sweep or study
+    seqlab report DIR                                      report.md of a run, sweep or study
     seqlab analyze DIR [--step N]                          gradient norms of a checkpoint
     seqlab demo [--out DIR]                                the main job (about 2 minutes)
 
@@ -101,6 +105,111 @@ def _sweep(args) -> int:
     return 0
 
 
+_TUNE_CHANGES = (
+    "trials",
+    "sampler",
+    "pruner",
+    "sampler_seed",
+    "prune_warmup",
+    "heartbeat_interval",
+    "grace_period",
+)
+
+
+def _tune(args) -> int:
+    import os
+
+    from seqlab.experiments import _tune
+
+    target = args.experiment
+    is_study = os.path.isfile(os.path.join(target, _tune.TUNE))
+    worker, num_workers = experiments.worker_numbers(
+        args.worker, args.num_workers, submit=bool(args.submit)
+    )
+    echo = print
+    if num_workers > 1:
+        echo = lambda *a, **k: print(f"worker {worker}/{num_workers}:", *a, **k)  # noqa: E731
+    if args.confirm is not None:
+        if not is_study:
+            raise ValueError(f"--confirm needs a study directory (with tune.json), got {target}")
+        _refuse(args, "--confirm", ("space", "overrides", "submit", *_TUNE_CHANGES, "metric"))
+        args.out = target
+        _tune.confirm(target, trial=args.confirm, seeds=args.seeds or 10, echo=echo)
+        return 0
+    changes = {k: getattr(args, k) for k in _TUNE_CHANGES}
+    if is_study:
+        _refuse(args, "continuing a study", ("space", "overrides", "metric", "direction", "seeds"))
+        if args.out and os.path.abspath(args.out) != os.path.abspath(target):
+            raise ValueError(f"--out {args.out}: a study directory continues in place ({target})")
+        args.out = target
+        if args.submit:
+            return _submit_tune(args, target, num_workers)
+        _tune.continue_study(target, retry_running=args.retry_running, echo=echo, **changes)
+        return 0
+    if args.space is None or args.trials is None:
+        raise ValueError(
+            f"{target} is not a study directory, so this starts a new study: it needs "
+            "--space SPACE.yaml and --trials N"
+        )
+    config = experiments.apply_overrides(experiments.find(target), args.overrides)
+    args.out = args.out or f"runs/tune-{config.task}-{_stamp()}"
+    options = {k: v for k, v in changes.items() if v is not None}
+    options.update(
+        study=args.study,
+        storage=args.storage,
+        metric=args.metric or "eval/loss",
+        direction=args.direction,
+        seeds=args.seeds or 1,
+    )
+    if args.submit:
+        _tune.prepare_study(config, args.space, args.out, **options)
+        return _submit_tune(args, args.out, num_workers)
+    trials = options.pop("trials")
+    _tune.tune(
+        config,
+        args.space,
+        args.out,
+        trials=trials,
+        retry_running=args.retry_running,
+        echo=echo,
+        **options,
+    )
+    return 0
+
+
+def _refuse(args, what: str, names) -> None:
+    given = [n for n in names if getattr(args, n, None) not in (None, [], False)]
+    if given:
+        flags = ", ".join(
+            "key=value overrides" if n == "overrides" else "--" + n.replace("_", "-") for n in given
+        )
+        raise ValueError(f"{what} takes no {flags}")
+
+
+def _submit_tune(args, out: str, num_workers: int) -> int:
+    """Submit ``num_workers`` workers of the study in ``out`` (each continues it)."""
+    import os
+
+    options = experiments.submitit_options(
+        time=args.time,
+        gpus_per_node=args.gpus_per_node,
+        cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb,
+        partition=args.partition,
+        slurm=args.slurm or [],
+    )
+    argv = ["tune", os.path.abspath(out)]
+    return experiments.submit_study_workers(
+        _worker_job,
+        out,
+        argv=argv,
+        num_workers=num_workers,
+        cluster=args.submit,
+        options=options,
+        wait=args.wait,
+    )
+
+
 def _worker_job(argv: list[str]) -> int:
     """What a submitted job runs: this command line with ``argv`` (a worker of a sweep)."""
     code = main(argv)
@@ -193,13 +302,81 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.set_defaults(run=_sweep)
 
+    tune = commands.add_parser(
+        "tune",
+        help="budgeted hyperparameter search (Optuna) with pruning on seqlab's evaluations",
+        description="Start a study (EXPERIMENT --space --trials), continue one or join it as "
+        "another worker (a study DIR), or re-run its best trial on fresh seeds (DIR --confirm).",
+    )
+    tune.add_argument("experiment", help="an experiment (as for run), or a study directory")
+    tune.add_argument("overrides", nargs="*", help="dotted key=value overrides every trial shares")
+    tune.add_argument("--space", help="the search space, a YAML file of dotted config keys")
+    tune.add_argument("--trials", type=int, help="the study's budget of trials (all workers)")
+    tune.add_argument("--out", help="study directory (default: runs/tune-<task>-<time>)")
+    tune.add_argument("--study", help="the study's name in the storage (default: DIR's name)")
+    tune.add_argument(
+        "--storage",
+        help="an Optuna database URL (sqlite:///..., postgresql://...) or the path of a "
+        "journal file (default: DIR/study.db)",
+    )
+    tune.add_argument("--sampler", choices=experiments.SAMPLERS, help="default tpe")
+    tune.add_argument("--pruner", choices=experiments.PRUNERS, help="default median")
+    tune.add_argument("--metric", help="the metric the study optimizes (default eval/loss)")
+    tune.add_argument(
+        "--direction",
+        choices=("minimize", "maximize"),
+        help="default: maximize for accuracies, else minimize",
+    )
+    tune.add_argument("--seeds", type=int, help="seeds per trial (default 1; 10 with --confirm)")
+    tune.add_argument("--sampler-seed", type=int, help="the sampler's seed (default 0)")
+    tune.add_argument(
+        "--prune-warmup", type=int, help="no pruning before this training step (default 0)"
+    )
+    tune.add_argument(
+        "--confirm",
+        metavar="best|N",
+        help="re-run trial N (or the best) of the study DIR with --seeds fresh seeds",
+    )
+    faults = tune.add_argument_group("workers and faults")
+    faults.add_argument("--worker", type=int, help="this worker's index (for logs)")
+    faults.add_argument("--num-workers", type=int, help="how many workers share the study")
+    faults.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        help="seconds between a running trial's heartbeats (default 30)",
+    )
+    faults.add_argument(
+        "--grace-period",
+        type=float,
+        help="seconds without a heartbeat before a trial is failed and retried "
+        "from its checkpoint (default 120)",
+    )
+    faults.add_argument(
+        "--retry-running",
+        action="store_true",
+        help="fail and retry every trial still marked running (only while no "
+        "other worker runs; journal storage has no heartbeat)",
+    )
+    submit = tune.add_argument_group("submission (submitit: pip install 'seqlab[cluster]')")
+    submit.add_argument(
+        "--submit", choices=experiments.CLUSTERS, help="submit --num-workers workers as a job array"
+    )
+    submit.add_argument("--wait", action="store_true", help="wait for the jobs, then report")
+    submit.add_argument("--partition")
+    submit.add_argument("--time", type=int, help="time limit per job, minutes")
+    submit.add_argument("--gpus-per-node", type=int)
+    submit.add_argument("--cpus-per-task", type=int)
+    submit.add_argument("--mem-gb", type=float)
+    submit.add_argument("--slurm", action="append", metavar="KEY=VALUE")
+    tune.set_defaults(run=_tune)
+
     resume = commands.add_parser(
-        "resume", help="continue a run from its latest checkpoint, or an interrupted sweep"
+        "resume", help="continue a run from its latest checkpoint, an interrupted sweep or a study"
     )
     resume.add_argument("directory")
     resume.set_defaults(run=_resume)
 
-    report = commands.add_parser("report", help="write report.md for a run or a sweep")
+    report = commands.add_parser("report", help="write report.md for a run, a sweep or a study")
     report.add_argument("directory")
     report.set_defaults(run=_report)
 
@@ -220,9 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value items after an option (`sweep digits --kfold 5 train.lr=1e-3`)
-        if args.command not in ("run", "sweep") or any(item.startswith("-") for item in extra):
+        if args.command not in ("run", "sweep", "tune") or any(
+            item.startswith("-") for item in extra
+        ):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        (args.overrides if args.command == "run" else args.axes).extend(extra)
+        (args.axes if args.command == "sweep" else args.overrides).extend(extra)
     _quiet_libraries()
     try:
         # SEQLAB_DISTRIBUTED=1: jax.distributed, before anything touches a device

@@ -3,6 +3,7 @@
     config = seqlab.experiments.find("adding")            # or an ExperimentConfig
     config = seqlab.experiments.apply_overrides(config, ["model.cell=gru"])
     summary = seqlab.experiments.run(config, "runs/gru")   # resume("runs/gru") after a crash
+    seqlab.experiments.tune(config, "space.yaml", "runs/study", trials=40)  # Optuna search
     run = seqlab.load_run("runs/gru")                      # .config .metrics .steps .params
 
 The ``seqlab`` command line is a thin face over these functions.
@@ -43,11 +44,21 @@ from seqlab.experiments._rundir import write_json as write_json
 from seqlab.experiments._rundir import write_text as write_text
 from seqlab.experiments._seeds import SEED_BATCHING as SEED_BATCHING
 from seqlab.experiments._seeds import resolve_seed_batching as resolve_seed_batching
+from seqlab.experiments._space import Space as Space
+from seqlab.experiments._space import load_space as load_space
+from seqlab.experiments._space import parse_space as parse_space
 from seqlab.experiments._sweep import parse_grid as parse_grid
 from seqlab.experiments._sweep import prepare_sweep as prepare_sweep
 from seqlab.experiments._sweep import resume_sweep as resume_sweep
 from seqlab.experiments._sweep import sweep as sweep
 from seqlab.experiments._train import Experiment as Experiment
+from seqlab.experiments._tune import PRUNERS as PRUNERS
+from seqlab.experiments._tune import SAMPLERS as SAMPLERS
+from seqlab.experiments._tune import confirm as confirm
+from seqlab.experiments._tune import continue_study as continue_study
+from seqlab.experiments._tune import prepare_study as prepare_study
+from seqlab.experiments._tune import study_summary as study_summary
+from seqlab.experiments._tune import tune as tune
 from seqlab.experiments._workers import CLUSTERS as CLUSTERS
 from seqlab.experiments._workers import STALE_AFTER as STALE_AFTER
 from seqlab.experiments._workers import initialize_distributed as initialize_distributed
@@ -55,6 +66,7 @@ from seqlab.experiments._workers import is_writer as is_writer
 from seqlab.experiments._workers import merge_results as merge_results
 from seqlab.experiments._workers import resume_any as resume_any
 from seqlab.experiments._workers import run_local_workers as run_local_workers
+from seqlab.experiments._workers import submit_study_workers as submit_study_workers
 from seqlab.experiments._workers import submit_workers as submit_workers
 from seqlab.experiments._workers import submitit_options as submitit_options
 from seqlab.experiments._workers import worker_argv as worker_argv
@@ -63,6 +75,8 @@ from seqlab.experiments._workers import worker_numbers as worker_numbers
 __all__ = [
     "CLUSTERS",
     "OPTIMIZERS",
+    "PRUNERS",
+    "SAMPLERS",
     "REQUIRED_KEYS",
     "SCHEDULES",
     "SEED_BATCHING",
@@ -75,6 +89,7 @@ __all__ = [
     "ModelConfig",
     "ConvConfig",
     "Run",
+    "Space",
     "TaskModel",
     "TrainConfig",
     "analyze_params",
@@ -82,16 +97,21 @@ __all__ = [
     "apply_overrides",
     "available",
     "build_model",
+    "confirm",
+    "continue_study",
     "default_config",
     "figure",
     "find",
     "gradient_norms",
     "initialize_distributed",
     "is_writer",
+    "load_space",
     "load_run",
     "make_optimizer",
     "merge_results",
     "parse_grid",
+    "parse_space",
+    "prepare_study",
     "prepare_sweep",
     "read_config",
     "report",
@@ -102,10 +122,13 @@ __all__ = [
     "run",
     "run_local_workers",
     "save_figure",
+    "study_summary",
+    "submit_study_workers",
     "submit_workers",
     "submitit_options",
     "sweep",
     "tasks",
+    "tune",
     "valid_keys",
     "worker_argv",
     "worker_numbers",

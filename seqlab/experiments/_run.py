@@ -15,6 +15,11 @@ before every write to the run directory (config, metrics, checkpoints, summary, 
 plots) and before a checkpoint commits; whatever it raises ends the run without another
 byte written (the worker that took the point over writes it).
 
+They also take an ``on_eval``: called as ``on_eval(step, record)`` after every evaluation
+(every ``train.log_every`` steps, the record just logged); when it returns True the run
+stops there with status "pruned" (``seqlab tune``'s pruners), its checkpoint saved and its
+records kept.
+
 Under ``jax.distributed`` every process calls ``run`` (or ``resume``) with the same
 arguments: they train together, orbax saves and restores the checkpoints collectively, and
 process 0 alone writes the files (config, metrics, TensorBoard events, summary, plots,
@@ -44,7 +49,14 @@ def _check(guard) -> None:
 
 
 def run(
-    config, out_dir, *, progress: bool | None = None, echo=print, data=None, guard=None
+    config,
+    out_dir,
+    *,
+    progress: bool | None = None,
+    echo=print,
+    data=None,
+    guard=None,
+    on_eval=None,
 ) -> dict:
     """Train ``config`` (an ExperimentConfig or typed DictConfig) into a new run directory
     ``out_dir``; returns the summary (also written to ``summary.json``). ``guard``: see
@@ -80,7 +92,17 @@ def run(
         _rundir.write_json(out_dir / _rundir.TASK, experiment.data.info)
     _distributed.barrier("run-created")
     state = experiment.init_state()
-    return _train_loop(experiment, out_dir, state, 0, {}, progress=progress, echo=echo, guard=guard)
+    return _train_loop(
+        experiment,
+        out_dir,
+        state,
+        0,
+        {},
+        progress=progress,
+        echo=echo,
+        guard=guard,
+        on_eval=on_eval,
+    )
 
 
 # Keys of config.yaml that may differ from the config a run started with when it is
@@ -116,7 +138,7 @@ def _check_unchanged(run_dir: pathlib.Path, config) -> bool:
     return bool(changed)
 
 
-def resume(run_dir, *, progress: bool | None = None, echo=print, guard=None) -> dict:
+def resume(run_dir, *, progress: bool | None = None, echo=print, guard=None, on_eval=None) -> dict:
     """Continue the run in ``run_dir`` from its latest committed checkpoint (from step 0
     when it has none), cutting the metric records past it; a finished run is left as it
     is and its summary returned. A missing ``task.json`` or ``run.json`` (a kill just
@@ -198,7 +220,15 @@ def resume(run_dir, *, progress: bool | None = None, echo=print, guard=None) -> 
     else:
         echo(f"resuming {run_dir} from step {step}")
     return _train_loop(
-        experiment, run_dir, state, step or 0, meta, progress=progress, echo=echo, guard=guard
+        experiment,
+        run_dir,
+        state,
+        step or 0,
+        meta,
+        progress=progress,
+        echo=echo,
+        guard=guard,
+        on_eval=on_eval,
     )
 
 
@@ -216,7 +246,9 @@ def _record(step, train_metrics, per_seed, ensemble, seeds, elapsed) -> dict:
     return record
 
 
-def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo, guard) -> dict:
+def _train_loop(
+    experiment, run_dir, state, step, meta, *, progress, echo, guard, on_eval=None
+) -> dict:
     config = experiment.config
     total, log_every = config.train.steps, config.train.log_every
     metric, mode = experiment.main_metric()
@@ -271,6 +303,9 @@ def _train_loop(experiment, run_dir, state, step, meta, *, progress, echo, guard
                 patience = config.train.early_stopping_patience
                 if patience and stopping["bad_evals"] >= patience:
                     status = "stopped_early"
+            if on_eval is not None and on_eval(step, record):
+                if status == "running" and step < total:  # the last step has nothing to save
+                    status = "pruned"
             if step % config.checkpoint.every == 0 or step == total or status != "running":
                 checkpoints.save(
                     step,

@@ -41,8 +41,9 @@ RUN = "run.json"
 RUN_FILES = (CONFIG, RUN, TASK)
 CHECKPOINTS = "checkpoints"
 SWEEP = "sweep.json"
-# The statuses of a run that has ended: resume and sweeps leave such a run as it is.
-FINAL_STATUSES = ("finished", "stopped_early", "diverged")
+# The statuses of a run that has ended: resume and sweeps leave such a run as it is
+# ("pruned": stopped by a seqlab tune pruner).
+FINAL_STATUSES = ("finished", "stopped_early", "diverged", "pruned")
 
 
 def read_config(run_dir: str | pathlib.Path):
@@ -57,6 +58,16 @@ def read_config(run_dir: str | pathlib.Path):
         raise ValueError(f"{path} cannot be read as an experiment config: {reason}") from None
     config = _typed_config(str(path), raw)
     validate(config)
+    return config
+
+
+def config_from_dict(where: str, raw):
+    """The typed config that ``to_dict`` gave ``raw`` (saved in ``where``), validated."""
+    config = _typed_config(where, raw)
+    try:
+        validate(config)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
     return config
 
 

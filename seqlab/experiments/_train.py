@@ -193,18 +193,24 @@ class Experiment:
         self._check_frontend_lengths()
         abstract = self.abstract_state()
         self.source.trace_training(self.program, abstract)
-        per_seed, ensemble = jax.eval_shape(
-            functools.partial(_step.evaluate, self.program),
-            abstract["params"],
-            self.source.eval_batches,
-        )
-        names = [f"eval/{k}" for k in per_seed] + [f"eval_ensemble/{k}" for k in ensemble]
+        names = self.metric_names()
         metric, _ = self.main_metric()
         if metric not in names:
             raise ValueError(
                 f"checkpoint.best_metric {metric!r} is not a metric of task {self.config.task}; "
                 f"it has {', '.join(names)}"
             )
+
+    def metric_names(self) -> list[str]:
+        """The names of the evaluation metrics in every record (``eval/...`` per seed
+        averaged, ``eval_ensemble/...``), from a trace of the evaluation."""
+        abstract = self.abstract_state()
+        per_seed, ensemble = jax.eval_shape(
+            functools.partial(_step.evaluate, self.program),
+            abstract["params"],
+            self.source.eval_batches,
+        )
+        return [f"eval/{k}" for k in per_seed] + [f"eval_ensemble/{k}" for k in ensemble]
 
     def _check_frontend_lengths(self) -> None:
         """A convolutional front-end turns a sequence shorter than its ``min_length`` into

@@ -62,7 +62,11 @@ def worker_argv(
 
 
 def resume_any(directory: str | os.PathLike):
-    """Continue a sweep (a folder with sweep.json) or a run from where it stopped."""
+    """Continue a study (tune.json), a sweep (sweep.json) or a run from where it stopped."""
+    if (pathlib.Path(directory) / "tune.json").exists():
+        from seqlab.experiments._tune import continue_study
+
+        return continue_study(directory)
     if (pathlib.Path(directory) / SWEEP).exists():
         return resume_sweep(directory)
     return resume(directory)
@@ -174,6 +178,55 @@ def submit_workers(
         except Exception as error:  # noqa: BLE001 - submitit re-raises the job's error
             failed.append(f"job {submitted.job_id}: {str(error).strip().splitlines()[-1][:200]}")
     merge_results(out, echo)
+    if failed:
+        raise ValueError(
+            f"{len(failed)} worker(s) failed ({'; '.join(failed)}); logs in {out_path / 'submitit'}"
+        )
+    return 0
+
+
+def submit_study_workers(
+    job: Callable[[list[str]], int],
+    out: str | os.PathLike,
+    *,
+    argv: list[str],
+    num_workers: int,
+    cluster: str,
+    options: dict,
+    wait: bool = False,
+    echo: Callable = print,
+) -> int:
+    """Submit ``num_workers`` workers of the study already prepared in ``out`` (each runs
+    ``job(argv + ["--worker", I, "--num-workers", N])``, a ``seqlab tune DIR`` that
+    continues the study). On SLURM without ``wait`` it returns once submitted; otherwise
+    it waits, writes the study's report, and raises ValueError naming the failed workers."""
+    from seqlab.experiments._tune_report import report_study
+
+    _cluster.check_submission(cluster=cluster, options=options, count=num_workers)
+    out_path = pathlib.Path(out).absolute()
+    jobs = _cluster.submit(
+        job,
+        [
+            argv + ["--worker", str(i), "--num-workers", str(num_workers)]
+            for i in range(num_workers)
+        ],
+        out_path / "submitit",
+        cluster=cluster,
+        options=options,
+        name=f"seqlab-tune-{out_path.name}",
+    )
+    echo(f"submitted {len(jobs)} worker(s): jobs {', '.join(job.job_id for job in jobs)}")
+    echo(f"logs: {out_path / 'submitit'}")
+    if not wait and cluster == "slurm":
+        echo(f"`seqlab report {out}` reports the trials finished so far")
+        return 0
+    failed = []
+    for submitted in jobs:
+        try:
+            submitted.result()
+        except Exception as error:  # noqa: BLE001 - submitit re-raises the job's error
+            failed.append(f"job {submitted.job_id}: {str(error).strip().splitlines()[-1][:200]}")
+    echo(f"report: {report_study(out)}")
     if failed:
         raise ValueError(
             f"{len(failed)} worker(s) failed ({'; '.join(failed)}); logs in {out_path / 'submitit'}"

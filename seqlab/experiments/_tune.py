@@ -1,0 +1,751 @@
+"""Budgeted hyperparameter search on Optuna: ``seqlab tune``.
+
+``tune(config, space, out_dir, trials=N)`` runs an Optuna study over a search space
+(``_space``): each trial is an ordinary run directory ``out_dir/trials/<number>/`` that
+``load_run``, ``report`` and ``analyze`` open; the study itself is Optuna's storage (by
+default the SQLite file ``out_dir/study.db``; any Optuna database URL, or a journal file
+for shared filesystems without a database). ``out_dir/tune.json`` keeps what the study
+was created with (the experiment's config, the space, the metric and direction, the
+seeds per trial): a study is never continued with another.
+
+- **Pruning** uses seqlab's own evaluations: after every evaluation (every
+  ``train.log_every`` steps) a trial reports the metric to Optuna and stops when the
+  pruner says so; its run directory keeps its records and says ``"status": "pruned"``
+  in ``summary.json``.
+- **Seeds**: ``seeds=K`` trains K seeds per trial as one program (``train.num_seeds``,
+  seeds ``seed .. seed + K - 1`` as in a sweep point) and reports their mean.
+  ``confirm(out_dir, seeds=10)`` re-runs the best trial with seeds none of the trials saw
+  and writes the mean with a 95% interval over seeds to ``confirm.json``.
+- **Workers**: any number of processes may run ``tune`` on one study and one
+  ``out_dir``; each asks Optuna for the next trial, so every trial runs once, and the
+  budget counts the study's original trials (at most ``trials``; a retry is not a new
+  trial).
+- **Faults**: a running trial records Optuna's heartbeat every ``heartbeat_interval``
+  seconds. A worker that is killed stops beating; after ``grace_period`` seconds the next
+  worker that asks for a trial marks it failed (``optuna.storages.fail_stale_trials``),
+  Optuna enqueues a retry with the same parameters (``RetryHeartbeatStaleTrialCallback``),
+  and the worker that picks the retry copies the failed trial's run directory to its own
+  and resumes it from the last checkpoint (metric records continue: no step twice, none
+  lost). A worker that was only frozen and comes back finds its trial failed and writes
+  nothing more into its directory (its guard). Optuna's journal storage has no heartbeat:
+  there a killed worker's trial stays running until the study is continued with
+  ``retry_running=True`` (``seqlab tune DIR --retry-running``) while no worker runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import shutil
+import threading
+import time
+import warnings
+
+import numpy as np
+
+from seqlab.experiments import _rundir
+from seqlab.experiments._config import apply_overrides, structured, to_dict
+from seqlab.experiments._run import resume, run
+from seqlab.experiments._space import Space, load_space, override, parse_space
+from seqlab.experiments._train import Experiment
+
+TUNE = "tune.json"
+TRIALS = "trials"
+CONFIRM = "confirm"
+SAMPLERS = ("tpe", "random", "cmaes", "grid")
+PRUNERS = ("median", "sha", "hyperband", "none")
+DIRECTIONS = ("minimize", "maximize")
+HEARTBEAT_INTERVAL = 30.0  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 120.0  # seconds without one after which the trial counts as dead
+MAX_RETRY = 3  # retries of a trial whose worker died, before it stays failed
+# What a study is created with: continuing it with any of these changed is refused.
+STUDY_KEYS = ("base", "space", "metric", "direction", "seeds")
+
+
+def _optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+@contextlib.contextmanager
+def _quiet_experimental():
+    """Optuna flags the heartbeat helpers and some sampler options as experimental."""
+    optuna = _optuna()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How a study is run (may change between invocations, unlike STUDY_KEYS)."""
+
+    trials: int
+    study: str
+    storage: str
+    sampler: str = "tpe"
+    pruner: str = "median"
+    sampler_seed: int = 0
+    prune_warmup: int = 0
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+    grace_period: float = GRACE_PERIOD
+
+    def check(self) -> None:
+        if self.trials < 1:
+            raise ValueError(f"--trials must be >= 1, got {self.trials}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(
+                f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"
+            )
+        if self.pruner not in PRUNERS:
+            raise ValueError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        if self.prune_warmup < 0:
+            raise ValueError(f"--prune-warmup must be >= 0 steps, got {self.prune_warmup}")
+        if not self.heartbeat_interval >= 1:
+            raise ValueError(
+                f"--heartbeat-interval must be >= 1 second, got {self.heartbeat_interval}"
+            )
+        if not self.grace_period > self.heartbeat_interval:
+            raise ValueError(
+                f"--grace-period ({self.grace_period}) must exceed --heartbeat-interval "
+                f"({self.heartbeat_interval})"
+            )
+        if not self.study:
+            raise ValueError("--study must be a non-empty name")
+
+
+def default_storage(out_dir) -> str:
+    return f"sqlite:///{(pathlib.Path(out_dir) / 'study.db').absolute()}"
+
+
+def open_storage(url: str, settings: Settings | None = None):
+    """An Optuna storage for ``url``: a database URL (``sqlite:///...``,
+    ``postgresql://...``) with the heartbeat and retry of dead workers' trials, or any other
+    string as the path of a journal file. A ValueError says why it cannot be opened."""
+    optuna = _optuna()
+    settings = settings or Settings(trials=1, study="-", storage=url)
+    try:
+        if "://" not in url:
+            from optuna.storages.journal import JournalFileBackend
+
+            path = pathlib.Path(url)
+            if not path.parent.is_dir():
+                raise ValueError(f"its folder {path.parent} does not exist")
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        engine = {}
+        if url.startswith("sqlite"):
+            engine = {"connect_args": {"timeout": 120}}  # workers wait for each other's writes
+        with _quiet_experimental():
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=max(1, round(settings.heartbeat_interval)),
+                grace_period=max(2, round(settings.grace_period)),
+                heartbeat_stale_trial_callback=retry,
+            )
+    except Exception as error:  # noqa: BLE001 - sqlalchemy, drivers, files: one line
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        raise ValueError(f"--storage {url} cannot be opened: {reason}") from None
+
+
+def _sampler(settings: Settings, space: Space):
+    optuna = _optuna()
+    seed = settings.sampler_seed
+    with _quiet_experimental():
+        if settings.sampler == "tpe":
+            # constant_liar: with several workers, running trials count as bad guesses so
+            # the workers do not all sample the same region
+            return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        if settings.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if settings.sampler == "grid":
+            return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise ValueError("--sampler cmaes needs the cmaes package: pip install cmaes") from None
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+
+
+def _pruner(settings: Settings, config):
+    optuna = _optuna()
+    first = config.train.log_every  # the first evaluation
+    warmup = settings.prune_warmup
+    if settings.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+    if settings.pruner == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(first, warmup))
+    if settings.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=max(first, warmup), max_resource=config.train.steps
+        )
+    return optuna.pruners.NopPruner()
+
+
+def infer_direction(metric: str) -> str:
+    return "maximize" if metric.endswith(("accuracy", "exact_match")) else "minimize"
+
+
+def _study_record(config, space: Space, metric: str, direction: str, seeds: int) -> dict:
+    record = {
+        "base": to_dict(config),
+        "space": space.to_dict(),
+        "metric": metric,
+        "direction": direction,
+        "seeds": seeds,
+    }
+    return json.loads(json.dumps(record))
+
+
+def _difference(old: dict, new: dict) -> str:
+    names = [k for k in STUDY_KEYS if old.get(k) != new.get(k)]
+    names = [{"base": "experiment config"}.get(k, k) for k in names]
+    return ", ".join(names)
+
+
+def check_study(config, space: Space, metric: str, seeds: int) -> list[str]:
+    """Check the space against the config and build (and trace) the experiment at every
+    choice of every categorical key; returns the metric names of the task. A ValueError
+    names what is wrong; nothing is written."""
+    space.check(config)
+    names: list[str] = []
+    seen = set()
+    for assignment, build in space.corners():
+        overrides = [*space.overrides(assignment), f"train.num_seeds={seeds}"]
+        key = tuple(overrides)
+        if not build or key in seen:
+            continue
+        seen.add(key)
+        try:
+            experiment = Experiment.from_config(apply_overrides(config, overrides))
+            experiment.check()
+            names = experiment.metric_names()
+        except ValueError as error:
+            shown = " ".join(override(k, v) for k, v in assignment.items())
+            raise ValueError(f"space: {shown}: {error}") from None
+    if metric not in names:
+        raise ValueError(
+            f"--metric {metric!r} is not a metric of this task; it has {', '.join(names)}"
+        )
+    return names
+
+
+def _write_plan(out_dir: pathlib.Path, record: dict, settings: Settings) -> None:
+    """Create ``tune.json`` (or check that the one there holds the same study) and store
+    the latest settings in it."""
+    path = out_dir / TUNE
+    if path.exists():
+        old = _rundir.read_json(path)
+        changed = _difference(old.get("study", {}), record)
+        if changed:
+            raise ValueError(
+                f"{out_dir} holds a study created with another {changed}; continue it "
+                f"with `seqlab tune {out_dir}`, or choose another --out"
+            )
+    elif out_dir.exists() and any(
+        p.name not in (TRIALS, "study.db") and not p.name.startswith(".") for p in out_dir.iterdir()
+    ):
+        raise ValueError(f"{out_dir} exists and is not a study; choose another --out")
+    _rundir.write_json(path, {"study": record, "settings": dataclasses.asdict(settings)})
+
+
+def read_plan(out_dir) -> tuple[dict, Settings]:
+    path = pathlib.Path(out_dir) / TUNE
+    if not path.is_file():
+        raise ValueError(f"{out_dir} is not a study directory: {TUNE} is missing")
+    plan = _rundir.read_json(path)
+    return plan["study"], Settings(**plan["settings"])
+
+
+def _space_of(record: dict) -> Space:
+    space = parse_space({"space": record["space"]["space"], "fixed": {}})
+    return dataclasses.replace(space, fixed=tuple(record["space"]["fixed"]))
+
+
+def open_study(out_dir, record: dict, settings: Settings, space: Space, config, *, create: bool):
+    """The Optuna study of ``out_dir`` (created when ``create``), checked to be the study
+    ``record`` describes."""
+    optuna = _optuna()
+    storage = open_storage(settings.storage, settings)
+    direction = record["direction"]
+    stamp = json.dumps(record, sort_keys=True)
+    try:
+        if create:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=settings.study,
+                direction=direction,
+                sampler=_sampler(settings, space),
+                pruner=_pruner(settings, config),
+                load_if_exists=True,
+            )
+        else:
+            study = optuna.load_study(
+                study_name=settings.study,
+                storage=storage,
+                sampler=_sampler(settings, space),
+                pruner=_pruner(settings, config),
+            )
+    except KeyError:
+        raise ValueError(f"no study {settings.study!r} in {settings.storage}") from None
+    saved = study.user_attrs.get("seqlab")
+    if saved is None:
+        study.set_user_attr("seqlab", stamp)
+        saved = study.user_attrs.get("seqlab")
+    if saved != stamp:
+        changed = _difference(json.loads(saved), record)
+        raise ValueError(
+            f"study {settings.study!r} in {settings.storage} was created with another "
+            f"{changed or 'setup'}: refused (choose another --study or --out)"
+        )
+    return study
+
+
+# ----------------------------------------------------------------------- workers
+
+
+class _Heartbeat:
+    """Optuna's heartbeat of one running trial, from a thread (what ``study.optimize``
+    does for its trials; ``tune`` runs its own loop)."""
+
+    def __init__(self, storage, trial_id: int, interval: float):
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a busy database: the next beat retries
+                self._storage.record_heartbeat(self._trial_id)
+            if self._stop.wait(self._interval):
+                return
+
+    def __enter__(self):
+        if hasattr(self._storage, "record_heartbeat"):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+class TrialLost(Exception):
+    """The trial this worker runs was marked failed by another worker (no heartbeat)."""
+
+
+def _retry_source(trial) -> int | None:
+    history = trial.system_attrs.get("retry_history") or []
+    return history[-1] if history else None
+
+
+def _is_original(trial) -> bool:
+    return not trial.system_attrs.get("retry_history")
+
+
+def _fail_stale(study, settings: Settings, retry_running: bool) -> None:
+    optuna = _optuna()
+    with _quiet_experimental():
+        optuna.storages.fail_stale_trials(study)
+        if not retry_running:
+            return
+        # journal storage (no heartbeat), or told to: every running trial is dead
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                if study._storage.set_trial_state_values(
+                    trial._trial_id, state=optuna.trial.TrialState.FAIL
+                ):
+                    retry(study, study._storage.get_trial(trial._trial_id))
+
+
+def prepare_study(
+    config,
+    space,
+    out_dir,
+    *,
+    trials: int,
+    study: str | None = None,
+    storage: str | None = None,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    metric: str = "eval/loss",
+    direction: str | None = None,
+    seeds: int = 1,
+    sampler_seed: int = 0,
+    prune_warmup: int = 0,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL,
+    grace_period: float = GRACE_PERIOD,
+):
+    """Check everything, then create the study (or check that the one in ``out_dir`` and
+    in the storage is this one) and write ``tune.json``; nothing trains. Returns the
+    pieces ``tune`` works with: (study, record, settings, space, config)."""
+    config = structured(config)
+    space = load_space(space) if not isinstance(space, Space) else space
+    direction = direction or infer_direction(metric)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"--direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    out_dir = pathlib.Path(out_dir)
+    settings = Settings(
+        trials=trials,
+        study=study or out_dir.absolute().name,
+        storage=storage or default_storage(out_dir),
+        sampler=sampler,
+        pruner=pruner,
+        sampler_seed=sampler_seed,
+        prune_warmup=prune_warmup,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+    )
+    settings.check()
+    if settings.sampler == "grid":
+        space.grid()  # refuses float ranges and conditional keys
+    check_study(config, space, metric, seeds)
+    record = _study_record(config, space, metric, direction, seeds)
+    if (out_dir / TUNE).exists() or storage is None:
+        # refuses another study before opening anything; the default storage lives here
+        _write_plan(out_dir, record, settings)
+    the_study = open_study(out_dir, record, settings, space, config, create=True)
+    _write_plan(out_dir, record, settings)
+    return the_study, record, settings, space, config
+
+
+def tune(
+    config,
+    space,
+    out_dir,
+    *,
+    trials: int,
+    retry_running: bool = False,
+    progress: bool | None = None,
+    echo=print,
+    **options,
+) -> dict:
+    """Run (or continue, or join as one more worker) the study over ``space`` (a Space or
+    the path of a space file) into ``out_dir``; returns ``study_summary(out_dir)``.
+    ``options``: study, storage, sampler, pruner, metric, direction, seeds, sampler_seed,
+    prune_warmup, heartbeat_interval, grace_period (``prepare_study``). See the module
+    docstring."""
+    pieces = prepare_study(config, space, out_dir, trials=trials, **options)
+    return _work(*pieces, pathlib.Path(out_dir), retry_running, progress, echo)
+
+
+def open_existing(out_dir, **changes):
+    """(study, record, settings, space, config) of the study in ``out_dir``, with the
+    settings it last ran with and ``changes`` (those not None) applied."""
+    out_dir = pathlib.Path(out_dir)
+    record, settings = read_plan(out_dir)
+    settings = dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
+    settings.check()
+    space = _space_of(record)
+    config = _rundir.config_from_dict(f"{out_dir / TUNE}: its base config", record["base"])
+    the_study = open_study(out_dir, record, settings, space, config, create=False)
+    _write_plan(out_dir, record, settings)
+    return the_study, record, settings, space, config
+
+
+def continue_study(
+    out_dir, *, retry_running: bool = False, progress: bool | None = None, echo=print, **changes
+) -> dict:
+    """Continue the study in ``out_dir`` (as another worker, or after a crash) with the
+    settings it last ran with, ``changes`` (e.g. ``trials=40``) applied."""
+    pieces = open_existing(out_dir, **changes)
+    return _work(*pieces, pathlib.Path(out_dir), retry_running, progress, echo)
+
+
+def _work(study, record, settings, space, config, out_dir, retry_running, progress, echo) -> dict:
+    optuna = _optuna()
+    states = optuna.trial.TrialState
+    started = time.perf_counter()
+    ran = 0
+    while True:
+        _fail_stale(study, settings, retry_running)
+        retry_running = False  # only the trials running when the worker started
+        existing = study.get_trials(deepcopy=False)
+        waiting = [t for t in existing if t.state == states.WAITING]
+        originals = [t for t in existing if _is_original(t)]
+        if len(originals) >= settings.trials and not waiting:
+            break
+        if settings.sampler == "grid" and not waiting and study.sampler.is_exhausted(study):
+            echo("the grid is exhausted")
+            break
+        with warnings.catch_warnings():
+            # the heartbeat is this loop's (_Heartbeat), as study.optimize would run it
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = study.ask()
+        frozen = study._storage.get_trial(trial._trial_id)
+        if _is_original(frozen):
+            before = [
+                t
+                for t in study.get_trials(deepcopy=False)
+                if t.number < trial.number and _is_original(t)
+            ]
+            if len(before) >= settings.trials:  # another worker asked for the last one first
+                trial.set_user_attr("surplus", True)
+                study.tell(trial, state=states.FAIL)
+                continue
+        _run_trial(study, trial, frozen, record, settings, space, config, out_dir, progress, echo)
+        ran += 1
+    echo(f"this worker ran {ran} trial(s) in {time.perf_counter() - started:.0f} s")
+    from seqlab.experiments._tune_report import report_study
+
+    path = report_study(out_dir)
+    summary = study_summary(out_dir, study)
+    best = summary.get("best")
+    if best:
+        echo(
+            f"best: trial {best['number']} {record['metric']} {best['value']:.4g} "
+            f"({' '.join(o for o in best['overrides'] if o not in space.fixed)})"
+        )
+    echo(f"report: {path}")
+    return summary
+
+
+def _run_trial(study, trial, frozen, record, settings, space, config, out_dir, progress, echo):
+    optuna = _optuna()
+    states = optuna.trial.TrialState
+    metric, seeds = record["metric"], record["seeds"]
+    values = space.suggest(trial)
+    overrides = [*space.overrides(values), f"train.num_seeds={seeds}"]
+    run_dir = out_dir / TRIALS / str(trial.number)
+    trial.set_user_attr("overrides", space.overrides(values))
+    trial.set_user_attr("run_dir", f"{TRIALS}/{trial.number}")
+    label = f"trial {trial.number}"
+    source = _retry_source(frozen)
+    storage = study._storage
+    reported: set[int] = set()
+
+    def report_value(step: int, value) -> None:
+        if step not in reported and value is not None and math.isfinite(value):
+            trial.report(float(value), step)
+            reported.add(step)
+
+    def on_eval(step: int, rec: dict) -> bool:
+        report_value(step, rec.get(metric))
+        return trial.should_prune()
+
+    backend = getattr(storage, "_backend", storage)  # not the cache: another worker's writes
+
+    def guard() -> None:
+        if backend.get_trial(trial._trial_id).state != states.RUNNING:
+            raise TrialLost()
+
+    started = time.perf_counter()
+    try:
+        with _Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
+            source_dir = None if source is None else out_dir / TRIALS / str(source)
+            if source_dir is not None and (source_dir / _rundir.CONFIG).exists():
+                echo(f"{label}: retry of trial {source}, resumed from its last checkpoint")
+                trial.set_user_attr("retry_of", source)
+                _copy_run(source_dir, run_dir)
+                for rec in _rundir.read_metrics(run_dir / _rundir.METRICS):
+                    report_value(rec["step"], rec.get(metric))
+                summary = resume(
+                    run_dir, progress=progress, echo=echo, guard=guard, on_eval=on_eval
+                )
+            else:
+                echo(f"{label}: {_shown(values)}")
+                experiment_config = apply_overrides(config, overrides)
+                summary = run(
+                    experiment_config,
+                    run_dir,
+                    progress=progress,
+                    echo=echo,
+                    guard=guard,
+                    on_eval=on_eval,
+                )
+    except TrialLost:
+        echo(f"{label}: marked failed by another worker (no heartbeat); left to its retry")
+        return
+    except KeyboardInterrupt:
+        # failed now and queued again, so that continuing the study resumes it from its
+        # checkpoint at once instead of after the grace period
+        with contextlib.suppress(Exception), _quiet_experimental():
+            study.tell(trial, state=states.FAIL)
+            from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+            retry(study, study._storage.get_trial(trial._trial_id))
+        raise
+    except ValueError as error:
+        message = " ".join(str(error).split())
+        echo(f"{label}: failed: {message}")
+        trial.set_user_attr("error", message[:500])
+        study.tell(trial, state=states.FAIL)
+        return
+    status = summary["status"]
+    value = summary["final"].get(metric)
+    trial.set_user_attr("status", status)
+    trial.set_user_attr("steps", summary["step"])
+    trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+    trial.set_user_attr("elapsed", summary["final"].get("elapsed"))
+    if status == "pruned":
+        echo(f"{label}: pruned at step {summary['step']} ({metric} {value:.4g})")
+        study.tell(trial, state=states.PRUNED)
+    elif status == "diverged" or value is None or not math.isfinite(value):
+        echo(f"{label}: {status}, {metric} {value}: counted as failed")
+        study.tell(trial, state=states.FAIL)
+    else:
+        echo(f"{label}: {metric} {value:.4g} ({status} at step {summary['step']})")
+        study.tell(trial, value)
+
+
+def _shown(values: dict) -> str:
+    return " ".join(override(k, v) for k, v in values.items()) or "base"
+
+
+def _copy_run(source: pathlib.Path, run_dir: pathlib.Path) -> None:
+    """Copy a failed trial's run directory to its retry's (a temporary name, then a
+    rename: a kill mid-copy leaves no half directory under the retry's name)."""
+    if run_dir.exists():
+        raise ValueError(f"{run_dir} already exists: cannot copy trial {source.name} into it")
+    tmp = run_dir.with_name(f".{run_dir.name}.{os.getpid()}.copy")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    (tmp / _rundir.SUMMARY).unlink(missing_ok=True)
+    os.rename(tmp, run_dir)
+
+
+# ----------------------------------------------------------------------- results
+
+
+def study_summary(out_dir, study=None) -> dict:
+    """Counts of trials by state, the best trial, and the best per ``model.cell``."""
+    optuna = _optuna()
+    out_dir = pathlib.Path(out_dir)
+    record, settings = read_plan(out_dir)
+    if study is None:
+        study = optuna.load_study(
+            study_name=settings.study, storage=open_storage(settings.storage, settings)
+        )
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    sign = 1.0 if record["direction"] == "minimize" else -1.0
+
+    def row(t):
+        return {
+            "number": t.number,
+            "value": t.value,
+            "overrides": t.user_attrs.get("overrides", []),
+        }
+
+    summary = {"trials": counts, "metric": record["metric"], "direction": record["direction"]}
+    if complete:
+        summary["best"] = row(min(complete, key=lambda t: sign * t.value))
+    if any(p.key == "model.cell" for p in _space_of(record).params):
+        per_cell = {}
+        for t in complete:
+            cell = t.params.get("model.cell")
+            if cell not in per_cell or sign * t.value < sign * per_cell[cell].value:
+                per_cell[cell] = t
+        summary["best_per_cell"] = {c: row(t) for c, t in per_cell.items()}
+    return summary
+
+
+def _t_quantile(p: float, dof: int) -> float:
+    """The p-quantile of Student's t with ``dof`` degrees of freedom (bisection on its CDF,
+    the density integrated by Simpson's rule; 1e-6 accurate for the p we use)."""
+    log_norm = math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2) - 0.5 * math.log(dof * math.pi)
+
+    def cdf(x: float) -> float:
+        grid = np.linspace(0.0, x, 2001)
+        density = np.exp(log_norm - (dof + 1) / 2 * np.log1p(grid**2 / dof))
+        h = x / 2000
+        area = (
+            h
+            / 3
+            * (density[0] + density[-1] + 4 * density[1:-1:2].sum() + 2 * density[2:-1:2].sum())
+        )
+        return 0.5 + area
+
+    low, high = 0.0, 100.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < p else (low, mid)
+    return (low + high) / 2
+
+
+def confirm(out_dir, *, trial="best", seeds: int = 10, progress=None, echo=print) -> dict:
+    """Re-run a trial of the study (``"best"``, or its number) with ``seeds`` seeds that
+    none of the trials trained with (they follow the trials' seeds), into
+    ``out_dir/confirm/trial<N>-seeds<K>/``; writes ``confirm.json``: the per-seed final
+    metric, their mean, standard deviation and a 95% t-interval of the mean."""
+    optuna = _optuna()
+    out_dir = pathlib.Path(out_dir)
+    record, settings = read_plan(out_dir)
+    if seeds < 2:
+        raise ValueError(f"--confirm needs --seeds >= 2 for an interval, got {seeds}")
+    study = optuna.load_study(
+        study_name=settings.study, storage=open_storage(settings.storage, settings)
+    )
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if trial == "best":
+        if not complete:
+            raise ValueError(f"{out_dir}: no trial has completed yet; nothing to confirm")
+        sign = 1.0 if record["direction"] == "minimize" else -1.0
+        chosen = min(complete, key=lambda t: sign * t.value)
+    else:
+        try:
+            number = int(trial)
+        except ValueError:
+            raise ValueError(f"--confirm takes best or a trial number, got {trial!r}") from None
+        matches = [t for t in complete if t.number == number]
+        if not matches:
+            raise ValueError(f"--confirm {number}: no completed trial with that number")
+        chosen = matches[0]
+    config = _rundir.config_from_dict(f"{out_dir / TUNE}: its base config", record["base"])
+    first_seed = int(config.seed) + record["seeds"]
+    overrides = [
+        *chosen.user_attrs.get("overrides", []),
+        f"train.num_seeds={seeds}",
+        f"seed={first_seed}",
+    ]
+    run_config = apply_overrides(config, overrides)
+    run_dir = out_dir / CONFIRM / f"trial{chosen.number}-seeds{seeds}"
+    echo(f"confirming trial {chosen.number} with seeds {first_seed} .. {first_seed + seeds - 1}")
+    if (run_dir / _rundir.CONFIG).exists():
+        summary = resume(run_dir, progress=progress, echo=echo)
+    else:
+        summary = run(run_config, run_dir, progress=progress, echo=echo)
+    metric = record["metric"]
+    values = summary.get("final_per_seed", {}).get(metric)
+    if values is None:
+        raise ValueError(f"{run_dir}: the confirmation run has no per-seed {metric}")
+    values = np.asarray(values, np.float64)
+    mean, std = float(values.mean()), float(values.std(ddof=1))
+    half = _t_quantile(0.975, len(values) - 1) * std / math.sqrt(len(values))
+    result = {
+        "trial": chosen.number,
+        "overrides": chosen.user_attrs.get("overrides", []),
+        "metric": metric,
+        "search_value": chosen.value,
+        "search_seeds": record["seeds"],
+        "seeds": [first_seed + i for i in range(seeds)],
+        "values": [float(v) for v in values],
+        "status": summary["status"],
+        "mean": mean,
+        "std": std,
+        "ci95": [mean - half, mean + half],
+        "run_dir": str(run_dir.relative_to(out_dir)),
+    }
+    _rundir.write_json(out_dir / CONFIRM / f"trial{chosen.number}-seeds{seeds}.json", result)
+    echo(
+        f"trial {chosen.number}: {metric} {mean:.4g} ± {half:.2g} (95% interval over {seeds} "
+        f"fresh seeds; the search's {record['seeds']}-seed value was {chosen.value:.4g})"
+    )
+    return result
