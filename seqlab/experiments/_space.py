@@ -72,6 +72,19 @@ class Param:
             out["when"] = {k: list(v) for k, v in self.when}
         return out
 
+    def describe(self) -> str:
+        """One line: ``{rnn, lstm}``, ``float 0.001 .. 0.03 (log)``, ``int 32 .. 96 step 32``,
+        with its condition."""
+        if self.kind == "categorical":
+            text = "{" + ", ".join(str(c) for c in self.choices) + "}"
+        else:
+            text = f"{self.kind} {self.low:g} .. {self.high:g}"
+            text += " (log)" if self.log else ""
+            text += f" step {self.step}" if self.step else ""
+        for key, values in self.when:
+            text += f", when {key} in {{{', '.join(str(v) for v in values)}}}"
+        return text
+
     def boundary(self) -> list:
         """The values a check applies: every choice, or both ends of the range."""
         return list(self.choices) if self.kind == "categorical" else [self.low, self.high]

@@ -141,7 +141,7 @@ def open_storage(url: str, settings: Settings | None = None):
         engine = {}
         if url.startswith("sqlite"):
             engine = {"connect_args": {"timeout": 120}}  # workers wait for each other's writes
-        with _quiet_experimental():
+        with _quiet_experimental(), _creation_lock(url):
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
             return optuna.storages.RDBStorage(
                 url,
@@ -153,6 +153,25 @@ def open_storage(url: str, settings: Settings | None = None):
     except Exception as error:  # noqa: BLE001 - sqlalchemy, drivers, files: one line
         reason = " ".join(str(error).split())[:300] or type(error).__name__
         raise ValueError(f"--storage {url} cannot be opened: {reason}") from None
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str):
+    """Workers starting together on one new SQLite file would race to create its tables
+    (one fails on a UNIQUE constraint): they open it one at a time, under a lock file
+    beside it."""
+    path = url.split(":///", 1)[1] if url.startswith("sqlite:///") else ""
+    if not path or path == ":memory:" or not pathlib.Path(path).parent.is_dir():
+        yield
+        return
+    import fcntl
+
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _sampler(settings: Settings, space: Space):
@@ -250,7 +269,7 @@ def _write_plan(out_dir: pathlib.Path, record: dict, settings: Settings) -> None
                 f"with `seqlab tune {out_dir}`, or choose another --out"
             )
     elif out_dir.exists() and any(
-        p.name not in (TRIALS, "study.db") and not p.name.startswith(".") for p in out_dir.iterdir()
+        p.name != TRIALS and not p.name.startswith((".", "study.db")) for p in out_dir.iterdir()
     ):
         raise ValueError(f"{out_dir} exists and is not a study; choose another --out")
     _rundir.write_json(path, {"study": record, "settings": dataclasses.asdict(settings)})

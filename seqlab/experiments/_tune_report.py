@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import warnings
 
 from seqlab.experiments import _rundir
 from seqlab.experiments._plots import save_figure
@@ -161,7 +162,7 @@ def report_study(out_dir) -> pathlib.Path:
         lines += ["", "Fixed: " + " ".join(f"`{o}`" for o in space.fixed)]
     lines += ["", "Searched:", ""]
     for param in space.params:
-        lines.append(f"- `{param.key}`: {param.to_dict()}")
+        lines.append(f"- `{param.key}`: {param.describe()}")
     savings = pruning_savings(out_dir, study)
     if savings["steps_unpruned"]:
         share = savings["steps_trained"] / savings["steps_unpruned"]
@@ -174,35 +175,64 @@ def report_study(out_dir) -> pathlib.Path:
             "each pruned trial's own time per step).",
         ]
     best = summary.get("best")
+
+    def searched(overrides, *, drop=()):
+        return " ".join(
+            f"`{o}`" for o in overrides if o not in space.fixed and o.split("=")[0] not in drop
+        )
+
     if best:
         lines += [
             "",
             f"**Best trial: {best['number']}**, {metric} {best['value']:.4g}: "
-            + " ".join(f"`{o}`" for o in best["overrides"]),
+            + searched(best["overrides"]),
         ]
-    if summary.get("best_per_cell"):
+    cell_param = next((p for p in space.params if p.key == "model.cell"), None)
+    if cell_param is not None:
+        per_cell = summary.get("best_per_cell", {})
+        sign = 1.0 if direction == "minimize" else -1.0
         cells = [
-            {"model.cell": cell, "trial": b["number"], metric: b["value"]}
-            | {"overrides": " ".join(o for o in b["overrides"] if not o.startswith("model.cell="))}
-            for cell, b in sorted(summary["best_per_cell"].items(), key=lambda kv: kv[1]["value"])
+            {
+                "model.cell": cell,
+                "trial": b["number"],
+                metric: b["value"],
+                "settings": searched(b["overrides"], drop=("model.cell",)),
+            }
+            for cell, b in sorted(per_cell.items(), key=lambda kv: sign * kv[1]["value"])
+        ]
+        cells += [
+            {"model.cell": c, "trial": "", metric: None, "settings": "no completed trial"}
+            for c in cell_param.choices
+            if c not in per_cell
         ]
         lines += ["", "Best per cell:", "", *_markdown_table(cells, list(cells[0]))]
-    try:
-        with _quiet_experimental():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
             importances = optuna.importance.get_param_importances(study)
-    except (ValueError, RuntimeError) as error:
-        lines += ["", f"Parameter importances: not available ({' '.join(str(error).split())})."]
-    else:
-        if importances:
-            lines += [
-                "",
-                "Parameter importances (Optuna's default evaluator, over the completed trials):",
-                "",
-                *_markdown_table(
-                    [{"key": k, "importance": float(v)} for k, v in importances.items()],
-                    ["key", "importance"],
-                ),
-            ]
+        except (ValueError, RuntimeError) as error:
+            importances = None
+            reason = " ".join(str(error).split())
+            lines += ["", f"Parameter importances: not available ({reason})."]
+    if importances:
+        notes = sorted(
+            {
+                " ".join(str(w.message).split())
+                for w in caught
+                if not issubclass(w.category, optuna.exceptions.ExperimentalWarning)
+            }
+        )
+        lines += [
+            "",
+            "Parameter importances (Optuna's default evaluator, over the completed trials"
+            + (f"; Optuna warns: {' '.join(notes)}" if notes else "")
+            + "):",
+            "",
+            *_markdown_table(
+                [{"key": k, "importance": float(v)} for k, v in importances.items()],
+                ["key", "importance"],
+            ),
+        ]
     confirmations = sorted((out_dir / CONFIRM).glob("*.json"))
     for path in confirmations:
         result = _rundir.read_json(path)
