@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import os
 import sys
 
 from seqlab import experiments
@@ -117,12 +118,8 @@ _TUNE_CHANGES = (
 
 
 def _tune(args) -> int:
-    import os
-
-    from seqlab.experiments import _tune
-
     target = args.experiment
-    is_study = os.path.isfile(os.path.join(target, _tune.TUNE))
+    is_study = os.path.isfile(os.path.join(target, experiments.STUDY_FILE))
     worker, num_workers = experiments.worker_numbers(
         args.worker, args.num_workers, submit=bool(args.submit)
     )
@@ -134,7 +131,7 @@ def _tune(args) -> int:
             raise ValueError(f"--confirm needs a study directory (with tune.json), got {target}")
         _refuse(args, "--confirm", ("space", "overrides", "submit", *_TUNE_CHANGES, "metric"))
         args.out = target
-        _tune.confirm(target, trial=args.confirm, seeds=args.seeds or 10, echo=echo)
+        experiments.confirm(target, trial=args.confirm, seeds=args.seeds or 10, echo=echo)
         return 0
     changes = {k: getattr(args, k) for k in _TUNE_CHANGES}
     if is_study:
@@ -144,7 +141,7 @@ def _tune(args) -> int:
         args.out = target
         if args.submit:
             return _submit_tune(args, target, num_workers)
-        _tune.continue_study(target, retry_running=args.retry_running, echo=echo, **changes)
+        experiments.continue_study(target, retry_running=args.retry_running, echo=echo, **changes)
         return 0
     if args.space is None or args.trials is None:
         raise ValueError(
@@ -162,10 +159,10 @@ def _tune(args) -> int:
         seeds=args.seeds or 1,
     )
     if args.submit:
-        _tune.prepare_study(config, args.space, args.out, **options)
+        experiments.prepare_study(config, args.space, args.out, **options)
         return _submit_tune(args, args.out, num_workers)
     trials = options.pop("trials")
-    _tune.tune(
+    experiments.tune(
         config,
         args.space,
         args.out,
@@ -188,8 +185,6 @@ def _refuse(args, what: str, names) -> None:
 
 def _submit_tune(args, out: str, num_workers: int) -> int:
     """Submit ``num_workers`` workers of the study in ``out`` (each continues it)."""
-    import os
-
     options = experiments.submitit_options(
         time=args.time,
         gpus_per_node=args.gpus_per_node,

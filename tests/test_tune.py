@@ -6,7 +6,6 @@ the study's report."""
 import json
 import math
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -143,7 +142,9 @@ def test_command_line_refusals_are_one_line_with_status_2(
     tmp_path, capsys, argv, message, standard_promotion
 ):
     good = write_space(tmp_path / "space.yaml")
-    bad = write_space(tmp_path / "bad.yaml", **{"train.lr": {"kind": "float", "low": 0.5, "high": 0.1}})
+    bad = write_space(
+        tmp_path / "bad.yaml", **{"train.lr": {"kind": "float", "low": 0.5, "high": 0.1}}
+    )
     argv = [a.format(space=good, bad=bad) for a in argv]
     out = tmp_path / "study"
     assert main(["tune", "adding", *argv, "--out", str(out)]) == 2
@@ -254,7 +255,9 @@ def test_seeds_per_trial_and_the_confirmation_on_fresh_seeds(tmp_path, adding, s
     half = 4.302653 * values.std(ddof=1) / math.sqrt(3)  # t(0.975, 2 dof)
     assert result["ci95"] == pytest.approx([values.mean() - half, values.mean() + half], rel=1e-5)
     assert main(["report", str(out)]) == 0
-    assert f"Confirmation of trial {best.number} over 3 fresh seeds" in (out / "report.md").read_text()
+    assert (
+        f"Confirmation of trial {best.number} over 3 fresh seeds" in (out / "report.md").read_text()
+    )
 
 
 @pytest.mark.parametrize("dof, expected", [(2, 4.302653), (9, 2.262157), (30, 2.042272)])
@@ -321,7 +324,10 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     assert len(trials) == 6
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     for trial in trials:  # each trial ran once: one record per step, in its own directory
-        steps = [r["step"] for r in _rundir.read_metrics(out / "trials" / str(trial.number) / "metrics.jsonl")]
+        steps = [
+            r["step"]
+            for r in _rundir.read_metrics(out / "trials" / str(trial.number) / "metrics.jsonl")
+        ]
         assert steps == [10, 20, 30, 40]
         lines = (out / "trials" / str(trial.number) / "metrics.jsonl").read_text().splitlines()
         assert len(lines) == 4

@@ -35,7 +35,6 @@ from seqlab.experiments._optim import SCHEDULES as SCHEDULES
 from seqlab.experiments._optim import make_optimizer as make_optimizer
 from seqlab.experiments._plots import figure as figure
 from seqlab.experiments._plots import save_figure as save_figure
-from seqlab.experiments._report import report as report
 from seqlab.experiments._report import write_results as write_results
 from seqlab.experiments._run import resume as resume
 from seqlab.experiments._run import run as run
@@ -47,18 +46,20 @@ from seqlab.experiments._seeds import resolve_seed_batching as resolve_seed_batc
 from seqlab.experiments._space import Space as Space
 from seqlab.experiments._space import load_space as load_space
 from seqlab.experiments._space import parse_space as parse_space
+from seqlab.experiments._study import PRUNERS as PRUNERS
+from seqlab.experiments._study import SAMPLERS as SAMPLERS
+from seqlab.experiments._study import TUNE as STUDY_FILE
+from seqlab.experiments._study import study_summary as study_summary
 from seqlab.experiments._sweep import parse_grid as parse_grid
 from seqlab.experiments._sweep import prepare_sweep as prepare_sweep
 from seqlab.experiments._sweep import resume_sweep as resume_sweep
 from seqlab.experiments._sweep import sweep as sweep
 from seqlab.experiments._train import Experiment as Experiment
-from seqlab.experiments._tune import PRUNERS as PRUNERS
-from seqlab.experiments._tune import SAMPLERS as SAMPLERS
 from seqlab.experiments._tune import confirm as confirm
 from seqlab.experiments._tune import continue_study as continue_study
 from seqlab.experiments._tune import prepare_study as prepare_study
-from seqlab.experiments._tune import study_summary as study_summary
 from seqlab.experiments._tune import tune as tune
+from seqlab.experiments._tune_report import report as report
 from seqlab.experiments._workers import CLUSTERS as CLUSTERS
 from seqlab.experiments._workers import STALE_AFTER as STALE_AFTER
 from seqlab.experiments._workers import initialize_distributed as initialize_distributed
@@ -81,6 +82,7 @@ __all__ = [
     "SCHEDULES",
     "SEED_BATCHING",
     "STALE_AFTER",
+    "STUDY_FILE",
     "CheckpointConfig",
     "Checkpoints",
     "DataConfig",

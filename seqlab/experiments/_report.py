@@ -192,12 +192,9 @@ def report_sweep(out_dir) -> pathlib.Path:
 
 
 def report(directory) -> pathlib.Path:
-    """Write ``report.md`` for a run, a sweep or a study directory; returns its path."""
+    """Write ``report.md`` for a run or a sweep directory; returns its path
+    (``seqlab.experiments.report`` also reports on studies: ``_tune_report.report``)."""
     directory = pathlib.Path(directory)
-    if (directory / "tune.json").exists():
-        from seqlab.experiments._tune_report import report_study
-
-        return report_study(directory)
     if (directory / _rundir.SWEEP).exists():
         return report_sweep(directory)
     if not (directory / _rundir.CONFIG).exists():

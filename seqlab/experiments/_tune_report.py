@@ -15,13 +15,15 @@ import warnings
 from seqlab.experiments import _rundir
 from seqlab.experiments._plots import save_figure
 from seqlab.experiments._report import _csv_text, _markdown_table
-from seqlab.experiments._tune import (
+from seqlab.experiments._report import report as report_run_or_sweep
+from seqlab.experiments._study import (
     CONFIRM,
-    _optuna,
-    _quiet_experimental,
-    _space_of,
+    TUNE,
+    load_optuna,
     open_storage,
+    quiet_experimental,
     read_plan,
+    space_of,
     study_summary,
 )
 
@@ -62,7 +64,7 @@ def pruning_savings(out_dir: pathlib.Path, study) -> dict:
     """Steps and (estimated) seconds the pruned trials did not train, against running
     every ended trial to its train.steps. A pruned trial's time per step is measured from
     its own records after the first evaluation (which includes compilation)."""
-    optuna = _optuna()
+    optuna = load_optuna()
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     trained = full = 0
     seconds = saved = 0.0
@@ -113,7 +115,7 @@ def _plots(out_dir: pathlib.Path, study, complete: int) -> list[tuple[str, pathl
         ]
     for title, name, plot in wanted:
         try:
-            with _quiet_experimental():
+            with quiet_experimental():
                 axes = plot(study)
         except (ValueError, RuntimeError):
             continue  # e.g. importances of a space with one key
@@ -129,7 +131,7 @@ def _plots(out_dir: pathlib.Path, study, complete: int) -> list[tuple[str, pathl
 
 def report_study(out_dir) -> pathlib.Path:
     """Write report.md, trials.csv and plots/ of the study in ``out_dir``."""
-    optuna = _optuna()
+    optuna = load_optuna()
     out_dir = pathlib.Path(out_dir)
     record, settings = read_plan(out_dir)
     storage = open_storage(settings.storage, settings)
@@ -137,7 +139,7 @@ def report_study(out_dir) -> pathlib.Path:
         study = optuna.load_study(study_name=settings.study, storage=storage)
     except KeyError:
         raise ValueError(f"no study {settings.study!r} in {settings.storage}") from None
-    space = _space_of(record)
+    space = space_of(record)
     keys = space.keys
     summary = study_summary(out_dir, study)
     rows = _trial_rows(out_dir, study, keys)
@@ -263,3 +265,10 @@ def _short(value):
     if isinstance(value, float) and math.isfinite(value):
         return float(f"{value:.4g}")
     return value
+
+
+def report(directory) -> pathlib.Path:
+    """Write ``report.md`` for a run, a sweep or a study directory; returns its path."""
+    if (pathlib.Path(directory) / TUNE).exists():
+        return report_study(directory)
+    return report_run_or_sweep(directory)

@@ -19,7 +19,10 @@ from seqlab.experiments._claims import STALE_AFTER
 from seqlab.experiments._report import report, write_results
 from seqlab.experiments._run import resume
 from seqlab.experiments._rundir import SWEEP
+from seqlab.experiments._study import TUNE
 from seqlab.experiments._sweep import prepare_sweep, resume_sweep
+from seqlab.experiments._tune import continue_study
+from seqlab.experiments._tune_report import report_study
 
 CLUSTERS = _cluster.CLUSTERS
 initialize_distributed = _distributed.initialize  # SEQLAB_DISTRIBUTED=1: jax.distributed
@@ -63,9 +66,7 @@ def worker_argv(
 
 def resume_any(directory: str | os.PathLike):
     """Continue a study (tune.json), a sweep (sweep.json) or a run from where it stopped."""
-    if (pathlib.Path(directory) / "tune.json").exists():
-        from seqlab.experiments._tune import continue_study
-
+    if (pathlib.Path(directory) / TUNE).exists():
         return continue_study(directory)
     if (pathlib.Path(directory) / SWEEP).exists():
         return resume_sweep(directory)
@@ -200,8 +201,6 @@ def submit_study_workers(
     ``job(argv + ["--worker", I, "--num-workers", N])``, a ``seqlab tune DIR`` that
     continues the study). On SLURM without ``wait`` it returns once submitted; otherwise
     it waits, writes the study's report, and raises ValueError naming the failed workers."""
-    from seqlab.experiments._tune_report import report_study
-
     _cluster.check_submission(cluster=cluster, options=options, count=num_workers)
     out_path = pathlib.Path(out).absolute()
     jobs = _cluster.submit(
