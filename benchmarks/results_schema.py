@@ -517,6 +517,19 @@ def load_rows(path: pathlib.Path) -> list[Result]:
     return [Result(name, data["preset"], provenance, rows, _relative(path))]
 
 
+def load_tune_cells(path: pathlib.Path) -> list[Result]:
+    """``tune_cells_<preset>_<backend>_<date>/results.json`` (``benchmarks/tune_cells.py``):
+    the study's wall time, trials by state, what pruning saved, and the best value per
+    cell, in load_rows' row format (the study's report.md and plots beside it)."""
+    data = json.loads((path / "results.json").read_text())
+    rows = tuple(
+        Row(r["case"], r["metric"], r["value"], r.get("unit", ""), r.get("n"), None)
+        for r in data["rows"]
+    )
+    provenance = _scalars(data) | _recorded(data)
+    return [Result("tune_cells", data["preset"], provenance, rows, _relative(path))]
+
+
 # the results written in load_rows' format
 ROWS = (
     r"(tree_depth_decay|tree_throughput|listops_compare|conv_frontend|conv_experiments)_(ci|cpu|full|gpu)_[\d-]+"
@@ -537,6 +550,7 @@ LOADERS: dict[str, Callable[[pathlib.Path], list[Result]]] = {
     r"vmap_seeds_\w+_[\d-]+": load_vmap_seeds,
     r"test_suite_times_[\d-]+": load_test_suite_times,
     r"demo_\w+_\w+_[\d-]+": load_demo,
+    r"tune_cells_\w+_\w+_[\d-]+": load_tune_cells,
     ROWS + r"\.json": load_rows,
 }
 

@@ -10,6 +10,10 @@
         {kind: float, low: 10, high: 1000, log: true, when: {model.cell: diag_gru}}
 
 A file without ``fixed:`` may list the keys at its top level instead of under ``space:``.
+``balance: KEY`` (beside ``space:``; KEY an unconditional categorical key) gives every
+choice of KEY an equal share of the study's trials, in turn (trial n takes choice
+n mod k; the sampler samples the rest): a comparison of cells under one budget where each
+cell gets its trials, instead of the sampler spending them on the most promising one.
 Kinds: ``float`` (``low``, ``high``, optional ``log: true``), ``int`` (``low``, ``high``,
 optional ``step`` or ``log``) and ``categorical`` (``choices``). ``when`` makes a key
 conditional: it is sampled only in trials where every named categorical key of the space
@@ -135,12 +139,23 @@ class Space:
 
     params: tuple[Param, ...]
     fixed: tuple[str, ...] = ()
+    balance: str | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "fixed": list(self.fixed),
             "space": {p.key: p.to_dict() for p in self.params},
         }
+        if self.balance:
+            out["balance"] = self.balance
+        return out
+
+    def balanced_choice(self, index: int) -> dict:
+        """The fixed part of the study's ``index``-th original trial (``{}`` unbalanced)."""
+        if not self.balance:
+            return {}
+        choices = next(p.choices for p in self.params if p.key == self.balance)
+        return {self.balance: choices[index % len(choices)]}
 
     @property
     def keys(self) -> list[str]:
@@ -326,7 +341,8 @@ def parse_space(raw) -> Space:
     """A Space from the YAML's contents (a mapping); ValueErrors name what is wrong."""
     if not isinstance(raw, dict) or not raw:
         raise ValueError("space: the file must hold a mapping of dotted config keys")
-    if set(raw) <= {"space", "fixed"}:
+    balance = raw.get("balance") if "space" in raw else None
+    if set(raw) <= {"space", "fixed", "balance"} and "space" in raw:
         entries, fixed = raw.get("space"), raw.get("fixed") or {}
         if not isinstance(entries, dict) or not entries:
             raise ValueError("space: `space:` must map dotted config keys to their ranges")
@@ -334,18 +350,26 @@ def parse_space(raw) -> Space:
             raise ValueError("space: `fixed:` must map dotted config keys to values")
     else:
         entries, fixed = raw, {}
-        if "space" in raw or "fixed" in raw:
-            extra = sorted(set(raw) - {"space", "fixed"})
+        if {"space", "fixed", "balance"} & set(raw):
+            extra = sorted(set(raw) - {"space", "fixed", "balance"})
             raise ValueError(
-                f"space: besides space: and fixed:, the file has {', '.join(extra)} at its top "
-                "level; put the keys under space:"
+                "space: besides space:, fixed: and balance:, the file has "
+                f"{', '.join(extra) or 'no space:'} at its top level; put the keys under space:"
             )
     params: dict[str, Param] = {}
     for key, entry in entries.items():
         if not isinstance(key, str) or not key:
             raise ValueError(f"space: keys must be dotted config keys, got {key!r}")
         params[key] = _param(key, entry, params)
-    return Space(tuple(params.values()), tuple(override(k, v) for k, v in fixed.items()))
+    if balance is not None:
+        param = params.get(balance) if isinstance(balance, str) else None
+        if param is None or param.kind != "categorical" or param.when:
+            raise ValueError(
+                f"space: balance must name an unconditional categorical key of the space, got "
+                f"{balance!r}"
+            )
+    fixed_overrides = tuple(override(k, v) for k, v in fixed.items())
+    return Space(tuple(params.values()), fixed_overrides, balance)
 
 
 def load_space(path) -> Space:

@@ -143,9 +143,12 @@ def _sampler(settings: Settings, space: Space):
     seed = settings.sampler_seed
     with quiet_experimental():
         if settings.sampler == "tpe":
-            # constant_liar: with several workers, running trials count as bad guesses so
-            # the workers do not all sample the same region
-            return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+            # multivariate + group: the keys' joint density, per group of keys that occur
+            # together (conditional keys); constant_liar: with several workers, running
+            # trials count as bad guesses so the workers do not all sample one region
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, constant_liar=True
+            )
         if settings.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if settings.sampler == "grid":
@@ -248,8 +251,9 @@ def read_plan(out_dir) -> tuple[dict, Settings]:
 
 
 def space_of(record: dict) -> Space:
-    space = parse_space({"space": record["space"]["space"], "fixed": {}})
-    return dataclasses.replace(space, fixed=tuple(record["space"]["fixed"]))
+    saved = record["space"]
+    space = parse_space({"space": saved["space"], "balance": saved.get("balance")})
+    return dataclasses.replace(space, fixed=tuple(saved["fixed"]))
 
 
 def open_study(out_dir, record: dict, settings: Settings, space: Space, config, *, create: bool):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import math
 import os
 import pathlib
@@ -247,6 +248,9 @@ def _work(study, record, settings, space, config, out_dir, retry_running, progre
         existing = study.get_trials(deepcopy=False)
         waiting = [t for t in existing if t.state == states.WAITING]
         originals = [t for t in existing if _is_original(t)]
+        if space.balance and not waiting and len(originals) < settings.trials:
+            _enqueue_balanced(study, space, out_dir)
+            continue
         if len(originals) >= settings.trials and not waiting:
             break
         if settings.sampler == "grid" and not waiting and study.sampler.is_exhausted(study):
@@ -369,6 +373,21 @@ def _run_trial(study, trial, frozen, record, settings, space, config, out_dir, p
     else:
         echo(f"{label}: {metric} {value:.4g} ({status} at step {summary['step']})")
         study.tell(trial, value)
+
+
+def _enqueue_balanced(study, space: Space, out_dir: pathlib.Path) -> None:
+    """Queue the study's next original trial with its share of ``space.balance`` (the
+    choice after the last original's), one worker at a time (a lock file in ``out_dir``)."""
+    with open(out_dir / ".balance.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            trials = study.get_trials(deepcopy=False)
+            if any(t.state == load_optuna().trial.TrialState.WAITING for t in trials):
+                return  # another worker queued it
+            index = sum(1 for t in trials if _is_original(t))
+            study.enqueue_trial(space.balanced_choice(index))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _shown(values: dict) -> str:

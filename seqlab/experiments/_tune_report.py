@@ -115,7 +115,8 @@ def _plots(out_dir: pathlib.Path, study, complete: int) -> list[tuple[str, pathl
         ]
     for title, name, plot in wanted:
         try:
-            with quiet_experimental():
+            with warnings.catch_warnings():  # experimental, and the importances' notes
+                warnings.simplefilter("ignore")  # (the report quotes those)
                 axes = plot(study)
         except (ValueError, RuntimeError):
             continue  # e.g. importances of a space with one key
@@ -193,17 +194,48 @@ def report_study(out_dir) -> pathlib.Path:
     if cell_param is not None:
         per_cell = summary.get("best_per_cell", {})
         sign = 1.0 if direction == "minimize" else -1.0
+        counts: dict = {}
+        for row in rows:
+            tally = counts.setdefault(row.get("model.cell"), {})
+            tally[row["state"]] = tally.get(row["state"], 0) + 1
+
+        def tried(cell) -> str:
+            return ", ".join(f"{n} {state}" for state, n in sorted(counts.get(cell, {}).items()))
+
         cells = [
             {
                 "model.cell": cell,
-                "trial": b["number"],
+                "best trial": b["number"],
                 metric: b["value"],
+                "trials": tried(cell),
                 "settings": searched(b["overrides"], drop=("model.cell",)),
             }
             for cell, b in sorted(per_cell.items(), key=lambda kv: sign * kv[1]["value"])
         ]
+
+        def unfinished(cell) -> str:
+            reached = [
+                (sign * value, t.number, step)
+                for t in study.get_trials(deepcopy=False)
+                if t.params.get("model.cell") == cell
+                for step, value in t.intermediate_values.items()
+            ]
+            if not reached:
+                return "no completed trial"
+            value, number, step = min(reached)
+            return (
+                f"no completed trial; best before pruning {sign * value:.4g} "
+                f"(trial {number}, step {step})"
+            )
+
         cells += [
-            {"model.cell": c, "trial": "", metric: None, "settings": "no completed trial"}
+            {
+                "model.cell": c,
+                "best trial": "",
+                metric: None,
+                "trials": tried(c) or "none",
+                "settings": unfinished(c),
+            }
             for c in cell_param.choices
             if c not in per_cell
         ]
