@@ -21,7 +21,6 @@ from seqlab.experiments._study import (
     TUNE,
     load_optuna,
     open_storage,
-    quiet_experimental,
     read_plan,
     space_of,
     study_summary,
