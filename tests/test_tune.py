@@ -6,6 +6,8 @@ the study's report."""
 import json
 import math
 import os
+import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import jax
 import numpy as np
 import optuna
 import pytest
+import yaml
 
 from seqlab import experiments
 from seqlab.cli import main
@@ -39,8 +42,6 @@ def space(**keys):
 
 
 def write_space(path, **keys):
-    import yaml
-
     path.write_text(yaml.safe_dump({"fixed": dict(TINY), "space": keys or {"train.lr": LR}}))
     return path
 
@@ -118,6 +119,46 @@ def test_conditional_keys_are_sampled_only_when_their_condition_holds(adding):
         experiments.apply_overrides(adding, conditional.overrides(values))  # a valid config
         study.tell(trial, 0.0)
     assert seen == {"gru", "diag_gru"}
+
+
+@pytest.mark.parametrize(
+    "balance, message",
+    [("train.lr", "unconditional categorical"), ("model.nope", "unconditional categorical")],
+)
+def test_balance_must_name_a_categorical_key(balance, message):
+    with pytest.raises(ValueError, match=message):
+        parse_space({"balance": balance, "space": {"train.lr": LR}})
+
+
+def test_a_balanced_study_gives_each_choice_its_turn(tmp_path, adding, standard_promotion):
+    cells = {"kind": "categorical", "choices": ["rnn", "gru"]}
+    balanced = parse_space(
+        {
+            "balance": "model.cell",
+            "fixed": dict(TINY),
+            "space": {"model.cell": cells, "train.lr": LR},
+        }
+    )
+    out = tmp_path / "balanced"
+    _tune.tune(adding, balanced, out, trials=3, pruner="none", progress=False)
+    study = study_of(out)
+    assert [t.params["model.cell"] for t in study.trials] == ["rnn", "gru", "rnn"]
+    assert len({t.params["train.lr"] for t in study.trials}) == 3  # the sampler chose the rest
+    # continued with a bigger budget (the command line), the turns go on; resume is a no-op
+    assert main(["tune", str(out), "--trials", "4"]) == 0
+    assert [t.params["model.cell"] for t in study_of(out).trials] == ["rnn", "gru", "rnn", "gru"]
+    assert main(["resume", str(out)]) == 0
+    assert len(study_of(out).trials) == 4
+    text = (out / "report.md").read_text()
+    assert "| rnn |" in text and "2 complete" in text
+
+
+def test_the_readme_space_is_accepted(adding):
+    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    (block,) = re.findall(r"```yaml\n(.*?)```", readme.read_text(), flags=re.DOTALL)
+    readme_space = parse_space(yaml.safe_load(block))
+    assert readme_space.balance == "model.cell"
+    readme_space.check(adding)
 
 
 def test_the_shipped_space_is_accepted(adding):
@@ -235,6 +276,16 @@ def test_a_seeded_study_repeats_its_trials(tmp_path, adding, standard_promotion)
     assert [t.params for t in study_of(tmp_path / "c").trials] != [p for p, _ in runs[0]]
 
 
+def test_the_cmaes_sampler_searches_a_float_range(tmp_path, adding, standard_promotion):
+    pytest.importorskip("cmaes")
+    keys = {"train.lr": LR, "train.clip_norm": {"kind": "float", "low": 0.5, "high": 5.0}}
+    _tune.tune(adding, space(**keys), tmp_path / "cma", trials=2, sampler="cmaes", progress=False)
+    trials = study_of(tmp_path / "cma").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert all(1e-3 <= t.params["train.lr"] <= 0.1 for t in trials)
+    assert trials[0].params != trials[1].params
+
+
 def test_seeds_per_trial_and_the_confirmation_on_fresh_seeds(tmp_path, adding, standard_promotion):
     out = tmp_path / "seeded"
     _tune.tune(adding, space(), out, trials=2, seeds=2, sampler="random", progress=False)
@@ -310,7 +361,20 @@ def done(process, timeout=300):
 def test_two_workers_share_one_sqlite_study(tmp_path):
     path = write_space(tmp_path / "space.yaml")
     out = tmp_path / "study"
-    argv = ["tune", "adding", "--space", path, "--trials", "6", "--out", out, "--sampler", "random"]
+    argv = [
+        "tune",
+        "adding",
+        "--space",
+        path,
+        "--trials",
+        "6",
+        "--out",
+        out,
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+    ]
     first = start(*argv, "--worker", 0, "--num-workers", 2)
     second = start(*argv, "--worker", 1, "--num-workers", 2)
     try:
@@ -336,8 +400,6 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
 def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path):
     keys = {"train.lr": {"kind": "categorical", "choices": [0.03]}}
     path = tmp_path / "space.yaml"
-    import yaml
-
     fixed = {**TINY, "train.steps": 400, "train.log_every": 20, "checkpoint.every": 20}
     path.write_text(yaml.safe_dump({"fixed": fixed, "space": keys}))
     out = tmp_path / "study"
@@ -377,3 +439,29 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path):
     assert retry.value == pytest.approx(json.loads(lines[-1])["eval/loss"])
     text = (out / "report.md").read_text()
     assert "retried as 1" in text and "retry of 0" in text
+
+
+def test_submitted_workers_share_the_study(tmp_path):
+    """--submit local: submitit's local executor runs the workers (as on SLURM)."""
+    pytest.importorskip("submitit")
+    path = write_space(tmp_path / "space.yaml")
+    out = tmp_path / "study"
+    argv = [
+        "tune",
+        "adding",
+        "--space",
+        path,
+        "--trials",
+        "3",
+        "--out",
+        out,
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+    ]
+    log = done(start(*argv, "--submit", "local", "--num-workers", "2"))
+    assert "submitted 2 worker(s)" in log
+    trials = study_of(out).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert (out / "report.md").exists() and len(list((out / "submitit").rglob("*_log.out"))) >= 2

@@ -138,7 +138,7 @@ def _creation_lock(url: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _sampler(settings: Settings, space: Space):
+def make_sampler(settings: Settings, space: Space):
     optuna = load_optuna()
     seed = settings.sampler_seed
     with quiet_experimental():
@@ -156,11 +156,13 @@ def _sampler(settings: Settings, space: Space):
         try:
             import cmaes  # noqa: F401
         except ImportError:
-            raise ValueError("--sampler cmaes needs the cmaes package: pip install cmaes") from None
+            raise ValueError(
+                "--sampler cmaes needs the cmaes package: pip install 'seqlab[tune]'"
+            ) from None
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
 
 
-def _pruner(settings: Settings, config):
+def make_pruner(settings: Settings, config):
     optuna = load_optuna()
     first = config.train.log_every  # the first evaluation
     warmup = settings.prune_warmup
@@ -269,16 +271,16 @@ def open_study(out_dir, record: dict, settings: Settings, space: Space, config, 
                 storage=storage,
                 study_name=settings.study,
                 direction=direction,
-                sampler=_sampler(settings, space),
-                pruner=_pruner(settings, config),
+                sampler=make_sampler(settings, space),
+                pruner=make_pruner(settings, config),
                 load_if_exists=True,
             )
         else:
             study = optuna.load_study(
                 study_name=settings.study,
                 storage=storage,
-                sampler=_sampler(settings, space),
-                pruner=_pruner(settings, config),
+                sampler=make_sampler(settings, space),
+                pruner=make_pruner(settings, config),
             )
     except KeyError:
         raise ValueError(f"no study {settings.study!r} in {settings.storage}") from None

@@ -66,6 +66,7 @@ from seqlab.experiments._study import (
     default_storage,
     infer_direction,
     load_optuna,
+    make_sampler,
     open_storage,
     open_study,
     quiet_experimental,
@@ -182,8 +183,7 @@ def prepare_study(
         grace_period=grace_period,
     )
     settings.check()
-    if settings.sampler == "grid":
-        space.grid()  # refuses float ranges and conditional keys
+    make_sampler(settings, space)  # a grid of float ranges, CMA-ES without cmaes: refused now
     check_study(config, space, metric, seeds)
     record = study_record(config, space, metric, direction, seeds)
     if (out_dir / TUNE).exists() or storage is None:
@@ -358,6 +358,13 @@ def _run_trial(study, trial, frozen, record, settings, space, config, out_dir, p
         trial.set_user_attr("error", message[:500])
         study.tell(trial, state=states.FAIL)
         return
+    except Exception as error:
+        # as study.optimize does: the trial fails (not retried) and the worker stops, so a
+        # bug does not spend the budget on trials that all fail the same way
+        with contextlib.suppress(Exception):
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
+            study.tell(trial, state=states.FAIL)
+        raise
     status = summary["status"]
     value = summary["final"].get(metric)
     trial.set_user_attr("status", status)
