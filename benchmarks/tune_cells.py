@@ -87,11 +87,7 @@ def main(argv=None) -> int:
             progress=False,
         )
         wall = time.perf_counter() - start
-        optuna = _tune.load_optuna()
-        _, settings = _tune.read_plan(study_dir)
-        study = optuna.load_study(
-            study_name=settings.study, storage=_tune.open_storage(settings.storage, settings)
-        )
+        study, _, _ = _tune.load_existing(study_dir)
         savings = pruning_savings(study_dir, study)
         if out.exists():
             shutil.rmtree(out)

@@ -129,13 +129,32 @@ def _tune(args) -> int:
     if args.confirm is not None:
         if not is_study:
             raise ValueError(f"--confirm needs a study directory (with tune.json), got {target}")
-        _refuse(args, "--confirm", ("space", "overrides", "submit", *_TUNE_CHANGES, "metric"))
+        _refuse(
+            args,
+            "--confirm",
+            (
+                "space",
+                "overrides",
+                "submit",
+                *_TUNE_CHANGES,
+                "metric",
+                "direction",
+                "study",
+                "storage",
+                "retry_running",
+            ),
+        )
         args.out = target
-        experiments.confirm(target, trial=args.confirm, seeds=args.seeds or 10, echo=echo)
+        seeds = 10 if args.seeds is None else args.seeds
+        experiments.confirm(target, trial=args.confirm, seeds=seeds, echo=echo)
         return 0
     changes = {k: getattr(args, k) for k in _TUNE_CHANGES}
     if is_study:
-        _refuse(args, "continuing a study", ("space", "overrides", "metric", "direction", "seeds"))
+        _refuse(
+            args,
+            "continuing a study",
+            ("space", "overrides", "metric", "direction", "seeds", "study", "storage"),
+        )
         if args.out and os.path.abspath(args.out) != os.path.abspath(target):
             raise ValueError(f"--out {args.out}: a study directory continues in place ({target})")
         args.out = target
@@ -156,7 +175,7 @@ def _tune(args) -> int:
         storage=args.storage,
         metric=args.metric or "eval/loss",
         direction=args.direction,
-        seeds=args.seeds or 1,
+        seeds=1 if args.seeds is None else args.seeds,
     )
     if args.submit:
         experiments.prepare_study(config, args.space, args.out, **options)

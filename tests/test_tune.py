@@ -47,9 +47,7 @@ def write_space(path, **keys):
 
 
 def study_of(out_dir):
-    _, settings = _tune.read_plan(out_dir)
-    storage = _tune.open_storage(settings.storage, settings)
-    return optuna.load_study(study_name=settings.study, storage=storage)
+    return _tune.load_existing(out_dir)[0]
 
 
 @pytest.fixture
@@ -72,6 +70,9 @@ def adding():
         ({"model.hidden_size": {"kind": "int", "low": 8, "high": 20, "step": 8}}, "multiple"),
         ({"model.hidden_size": {"kind": "int", "low": 8.5, "high": 20}}, "must be an integer"),
         ({"train.lr": {"kind": "categorical", "choices": [0.1, 0.1]}}, "repeats a value"),
+        ({"model.hidden_size": {"kind": "categorical", "choices": [8, "8"]}}, "repeats a value"),
+        ({"seed": {"kind": "int", "low": 0, "high": 3}}, "seed is not a hyperparameter"),
+        ({"model.hidden_size": {"kind": "int", "low": 8, "high": 10**400}}, "too large"),
         # a cell option for a cell that does not take it: the condition is missing
         ({"model.cell_options.max_timescale": LR}, "max_timescale"),
         # a condition on a key that is not a categorical of the space
@@ -171,7 +172,7 @@ def test_the_shipped_space_is_accepted(adding):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--space", "{space}", "--trials", "0"], "--trials must be >= 1"),
+        (["--space", "{space}", "--trials", "0"], "--trials must be an integer >= 1"),
         (["--space", "{space}", "--trials", "2", "--metric", "eval/nope"], "eval/nope"),
         (["--space", "{bad}", "--trials", "2"], "low 0.5 > high 0.1"),
         (["--trials", "2"], "needs --space"),
@@ -420,8 +421,9 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path):
     killed_steps = [r["step"] for r in _rundir.read_metrics(out / "trials" / "0" / "metrics.jsonl")]
     assert 0 < max(killed_steps) < 400
     assert study_of(out).trials[0].state == optuna.trial.TrialState.RUNNING
-    time.sleep(5)  # past the grace period: the trial's heartbeat is stale
+    # started at once: the worker waits until the trial's heartbeat is stale, then retries it
     log = done(start("tune", out, *beat))
+    assert "waiting for 1 running trial(s)" in log
     study = study_of(out)
     assert [t.state for t in study.trials] == [
         optuna.trial.TrialState.FAIL,
@@ -465,3 +467,65 @@ def test_submitted_workers_share_the_study(tmp_path):
     trials = study_of(out).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
     assert (out / "report.md").exists() and len(list((out / "submitit").rglob("*_log.out"))) >= 2
+
+
+def test_journal_storage_a_copied_study_and_continued_sampling(
+    tmp_path, adding, standard_promotion
+):
+    journal = tmp_path / "journal.log"
+    out = tmp_path / "j"
+    _tune.tune(
+        adding, space(), out, trials=2, storage=str(journal), sampler="random", progress=False
+    )
+    assert [t.state for t in study_of(out).trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    # the default SQLite storage sits in the study directory: a copy is a study of its own
+    first = tmp_path / "first"
+    _tune.tune(adding, space(), first, trials=2, sampler="random", pruner="none", progress=False)
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(first, copy)
+    _tune.continue_study(copy, trials=4, progress=False)
+    assert len(study_of(first).trials) == 2 and len(study_of(copy).trials) == 4
+    lrs = [t.params["train.lr"] for t in study_of(copy).trials]
+    assert len(set(lrs)) == 4  # the continuation does not replay the first trials' draws
+    assert sorted(p.name for p in (copy / "trials").iterdir()) == ["0", "1", "2", "3"]
+
+
+def test_a_failed_command_leaves_the_study_as_it_was(tmp_path, adding, capsys, standard_promotion):
+    path = write_space(tmp_path / "space.yaml")
+    out = tmp_path / "study"
+    _tune.tune(adding, path, out, trials=1, sampler="random", progress=False)
+    before = (out / "tune.json").read_bytes()
+    start_command = ["tune", "adding", "--space", str(path), "--trials", "2", "--out", str(out)]
+    for extra, message in [
+        (["--storage", "sqlite:////no/such/dir/x.db"], "storage"),
+        (["--study", "other"], "study"),
+        (["--grace-period", "inf"], "--grace-period"),
+        (["--storage", "sqlite://"], "in-memory"),
+    ]:
+        assert main([*start_command, *extra]) == 2, extra
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and message in error, error
+        assert (out / "tune.json").read_bytes() == before
+    for argv, message in [
+        (["tune", str(out), "--storage", "x.log"], "takes no --storage"),
+        (["tune", str(out), "--seeds", "2"], "takes no --seeds"),
+        (["tune", str(out), "--confirm", "best", "--seeds", "0"], "--seeds >= 2"),
+        (["tune", "adding", "--space", str(path), "--trials", "1", "--seeds", "0"], "--seeds"),
+    ]:
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err
+    assert main(["tune", str(out)]) == 0  # the same study continues (nothing to run)
+    assert len(study_of(out).trials) == 1
+
+
+def test_the_grid_sampler_stops_when_the_grid_is_covered(
+    tmp_path, adding, standard_promotion, capsys
+):
+    grid = space(**{"train.clip_norm": {"kind": "categorical", "choices": [0.5, 2.0]}})
+    out = tmp_path / "grid"
+    _tune.tune(adding, grid, out, trials=5, sampler="grid", pruner="none", progress=False)
+    trials = study_of(out).trials
+    assert sorted(t.params["train.clip_norm"] for t in trials) == [0.5, 2.0]
+    assert "the grid is exhausted" in capsys.readouterr().out

@@ -226,13 +226,14 @@ class Space:
                     f"space: {key} is not a key of this experiment's config (task "
                     f"{config.task}); valid keys: {', '.join(sorted(keys))}"
                 )
+        if "seed" in self.keys:
+            raise ValueError(
+                "space: seed is not a hyperparameter (choosing the best seed is selection on "
+                "noise): train several with --seeds K instead"
+            )
         overlap = sorted(set(fixed_keys) & set(self.keys))
         if overlap:
             raise ValueError(f"space: {', '.join(overlap)} is both fixed and searched")
-        try:
-            apply_overrides(config, list(self.fixed))
-        except ValueError as error:
-            raise ValueError(f"space: fixed: {error}") from None
         for assignment, _ in self.corners():
             try:
                 apply_overrides(config, self.overrides(assignment))
@@ -249,6 +250,8 @@ def _number(key: str, field: str, value, kind: str):
             pass
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"space: {key}.{field} must be a number, got {value!r}")
+    if isinstance(value, int) and abs(value) > 2**53:
+        raise ValueError(f"space: {key}.{field} is too large for a config value, got {value}")
     if not math.isfinite(value):
         raise ValueError(f"space: {key}.{field} must be finite, got {value!r}")
     if kind == "int":
@@ -283,8 +286,8 @@ def _param(key: str, entry, params: dict) -> Param:
                     f"space: {key}.choices may hold strings, numbers, booleans and null, got "
                     f"{choice!r}"
                 )
-        if len({json.dumps(c) for c in choices}) != len(choices):
-            raise ValueError(f"space: {key}.choices repeats a value: {choices}")
+        if len({override(key, c) for c in choices}) != len(choices):
+            raise ValueError(f"space: {key}.choices repeats a value (as an override): {choices}")
         return Param(key, kind, choices=tuple(choices), when=when)
     for field in ("low", "high"):
         if field not in entry:
@@ -343,7 +346,8 @@ def parse_space(raw) -> Space:
         raise ValueError("space: the file must hold a mapping of dotted config keys")
     balance = raw.get("balance") if "space" in raw else None
     if set(raw) <= {"space", "fixed", "balance"} and "space" in raw:
-        entries, fixed = raw.get("space"), raw.get("fixed") or {}
+        entries, fixed = raw.get("space"), raw.get("fixed")
+        fixed = {} if fixed is None else fixed
         if not isinstance(entries, dict) or not entries:
             raise ValueError("space: `space:` must map dotted config keys to their ranges")
         if not isinstance(fixed, dict):

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import pathlib
 import warnings
+
+import numpy as np
+from omegaconf import OmegaConf
 
 from seqlab.experiments import _rundir
 from seqlab.experiments._config import apply_overrides, to_dict
@@ -48,11 +52,13 @@ def quiet_experimental():
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """How a study is run (may change between invocations, unlike STUDY_KEYS)."""
+    """How a study is run (may change between invocations, unlike STUDY_KEYS; the study's
+    name and storage never do). ``storage`` None: ``DIR/study.db``, found again wherever
+    the study directory is moved or copied."""
 
     trials: int
     study: str
-    storage: str
+    storage: str | None = None
     sampler: str = "tpe"
     pruner: str = "median"
     sampler_seed: int = 0
@@ -61,31 +67,69 @@ class Settings:
     grace_period: float = GRACE_PERIOD
 
     def check(self) -> None:
-        if self.trials < 1:
-            raise ValueError(f"--trials must be >= 1, got {self.trials}")
+        def number(value) -> bool:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+
+        if not isinstance(self.trials, int) or self.trials < 1:
+            raise ValueError(f"--trials must be an integer >= 1, got {self.trials!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(
                 f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"
             )
         if self.pruner not in PRUNERS:
             raise ValueError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
-        if self.prune_warmup < 0:
-            raise ValueError(f"--prune-warmup must be >= 0 steps, got {self.prune_warmup}")
-        if not self.heartbeat_interval >= 1:
+        if not isinstance(self.prune_warmup, int) or self.prune_warmup < 0:
+            raise ValueError(f"--prune-warmup must be >= 0 steps, got {self.prune_warmup!r}")
+        if not isinstance(self.sampler_seed, int) or not 0 <= self.sampler_seed < 2**32:
+            raise ValueError(f"--sampler-seed must be in 0 .. 2**32-1, got {self.sampler_seed!r}")
+        if not number(self.heartbeat_interval) or not 1 <= self.heartbeat_interval <= 3600:
             raise ValueError(
-                f"--heartbeat-interval must be >= 1 second, got {self.heartbeat_interval}"
+                f"--heartbeat-interval must be 1 .. 3600 seconds, got {self.heartbeat_interval!r}"
             )
-        if not self.grace_period > self.heartbeat_interval:
+        if not number(self.grace_period) or not (
+            self.heartbeat_interval < self.grace_period <= 7 * 86400
+        ):
             raise ValueError(
-                f"--grace-period ({self.grace_period}) must exceed --heartbeat-interval "
-                f"({self.heartbeat_interval})"
+                f"--grace-period must exceed --heartbeat-interval ({self.heartbeat_interval}) "
+                f"and be at most a week, got {self.grace_period!r}"
             )
-        if not self.study:
+        if not isinstance(self.study, str) or not self.study:
             raise ValueError("--study must be a non-empty name")
 
 
-def default_storage(out_dir) -> str:
-    return f"sqlite:///{(pathlib.Path(out_dir) / 'study.db').absolute()}"
+def normalize_storage(url: str | None) -> str | None:
+    """``--storage`` as saved in tune.json: paths made absolute (a study is continued and
+    reported from any folder); in-memory databases refused (every worker and thread would
+    see its own)."""
+    if url is None:
+        return None
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(f"--storage must be a database URL or a file path, got {url!r}")
+    if "://" not in url:
+        return str(pathlib.Path(url).absolute())
+    if url.startswith("sqlite"):
+        _, _, path = url.partition(":///")
+        if not path or path.startswith(":memory:") or "mode=memory" in url:
+            raise ValueError(
+                f"--storage {url}: an in-memory database keeps nothing and no other worker "
+                "sees it; give a file (sqlite:///path/to/study.db)"
+            )
+        if not path.startswith("/"):
+            return f"{url.partition(':///')[0]}:///{pathlib.Path(path).absolute()}"
+    return url
+
+
+def storage_url(out_dir, settings: Settings) -> str:
+    """The storage of the study in ``out_dir``: its ``--storage``, or ``DIR/study.db``."""
+    if settings.storage is not None:
+        return settings.storage
+    path = (pathlib.Path(out_dir) / "study.db").absolute()
+    if any(c in str(path) for c in "?#%"):
+        raise ValueError(
+            f"{out_dir}: a study directory whose path holds ?, # or % cannot hold its SQLite "
+            "database (they mean something in a URL); choose another --out or give --storage"
+        )
+    return f"sqlite:///{path}"
 
 
 def open_storage(url: str, settings: Settings | None = None):
@@ -93,7 +137,7 @@ def open_storage(url: str, settings: Settings | None = None):
     ``postgresql://...``) with the heartbeat and retry of dead workers' trials, or any other
     string as the path of a journal file. A ValueError says why it cannot be opened."""
     optuna = load_optuna()
-    settings = settings or Settings(trials=1, study="-", storage=url)
+    settings = settings or Settings(trials=1, study="-")
     try:
         if "://" not in url:
             from optuna.storages.journal import JournalFileBackend
@@ -138,9 +182,8 @@ def _creation_lock(url: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def make_sampler(settings: Settings, space: Space):
+def _one_sampler(settings: Settings, space: Space, seed: int):
     optuna = load_optuna()
-    seed = settings.sampler_seed
     with quiet_experimental():
         if settings.sampler == "tpe":
             # multivariate + group: the keys' joint density, per group of keys that occur
@@ -162,19 +205,87 @@ def make_sampler(settings: Settings, space: Space):
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
 
 
-def make_pruner(settings: Settings, config):
+def make_sampler(settings: Settings, space: Space):
+    """The study's sampler: ``--sampler``, made again for every trial with a seed drawn
+    from (``--sampler-seed``, the trial's number). One worker repeats a seeded study
+    exactly; two workers, or a study continued later, never replay the same random
+    numbers (one seed per process would give every worker the same first trials)."""
+    make = _per_trial_seed()
+    return make(lambda seed: _one_sampler(settings, space, seed), settings.sampler_seed)
+
+
+@functools.cache
+def _per_trial_seed():
+    """``PerTrialSeed``, made on first use (optuna is imported only when a study runs)."""
+
+    class PerTrialSeed(load_optuna().samplers.BaseSampler):
+        """A sampler rebuilt at ``before_trial`` with a seed of (seed, trial number); every
+        other call goes to it (``inner``). The samplers used here keep their state in the
+        study, not in the object (TPE, random, CMA-ES in the trials' system attributes,
+        the grid in the study's), so rebuilding loses nothing."""
+
+        def __init__(self, make, seed: int):
+            self._make, self._seed = make, seed
+            self.inner = make(seed)
+
+        def before_trial(self, study, trial) -> None:
+            seed = int(np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0])
+            self.inner = self._make(seed)
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            if isinstance(self.inner, load_optuna().samplers.GridSampler):
+                return  # it only calls study.stop(), which works inside optimize() alone
+            self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.inner.reseed_rng()
+
+    return PerTrialSeed
+
+
+def _trial_bounds(config, space: Space, key: str, end: str):
+    """A train.* setting every trial shares, or the ``end`` of its range when searched."""
+    param = next((p for p in space.params if p.key == key), None)
+    if param is None:
+        return OmegaConf.select(apply_overrides(config, list(space.fixed)), key)
+    values = [int(v) for v in param.boundary()]
+    return max(values) if end == "high" else min(values)
+
+
+def make_pruner(settings: Settings, config, space: Space):
+    """``--pruner``, sized from what the trials run (``fixed:`` and searched values
+    included): the first evaluation at ``train.log_every``, the last at ``train.steps``."""
     optuna = load_optuna()
-    first = config.train.log_every  # the first evaluation
+    first = _trial_bounds(config, space, "train.log_every", "low")
     warmup = settings.prune_warmup
     if settings.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
     if settings.pruner == "sha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(first, warmup))
     if settings.pruner == "hyperband":
+        steps = _trial_bounds(config, space, "train.steps", "high")
         return optuna.pruners.HyperbandPruner(
-            min_resource=max(first, warmup), max_resource=config.train.steps
+            min_resource=max(first, warmup), max_resource=max(steps, first, warmup)
         )
     return optuna.pruners.NopPruner()
+
+
+def is_heartbeat_enabled(study) -> bool:
+    """Whether the study's storage records heartbeats (Optuna's databases do; its journal
+    file does not)."""
+    storage = study._storage
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)
+    return interval() is not None
 
 
 def infer_direction(metric: str) -> str:
@@ -200,24 +311,25 @@ def _difference(old: dict, new: dict) -> str:
 
 def check_study(config, space: Space, metric: str, seeds: int) -> list[str]:
     """Check the space against the config and build (and trace) the experiment at every
-    choice of every categorical key; returns the metric names of the task. A ValueError
-    names what is wrong; nothing is written."""
+    choice of every categorical key and both ends of every range; returns the metric
+    names of the task. A ValueError names what is wrong; nothing is written."""
     space.check(config)
     names: list[str] = []
     seen = set()
-    for assignment, build in space.corners():
+    for assignment, _ in space.corners():
         overrides = [*space.overrides(assignment), f"train.num_seeds={seeds}"]
         key = tuple(overrides)
-        if not build or key in seen:
+        if key in seen:
             continue
         seen.add(key)
         try:
             experiment = Experiment.from_config(apply_overrides(config, overrides))
             experiment.check()
             names = experiment.metric_names()
-        except ValueError as error:
+        except Exception as error:  # noqa: BLE001 - e.g. OverflowError of a huge size
             shown = " ".join(override(k, v) for k, v in assignment.items())
-            raise ValueError(f"space: {shown}: {error}") from None
+            reason = " ".join(str(error).split())[:300] or type(error).__name__
+            raise ValueError(f"space: {shown}: {reason}") from None
     if metric not in names:
         raise ValueError(
             f"--metric {metric!r} is not a metric of this task; it has {', '.join(names)}"
@@ -225,31 +337,54 @@ def check_study(config, space: Space, metric: str, seeds: int) -> list[str]:
     return names
 
 
-def write_plan(out_dir: pathlib.Path, record: dict, settings: Settings) -> None:
-    """Create ``tune.json`` (or check that the one there holds the same study) and store
-    the latest settings in it."""
+def check_plan(out_dir: pathlib.Path, record: dict, settings: Settings) -> None:
+    """Refuse an ``out_dir`` that holds another study (other config, space, metric,
+    direction or seeds; or another name or storage), or that is not a study; writes
+    nothing."""
     path = out_dir / TUNE
     if path.exists():
-        old = _rundir.read_json(path)
-        changed = _difference(old.get("study", {}), record)
+        old, old_settings = read_plan(out_dir)
+        changed = _difference(old, record)
         if changed:
             raise ValueError(
                 f"{out_dir} holds a study created with another {changed}; continue it "
                 f"with `seqlab tune {out_dir}`, or choose another --out"
             )
+        for name in ("study", "storage"):
+            if getattr(old_settings, name) != getattr(settings, name):
+                shown = getattr(old_settings, name) or "DIR/study.db"
+                raise ValueError(
+                    f"{out_dir} holds the study whose {name} is {shown}, not "
+                    f"{getattr(settings, name) or 'DIR/study.db'}; continue it with "
+                    f"`seqlab tune {out_dir}`, or choose another --out"
+                )
     elif out_dir.exists() and any(
         p.name != TRIALS and not p.name.startswith((".", "study.db")) for p in out_dir.iterdir()
     ):
         raise ValueError(f"{out_dir} exists and is not a study; choose another --out")
-    _rundir.write_json(path, {"study": record, "settings": dataclasses.asdict(settings)})
+
+
+def write_plan(out_dir: pathlib.Path, record: dict, settings: Settings) -> None:
+    """Write ``tune.json``: the study's record and the settings it last ran with."""
+    _rundir.write_json(out_dir / TUNE, {"study": record, "settings": dataclasses.asdict(settings)})
 
 
 def read_plan(out_dir) -> tuple[dict, Settings]:
+    """(record, settings) of the study in ``out_dir``; a ValueError when tune.json is
+    missing or damaged."""
     path = pathlib.Path(out_dir) / TUNE
     if not path.is_file():
         raise ValueError(f"{out_dir} is not a study directory: {TUNE} is missing")
     plan = _rundir.read_json(path)
-    return plan["study"], Settings(**plan["settings"])
+    try:
+        record, settings = plan["study"], Settings(**plan["settings"])
+        missing = [k for k in STUDY_KEYS if k not in record]
+        if missing:
+            raise KeyError(", ".join(missing))
+        settings.check()
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} is damaged ({type(error).__name__}: {error})") from None
+    return record, settings
 
 
 def space_of(record: dict) -> Space:
@@ -262,7 +397,8 @@ def open_study(out_dir, record: dict, settings: Settings, space: Space, config, 
     """The Optuna study of ``out_dir`` (created when ``create``), checked to be the study
     ``record`` describes."""
     optuna = load_optuna()
-    storage = open_storage(settings.storage, settings)
+    url = storage_url(out_dir, settings)
+    storage = open_storage(url, settings)
     direction = record["direction"]
     stamp = json.dumps(record, sort_keys=True)
     try:
@@ -272,7 +408,7 @@ def open_study(out_dir, record: dict, settings: Settings, space: Space, config, 
                 study_name=settings.study,
                 direction=direction,
                 sampler=make_sampler(settings, space),
-                pruner=make_pruner(settings, config),
+                pruner=make_pruner(settings, config, space),
                 load_if_exists=True,
             )
         else:
@@ -280,10 +416,10 @@ def open_study(out_dir, record: dict, settings: Settings, space: Space, config, 
                 study_name=settings.study,
                 storage=storage,
                 sampler=make_sampler(settings, space),
-                pruner=make_pruner(settings, config),
+                pruner=make_pruner(settings, config, space),
             )
     except KeyError:
-        raise ValueError(f"no study {settings.study!r} in {settings.storage}") from None
+        raise ValueError(f"no study {settings.study!r} in {url}") from None
     saved = study.user_attrs.get("seqlab")
     if saved is None:
         study.set_user_attr("seqlab", stamp)
@@ -291,25 +427,37 @@ def open_study(out_dir, record: dict, settings: Settings, space: Space, config, 
     if saved != stamp:
         changed = _difference(json.loads(saved), record)
         raise ValueError(
-            f"study {settings.study!r} in {settings.storage} was created with another "
+            f"study {settings.study!r} in {url} was created with another "
             f"{changed or 'setup'}: refused (choose another --study or --out)"
         )
     return study
+
+
+def load_existing(out_dir):
+    """(study, record, settings) of the study in ``out_dir``, to read (no sampler)."""
+    optuna = load_optuna()
+    record, settings = read_plan(out_dir)
+    url = storage_url(out_dir, settings)
+    try:
+        study = optuna.load_study(study_name=settings.study, storage=open_storage(url, settings))
+    except KeyError:
+        raise ValueError(f"no study {settings.study!r} in {url}") from None
+    return study, record, settings
 
 
 def study_summary(out_dir, study=None) -> dict:
     """Counts of trials by state, the best trial, and the best per ``model.cell``."""
     optuna = load_optuna()
     out_dir = pathlib.Path(out_dir)
-    record, settings = read_plan(out_dir)
+    record, _ = read_plan(out_dir)
     if study is None:
-        study = optuna.load_study(
-            study_name=settings.study, storage=open_storage(settings.storage, settings)
-        )
+        study, _, _ = load_existing(out_dir)
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history") or []}
     counts: dict[str, int] = {}
     for t in trials:
-        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+        state = "retried" if t.number in retried else t.state.name.lower()
+        counts[state] = counts.get(state, 0) + 1
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     sign = 1.0 if record["direction"] == "minimize" else -1.0
 

@@ -62,16 +62,19 @@ from seqlab.experiments._study import (
     TRIALS,
     TUNE,
     Settings,
+    check_plan,
     check_study,
-    default_storage,
     infer_direction,
+    is_heartbeat_enabled,
+    load_existing,
     load_optuna,
     make_sampler,
-    open_storage,
+    normalize_storage,
     open_study,
     quiet_experimental,
     read_plan,
     space_of,
+    storage_url,
     study_record,
     study_summary,
     write_plan,
@@ -131,9 +134,7 @@ def _fail_stale(study, settings: Settings, retry_running: bool) -> None:
         if not retry_running:
             return
         # journal storage (no heartbeat), or told to: every running trial is dead
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 if study._storage.set_trial_state_values(
@@ -161,20 +162,21 @@ def prepare_study(
     grace_period: float = GRACE_PERIOD,
 ):
     """Check everything, then create the study (or check that the one in ``out_dir`` and
-    in the storage is this one) and write ``tune.json``; nothing trains. Returns the
-    pieces ``tune`` works with: (study, record, settings, space, config)."""
+    in the storage is this one) and write ``tune.json``; nothing trains, and nothing is
+    written until every check has passed and the storage has opened. Returns the pieces
+    ``tune`` works with: (study, record, settings, space, config)."""
     config = structured(config)
     space = load_space(space) if not isinstance(space, Space) else space
     direction = direction or infer_direction(metric)
     if direction not in DIRECTIONS:
         raise ValueError(f"--direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"--seeds must be an integer >= 1, got {seeds!r}")
     out_dir = pathlib.Path(out_dir)
     settings = Settings(
         trials=trials,
         study=study or out_dir.absolute().name,
-        storage=storage or default_storage(out_dir),
+        storage=normalize_storage(storage),
         sampler=sampler,
         pruner=pruner,
         sampler_seed=sampler_seed,
@@ -183,13 +185,26 @@ def prepare_study(
         grace_period=grace_period,
     )
     settings.check()
+    if space.balance and settings.sampler == "grid":
+        raise ValueError(
+            "space: balance: takes turns through enqueued trials, which the grid sampler "
+            "cannot complete; the grid already gives every choice its share"
+        )
     make_sampler(settings, space)  # a grid of float ranges, CMA-ES without cmaes: refused now
     check_study(config, space, metric, seeds)
+    storage_url(out_dir, settings)  # a default storage path it cannot hold: refused now
     record = study_record(config, space, metric, direction, seeds)
-    if (out_dir / TUNE).exists() or storage is None:
-        # refuses another study before opening anything; the default storage lives here
-        write_plan(out_dir, record, settings)
-    the_study = open_study(out_dir, record, settings, space, config, create=True)
+    check_plan(out_dir, record, settings)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
+    try:
+        the_study = open_study(out_dir, record, settings, space, config, create=True)
+    except ValueError:
+        if created:  # leave nothing behind (but another worker's files)
+            (out_dir / "study.db.lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
     write_plan(out_dir, record, settings)
     return the_study, record, settings, space, config
 
@@ -216,9 +231,18 @@ def tune(
 
 def open_existing(out_dir, **changes):
     """(study, record, settings, space, config) of the study in ``out_dir``, with the
-    settings it last ran with and ``changes`` (those not None) applied."""
+    settings it last ran with and ``changes`` (those not None) applied; its name and
+    storage cannot change."""
     out_dir = pathlib.Path(out_dir)
     record, settings = read_plan(out_dir)
+    fixed = sorted(k for k in ("study", "storage") if changes.get(k) is not None)
+    if fixed:
+        raise ValueError(
+            f"a study's {' and '.join(fixed)} cannot change: {out_dir} continues with its own"
+        )
+    unknown = sorted(set(changes) - set(Settings.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"continuing a study takes no {', '.join(unknown)}")
     settings = dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
     settings.check()
     space = space_of(record)
@@ -237,29 +261,62 @@ def continue_study(
     return _work(*pieces, pathlib.Path(out_dir), retry_running, progress, echo)
 
 
+def _ask(study, settings: Settings, space: Space, out_dir: pathlib.Path):
+    """The next trial for this worker (a queued retry first), or None when the budget of
+    original trials is spent. With ``space.balance`` the next original trial is queued
+    with its turn's choice and asked for under a lock (one worker at a time), so that no
+    other worker takes it."""
+    states = load_optuna().trial.TrialState
+    lock = open(out_dir / ".ask.lock", "a") if space.balance else contextlib.nullcontext()
+    with lock:
+        if space.balance:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        existing = study.get_trials(deepcopy=False)
+        waiting = any(t.state == states.WAITING for t in existing)
+        originals = sum(1 for t in existing if _is_original(t))
+        if not waiting:
+            if originals >= settings.trials:
+                return None
+            if settings.sampler == "grid" and study.sampler.inner.is_exhausted(study):
+                return None
+            if space.balance:
+                study.enqueue_trial(space.balanced_choice(originals))
+        with warnings.catch_warnings():
+            # the heartbeat is this loop's (_Heartbeat), as study.optimize would run it
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            return study.ask()
+
+
 def _work(study, record, settings, space, config, out_dir, retry_running, progress, echo) -> dict:
     optuna = load_optuna()
     states = optuna.trial.TrialState
     started = time.perf_counter()
     ran = 0
+    waited = False
+    heartbeat = is_heartbeat_enabled(study)
     while True:
         _fail_stale(study, settings, retry_running)
         retry_running = False  # only the trials running when the worker started
-        existing = study.get_trials(deepcopy=False)
-        waiting = [t for t in existing if t.state == states.WAITING]
-        originals = [t for t in existing if _is_original(t)]
-        if space.balance and not waiting and len(originals) < settings.trials:
-            _enqueue_balanced(study, space, out_dir)
+        trial = _ask(study, settings, space, out_dir)
+        if trial is None:
+            running = study.get_trials(deepcopy=False, states=(states.RUNNING,))
+            if not running or not heartbeat:
+                if running:
+                    echo(
+                        f"{len(running)} trial(s) still marked running; this storage has no "
+                        "heartbeat: if their workers died, `seqlab tune DIR --retry-running` "
+                        "(with no other worker running) retries them"
+                    )
+                break
+            if not waited:  # stay, to retry any of them whose worker dies
+                echo(
+                    f"waiting for {len(running)} running trial(s) (a dead worker's is retried "
+                    f"here once silent for {settings.grace_period:g} s)"
+                )
+                waited = True
+            time.sleep(min(settings.heartbeat_interval, 5.0))
             continue
-        if len(originals) >= settings.trials and not waiting:
-            break
-        if settings.sampler == "grid" and not waiting and study.sampler.is_exhausted(study):
-            echo("the grid is exhausted")
-            break
-        with warnings.catch_warnings():
-            # the heartbeat is this loop's (_Heartbeat), as study.optimize would run it
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            trial = study.ask()
+        waited = False
         frozen = study._storage.get_trial(trial._trial_id)
         if _is_original(frozen):
             before = [
@@ -273,6 +330,8 @@ def _work(study, record, settings, space, config, out_dir, retry_running, progre
                 continue
         _run_trial(study, trial, frozen, record, settings, space, config, out_dir, progress, echo)
         ran += 1
+    if settings.sampler == "grid" and study.sampler.inner.is_exhausted(study):
+        echo("the grid is exhausted")
     echo(f"this worker ran {ran} trial(s) in {time.perf_counter() - started:.0f} s")
     path = report_study(out_dir)
     summary = study_summary(out_dir, study)
@@ -290,14 +349,14 @@ def _run_trial(study, trial, frozen, record, settings, space, config, out_dir, p
     optuna = load_optuna()
     states = optuna.trial.TrialState
     metric, seeds = record["metric"], record["seeds"]
-    values = space.suggest(trial)
-    overrides = [*space.overrides(values), f"train.num_seeds={seeds}"]
-    run_dir = out_dir / TRIALS / str(trial.number)
-    trial.set_user_attr("overrides", space.overrides(values))
-    trial.set_user_attr("run_dir", f"{TRIALS}/{trial.number}")
     label = f"trial {trial.number}"
+    run_dir = out_dir / TRIALS / str(trial.number)
     source = _retry_source(frozen)
     storage = study._storage
+    # the guard reads the database, not this process's cache (which an RDB storage has, as
+    # _backend; a journal storage replays the shared file itself)
+    backend = getattr(storage, "_backend", None)
+    backend = backend if hasattr(backend, "get_trial") else storage
     reported: set[int] = set()
 
     def report_value(step: int, value) -> None:
@@ -309,15 +368,19 @@ def _run_trial(study, trial, frozen, record, settings, space, config, out_dir, p
         report_value(step, rec.get(metric))
         return trial.should_prune()
 
-    backend = getattr(storage, "_backend", storage)  # not the cache: another worker's writes
-
     def guard() -> None:
         if backend.get_trial(trial._trial_id).state != states.RUNNING:
             raise TrialLost()
 
     started = time.perf_counter()
     try:
+        # Everything after study.ask() runs under the heartbeat, and any error fails the
+        # trial: no trial is left running with nobody to retry it.
         with _Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
+            values = space.suggest(trial)
+            overrides = [*space.overrides(values), f"train.num_seeds={seeds}"]
+            trial.set_user_attr("overrides", space.overrides(values))
+            trial.set_user_attr("run_dir", f"{TRIALS}/{trial.number}")
             source_dir = None if source is None else out_dir / TRIALS / str(source)
             if source_dir is not None and (source_dir / _rundir.CONFIG).exists():
                 echo(f"{label}: retry of trial {source}, resumed from its last checkpoint")
@@ -347,54 +410,54 @@ def _run_trial(study, trial, frozen, record, settings, space, config, out_dir, p
         # checkpoint at once instead of after the grace period
         with contextlib.suppress(Exception), quiet_experimental():
             study.tell(trial, state=states.FAIL)
-            from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
             retry(study, study._storage.get_trial(trial._trial_id))
         raise
     except ValueError as error:
         message = " ".join(str(error).split())
         echo(f"{label}: failed: {message}")
-        trial.set_user_attr("error", message[:500])
-        study.tell(trial, state=states.FAIL)
+        _tell(study, trial, echo, label, error=message[:500], state=states.FAIL)
         return
     except Exception as error:
         # as study.optimize does: the trial fails (not retried) and the worker stops, so a
         # bug does not spend the budget on trials that all fail the same way
         with contextlib.suppress(Exception):
-            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
-            study.tell(trial, state=states.FAIL)
+            _tell(study, trial, echo, label, error=f"{type(error).__name__}: {error}"[:500])
         raise
     status = summary["status"]
     value = summary["final"].get(metric)
-    trial.set_user_attr("status", status)
-    trial.set_user_attr("steps", summary["step"])
-    trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
-    trial.set_user_attr("elapsed", summary["final"].get("elapsed"))
+    attrs = {
+        "status": status,
+        "steps": summary["step"],
+        "seconds": round(time.perf_counter() - started, 3),
+        "elapsed": summary["final"].get("elapsed"),
+    }
     if status == "pruned":
         echo(f"{label}: pruned at step {summary['step']} ({metric} {value:.4g})")
-        study.tell(trial, state=states.PRUNED)
+        _tell(study, trial, echo, label, state=states.PRUNED, **attrs)
     elif status == "diverged" or value is None or not math.isfinite(value):
         echo(f"{label}: {status}, {metric} {value}: counted as failed")
-        study.tell(trial, state=states.FAIL)
+        _tell(study, trial, echo, label, state=states.FAIL, **attrs)
     else:
         echo(f"{label}: {metric} {value:.4g} ({status} at step {summary['step']})")
-        study.tell(trial, value)
+        _tell(study, trial, echo, label, value=value, **attrs)
 
 
-def _enqueue_balanced(study, space: Space, out_dir: pathlib.Path) -> None:
-    """Queue the study's next original trial with its share of ``space.balance`` (the
-    choice after the last original's), one worker at a time (a lock file in ``out_dir``)."""
-    with open(out_dir / ".balance.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            trials = study.get_trials(deepcopy=False)
-            if any(t.state == load_optuna().trial.TrialState.WAITING for t in trials):
-                return  # another worker queued it
-            index = sum(1 for t in trials if _is_original(t))
-            study.enqueue_trial(space.balanced_choice(index))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _tell(study, trial, echo, label, *, state=None, value=None, **attrs) -> None:
+    """Record ``attrs`` and end the trial; one that another worker failed meanwhile (its
+    heartbeat went stale while this worker was frozen) is left to its retry."""
+    optuna = load_optuna()
+    state = state or (optuna.trial.TrialState.COMPLETE if value is not None else None)
+    state = state or optuna.trial.TrialState.FAIL
+    try:
+        for key, attr in attrs.items():
+            trial.set_user_attr(key, attr)
+        if state == optuna.trial.TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        echo(f"{label}: marked failed by another worker meanwhile; left to its retry")
 
 
 def _shown(values: dict) -> str:
@@ -442,16 +505,15 @@ def _t_quantile(p: float, dof: int) -> float:
 def confirm(out_dir, *, trial="best", seeds: int = 10, progress=None, echo=print) -> dict:
     """Re-run a trial of the study (``"best"``, or its number) with ``seeds`` seeds that
     none of the trials trained with (they follow the trials' seeds), into
-    ``out_dir/confirm/trial<N>-seeds<K>/``; writes ``confirm.json``: the per-seed final
-    metric, their mean, standard deviation and a 95% t-interval of the mean."""
+    ``out_dir/confirm/trial<N>-seeds<K>/``, and writes ``confirm/trial<N>-seeds<K>.json``:
+    the per-seed final metric, their mean, standard deviation and a 95% t-interval of the
+    mean."""
     optuna = load_optuna()
     out_dir = pathlib.Path(out_dir)
     record, settings = read_plan(out_dir)
-    if seeds < 2:
-        raise ValueError(f"--confirm needs --seeds >= 2 for an interval, got {seeds}")
-    study = optuna.load_study(
-        study_name=settings.study, storage=open_storage(settings.storage, settings)
-    )
+    if not isinstance(seeds, int) or seeds < 2:
+        raise ValueError(f"--confirm needs --seeds >= 2 for an interval, got {seeds!r}")
+    study, _, _ = load_existing(out_dir)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if trial == "best":
         if not complete:
@@ -468,7 +530,13 @@ def confirm(out_dir, *, trial="best", seeds: int = 10, progress=None, echo=print
             raise ValueError(f"--confirm {number}: no completed trial with that number")
         chosen = matches[0]
     config = _rundir.config_from_dict(f"{out_dir / TUNE}: its base config", record["base"])
-    first_seed = int(config.seed) + record["seeds"]
+    # after every seed any trial trained (a fixed `seed` override included)
+    starts = {
+        int(apply_overrides(config, t.user_attrs["overrides"]).seed)
+        for t in study.get_trials(deepcopy=False)
+        if "overrides" in t.user_attrs
+    } or {int(config.seed)}
+    first_seed = max(starts) + record["seeds"]
     overrides = [
         *chosen.user_attrs.get("overrides", []),
         f"train.num_seeds={seeds}",

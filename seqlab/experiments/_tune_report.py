@@ -19,9 +19,8 @@ from seqlab.experiments._report import report as report_run_or_sweep
 from seqlab.experiments._study import (
     CONFIRM,
     TUNE,
+    load_existing,
     load_optuna,
-    open_storage,
-    read_plan,
     space_of,
     study_summary,
 )
@@ -46,7 +45,10 @@ def _trial_rows(out_dir: pathlib.Path, study, keys: list[str]) -> list[dict]:
         status = t.user_attrs.get("status")
         if status and status not in ("finished", "pruned"):
             notes.append(status)
-        row = {"trial": t.number, "state": t.state.name.lower(), "value": t.value}
+        state = t.state.name.lower()
+        if t.number in retried_as:
+            state = "fail, retried"  # its work went on as its retry
+        row = {"trial": t.number, "state": state, "value": t.value}
         last = max(t.intermediate_values) if t.intermediate_values else None
         row["steps"] = t.user_attrs.get("steps", last)
         row["seconds"] = t.user_attrs.get("seconds")
@@ -98,6 +100,7 @@ def pruning_savings(out_dir: pathlib.Path, study) -> dict:
 
 
 def _plots(out_dir: pathlib.Path, study, complete: int) -> list[tuple[str, pathlib.Path]]:
+    optuna = load_optuna()
     # Optuna draws with pyplot (in whatever backend the session has; Agg without a
     # display); each figure is saved through seqlab's helper and closed at once.
     import matplotlib.pyplot as plt
@@ -116,7 +119,12 @@ def _plots(out_dir: pathlib.Path, study, complete: int) -> list[tuple[str, pathl
         try:
             with warnings.catch_warnings():  # experimental, and the importances' notes
                 warnings.simplefilter("ignore")  # (the report quotes those)
-                axes = plot(study)
+                verbosity = optuna.logging.get_verbosity()
+                optuna.logging.set_verbosity(optuna.logging.ERROR)  # "no complete trials"
+                try:
+                    axes = plot(study)
+                finally:
+                    optuna.logging.set_verbosity(verbosity)
         except (ValueError, RuntimeError):
             continue  # e.g. importances of a space with one key
         figure = getattr(axes, "figure", None) or axes.flat[0].figure
@@ -133,12 +141,7 @@ def report_study(out_dir) -> pathlib.Path:
     """Write report.md, trials.csv and plots/ of the study in ``out_dir``."""
     optuna = load_optuna()
     out_dir = pathlib.Path(out_dir)
-    record, settings = read_plan(out_dir)
-    storage = open_storage(settings.storage, settings)
-    try:
-        study = optuna.load_study(study_name=settings.study, storage=storage)
-    except KeyError:
-        raise ValueError(f"no study {settings.study!r} in {settings.storage}") from None
+    study, record, settings = load_existing(out_dir)
     space = space_of(record)
     keys = space.keys
     summary = study_summary(out_dir, study)
@@ -154,10 +157,13 @@ def report_study(out_dir) -> pathlib.Path:
         f"Task `{record['base']['task']}`; {direction} `{metric}` (the mean over "
         f"{record['seeds']} seed(s) per trial); sampler `{settings.sampler}` (seed "
         f"{settings.sampler_seed}), pruner `{settings.pruner}`; budget {settings.trials} "
-        f"trials; storage `{settings.storage}`.",
+        f"trials; storage `{settings.storage or 'study.db'}`.",
         "",
         "Trials: "
-        + ", ".join(f"{count} {state}" for state, count in sorted(summary["trials"].items()))
+        + (
+            ", ".join(f"{count} {state}" for state, count in sorted(summary["trials"].items()))
+            or "none yet"
+        )
         + ".",
     ]
     if space.fixed:
