@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
 
 # The packages whose versions a result records: seqlab itself, JAX and the libraries the
 # benchmarks compare against or compile with.
-PROVENANCE_PACKAGES = ("seqlab", "jax", "jaxlib", "flax", "optax", "torch", "triton")
+PROVENANCE_PACKAGES = ("seqlab", "jax", "jaxlib", "flax", "optax", "optuna", "torch", "triton")
 
 
 def provenance() -> dict:

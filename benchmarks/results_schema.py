@@ -550,7 +550,7 @@ LOADERS: dict[str, Callable[[pathlib.Path], list[Result]]] = {
     r"vmap_seeds_\w+_[\d-]+": load_vmap_seeds,
     r"test_suite_times_[\d-]+": load_test_suite_times,
     r"demo_\w+_\w+_[\d-]+": load_demo,
-    r"tune_cells_\w+_\w+_[\d-]+": load_tune_cells,
+    r"tune_cells_\w+_\w+_[\d-]+(_run\d+)?": load_tune_cells,
     ROWS + r"\.json": load_rows,
 }
 

@@ -283,7 +283,7 @@ def test_kfold_sweep_writes_cross_validation_table(tmp_path):
         (["run", "missing/file.py"], "no experiment file"),
         (["sweep", "adding", "model.cell"], "key=v1,v2"),
         (["resume", "/nonexistent/run"], "not a run directory"),
-        (["report", "/nonexistent/run"], "neither a run"),
+        (["report", "/nonexistent/run"], "is not a run (config.yaml), a sweep"),
         (["run", "/etc/passwd"], "an experiment file is a Python module (.py)"),
         (["run", "adding", "seed=-1"], "seed must be in [0, 4294967295]"),
         (["run", "adding", "train.lr=inf"], "train.lr must be finite"),

@@ -6,7 +6,8 @@
 default the SQLite file ``out_dir/study.db``; any Optuna database URL, or a journal file
 for shared filesystems without a database). ``out_dir/tune.json`` keeps what the study
 was created with (the experiment's config, the space, the metric and direction, the
-seeds per trial): a study is never continued with another.
+seeds per trial) and its name and storage: a study is never continued with another, and
+nothing is written until every check has passed and the storage has opened.
 
 - **Pruning** uses seqlab's own evaluations: after every evaluation (every
   ``train.log_every`` steps) a trial reports the metric to Optuna and stops when the
@@ -15,11 +16,14 @@ seeds per trial): a study is never continued with another.
 - **Seeds**: ``seeds=K`` trains K seeds per trial as one program (``train.num_seeds``,
   seeds ``seed .. seed + K - 1`` as in a sweep point) and reports their mean.
   ``confirm(out_dir, seeds=10)`` re-runs the best trial with seeds none of the trials saw
-  and writes the mean with a 95% interval over seeds to ``confirm.json``.
+  and writes the mean with a 95% interval over seeds to ``confirm/trial<N>-seeds<K>.json``.
 - **Workers**: any number of processes may run ``tune`` on one study and one
   ``out_dir``; each asks Optuna for the next trial, so every trial runs once, and the
   budget counts the study's original trials (at most ``trials``; a retry is not a new
-  trial).
+  trial). The sampler is seeded per trial (``--sampler-seed`` and the trial's number), so
+  workers never draw the same random numbers and one worker repeats a seeded study. A
+  worker that finds the budget spent while trials still run waits for them (retrying any
+  whose worker dies) before it writes the report and returns.
 - **Faults**: a running trial records Optuna's heartbeat every ``heartbeat_interval``
   seconds. A worker that is killed stops beating; after ``grace_period`` seconds the next
   worker that asks for a trial marks it failed (``optuna.storages.fail_stale_trials``),
