@@ -148,7 +148,11 @@ def open_storage(url: str, settings: Settings | None = None):
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         engine = {}
         if url.startswith("sqlite"):
-            engine = {"connect_args": {"timeout": 120}}  # workers wait for each other's writes
+            from sqlalchemy.pool import NullPool
+
+            # workers wait up to 2 minutes for each other's writes; no pool: a connection
+            # is closed as soon as Optuna's session is done with it (none is left open)
+            engine = {"connect_args": {"timeout": 120}, "poolclass": NullPool}
         with quiet_experimental(), _creation_lock(url):
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
             return optuna.storages.RDBStorage(
