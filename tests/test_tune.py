@@ -21,7 +21,7 @@ import yaml
 
 from seqlab import experiments
 from seqlab.cli import main
-from seqlab.experiments import _rundir, _tune
+from seqlab.experiments import _rundir, _study, _tune
 from seqlab.experiments._space import parse_space
 
 # a toy adding problem: every trial trains in a second or two
@@ -160,6 +160,40 @@ def test_the_readme_space_is_accepted(adding):
     readme_space = parse_space(yaml.safe_load(block))
     assert readme_space.balance == "model.cell"
     readme_space.check(adding)
+
+
+def test_a_balanced_study_prunes_within_each_choice(adding):
+    """With balance: model.cell the median pruner compares a trial with its own cell's
+    trials: a slow cell is not pruned for being slower than another cell."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    cells = {"kind": "categorical", "choices": ["lstm", "gru"]}
+    keys = {"model.cell": cells, "train.lr": LR}
+    distributions = {
+        "model.cell": CategoricalDistribution(["lstm", "gru"]),
+        "train.lr": FloatDistribution(1e-3, 0.1, log=True),
+    }
+    verdicts = {}
+    for balance in ("model.cell", None):
+        raw = {"fixed": dict(TINY), "space": keys} | ({"balance": balance} if balance else {})
+        balanced = parse_space(raw)
+        settings = _tune.Settings(trials=10, study="s", pruner="median")
+        pruner = _study.make_pruner(settings, adding, balanced)
+        study = optuna.create_study(pruner=pruner)
+        for cell, value in [("lstm", 1.0)] * 5 + [("gru", 0.1)] * 5:
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params={"model.cell": cell, "train.lr": 0.01},
+                    distributions=distributions,
+                    value=value,
+                    intermediate_values={10: value},
+                )
+            )
+        study.enqueue_trial({"model.cell": "lstm", "train.lr": 0.02})
+        trial = study.ask(distributions)
+        trial.report(0.9, 10)  # better than its own cell's 1.0, worse than the study's 0.55
+        verdicts[balance] = trial.should_prune()
+    assert verdicts == {"model.cell": False, None: True}
 
 
 def test_the_shipped_space_is_accepted(adding):

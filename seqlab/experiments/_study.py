@@ -268,20 +268,68 @@ def _trial_bounds(config, space: Space, key: str, end: str):
 
 def make_pruner(settings: Settings, config, space: Space):
     """``--pruner``, sized from what the trials run (``fixed:`` and searched values
-    included): the first evaluation at ``train.log_every``, the last at ``train.steps``."""
+    included): the first evaluation at ``train.log_every``, the last at ``train.steps``.
+    With ``balance: KEY`` the median and successive-halving pruners compare a trial only
+    with the trials of its own choice of KEY (a cell that leaves its plateau later than
+    the others is judged against its own kind, and the median pruner waits for 2 finished
+    trials of the group instead of 5); Hyperband's brackets span the study."""
     optuna = load_optuna()
     first = _trial_bounds(config, space, "train.log_every", "low")
     warmup = settings.prune_warmup
     if settings.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+        # Optuna's default of 5 finished trials before any pruning; within a balanced
+        # group, 2 (the group has a share of the budget, and 5 would leave nothing to prune)
+        startup = 2 if space.balance else 5
+        median = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
+        return _within_balance(median, space)
     if settings.pruner == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(first, warmup))
+        halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(first, warmup))
+        return _within_balance(halving, space)
     if settings.pruner == "hyperband":
         steps = _trial_bounds(config, space, "train.steps", "high")
         return optuna.pruners.HyperbandPruner(
             min_resource=max(first, warmup), max_resource=max(steps, first, warmup)
         )
     return optuna.pruners.NopPruner()
+
+
+def _within_balance(pruner, space: Space):
+    if not space.balance:
+        return pruner
+    return _grouped_pruner()(pruner, space.balance)
+
+
+class _GroupView:
+    """The study as a pruner sees it within one group: only the trials whose ``key`` took
+    ``value``; everything else is the study's."""
+
+    def __init__(self, study, key: str, value):
+        self._study, self._key, self._value = study, key, value
+
+    def get_trials(self, deepcopy: bool = True, states=None):
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in trials if t.params.get(self._key) == self._value]
+
+    @property
+    def trials(self):
+        return self.get_trials()
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+
+@functools.cache
+def _grouped_pruner():
+    class GroupedPruner(load_optuna().pruners.BasePruner):
+        """``inner`` applied within the group of trials sharing the trial's ``key``."""
+
+        def __init__(self, inner, key: str):
+            self.inner, self.key = inner, key
+
+        def prune(self, study, trial) -> bool:
+            return self.inner.prune(_GroupView(study, self.key, trial.params.get(self.key)), trial)
+
+    return GroupedPruner
 
 
 def is_heartbeat_enabled(study) -> bool:
