@@ -260,6 +260,23 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _add_submission(parser, *, wait: str) -> None:
+    """The submitit flags of ``sweep`` and ``tune``."""
+    cluster = parser.add_argument_group("submission (submitit: pip install 'seqlab[cluster]')")
+    cluster.add_argument(
+        "--submit", choices=experiments.CLUSTERS, help="submit --num-workers workers as a job array"
+    )
+    cluster.add_argument("--wait", action="store_true", help=wait)
+    cluster.add_argument("--partition", help="SLURM partition")
+    cluster.add_argument("--time", type=int, help="time limit per job, minutes")
+    cluster.add_argument("--gpus-per-node", type=int)
+    cluster.add_argument("--cpus-per-task", type=int)
+    cluster.add_argument("--mem-gb", type=float)
+    cluster.add_argument(
+        "--slurm", action="append", metavar="KEY=VALUE", help="any other submitit slurm_ option"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="seqlab",
@@ -301,19 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run points side by side on this host, each on K of its devices (one local "
         "worker per K devices)",
     )
-    cluster = sweep.add_argument_group("submission (submitit: pip install 'seqlab[cluster]')")
-    cluster.add_argument(
-        "--submit", choices=experiments.CLUSTERS, help="submit --num-workers workers as a job array"
-    )
-    cluster.add_argument("--wait", action="store_true", help="wait for the jobs and merge")
-    cluster.add_argument("--partition", help="SLURM partition")
-    cluster.add_argument("--time", type=int, help="time limit per job, minutes")
-    cluster.add_argument("--gpus-per-node", type=int)
-    cluster.add_argument("--cpus-per-task", type=int)
-    cluster.add_argument("--mem-gb", type=float)
-    cluster.add_argument(
-        "--slurm", action="append", metavar="KEY=VALUE", help="any other submitit slurm_ option"
-    )
+    _add_submission(sweep, wait="wait for the jobs and merge")
     sweep.set_defaults(run=_sweep)
 
     tune = commands.add_parser(
@@ -371,17 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail and retry every trial still marked running (only while no "
         "other worker runs; journal storage has no heartbeat)",
     )
-    submit = tune.add_argument_group("submission (submitit: pip install 'seqlab[cluster]')")
-    submit.add_argument(
-        "--submit", choices=experiments.CLUSTERS, help="submit --num-workers workers as a job array"
-    )
-    submit.add_argument("--wait", action="store_true", help="wait for the jobs, then report")
-    submit.add_argument("--partition")
-    submit.add_argument("--time", type=int, help="time limit per job, minutes")
-    submit.add_argument("--gpus-per-node", type=int)
-    submit.add_argument("--cpus-per-task", type=int)
-    submit.add_argument("--mem-gb", type=float)
-    submit.add_argument("--slurm", action="append", metavar="KEY=VALUE")
+    _add_submission(tune, wait="wait for the jobs, then report")
     tune.set_defaults(run=_tune)
 
     resume = commands.add_parser(

@@ -155,6 +155,26 @@ def submit_workers(
     workers finished, and raises ValueError naming the workers that failed."""
     _cluster.check_submission(cluster=cluster, options=options, count=num_workers)
     prepare_sweep(config, axes, out, kfold=kfold)  # checked, then planned
+    return _submit_array(
+        job,
+        out,
+        argv=argv,
+        num_workers=num_workers,
+        cluster=cluster,
+        options=options,
+        wait=wait,
+        name="seqlab",
+        finish=lambda: merge_results(out, echo),
+        later="merges the results of the points finished so far",
+        echo=echo,
+    )
+
+
+def _submit_array(
+    job, out, *, argv, num_workers, cluster, options, wait, name, finish, later, echo
+) -> int:
+    """Submit the workers as a job array; unless it may return at once (SLURM without
+    ``wait``), wait for them, call ``finish`` and raise ValueError naming failed workers."""
     out_path = pathlib.Path(out).absolute()
     jobs = _cluster.submit(
         job,
@@ -165,12 +185,12 @@ def submit_workers(
         out_path / "submitit",
         cluster=cluster,
         options=options,
-        name=f"seqlab-{out_path.name}",
+        name=f"{name}-{out_path.name}",
     )
     echo(f"submitted {len(jobs)} worker(s): jobs {', '.join(job.job_id for job in jobs)}")
     echo(f"logs: {out_path / 'submitit'}")
     if not wait and cluster == "slurm":
-        echo(f"`seqlab report {out}` merges the results of the points finished so far")
+        echo(f"`seqlab report {out}` {later}")
         return 0
     failed = []
     for submitted in jobs:
@@ -178,7 +198,7 @@ def submit_workers(
             submitted.result()
         except Exception as error:  # noqa: BLE001 - submitit re-raises the job's error
             failed.append(f"job {submitted.job_id}: {str(error).strip().splitlines()[-1][:200]}")
-    merge_results(out, echo)
+    finish()
     if failed:
         raise ValueError(
             f"{len(failed)} worker(s) failed ({'; '.join(failed)}); logs in {out_path / 'submitit'}"
@@ -202,32 +222,16 @@ def submit_study_workers(
     continues the study). On SLURM without ``wait`` it returns once submitted; otherwise
     it waits, writes the study's report, and raises ValueError naming the failed workers."""
     _cluster.check_submission(cluster=cluster, options=options, count=num_workers)
-    out_path = pathlib.Path(out).absolute()
-    jobs = _cluster.submit(
+    return _submit_array(
         job,
-        [
-            argv + ["--worker", str(i), "--num-workers", str(num_workers)]
-            for i in range(num_workers)
-        ],
-        out_path / "submitit",
+        out,
+        argv=argv,
+        num_workers=num_workers,
         cluster=cluster,
         options=options,
-        name=f"seqlab-tune-{out_path.name}",
+        wait=wait,
+        name="seqlab-tune",
+        finish=lambda: echo(f"report: {report_study(out)}"),
+        later="reports the trials finished so far",
+        echo=echo,
     )
-    echo(f"submitted {len(jobs)} worker(s): jobs {', '.join(job.job_id for job in jobs)}")
-    echo(f"logs: {out_path / 'submitit'}")
-    if not wait and cluster == "slurm":
-        echo(f"`seqlab report {out}` reports the trials finished so far")
-        return 0
-    failed = []
-    for submitted in jobs:
-        try:
-            submitted.result()
-        except Exception as error:  # noqa: BLE001 - submitit re-raises the job's error
-            failed.append(f"job {submitted.job_id}: {str(error).strip().splitlines()[-1][:200]}")
-    echo(f"report: {report_study(out)}")
-    if failed:
-        raise ValueError(
-            f"{len(failed)} worker(s) failed ({'; '.join(failed)}); logs in {out_path / 'submitit'}"
-        )
-    return 0
