@@ -393,23 +393,16 @@ def done(process, timeout=300):
     return out
 
 
+def random_study(path, out, *, trials: int) -> list:
+    """The command line of a study of random trials without pruning."""
+    argv = ["tune", "adding", "--space", path, "--trials", trials, "--out", out]
+    return [*argv, "--sampler", "random", "--pruner", "none"]
+
+
 def test_two_workers_share_one_sqlite_study(tmp_path):
     path = write_space(tmp_path / "space.yaml")
     out = tmp_path / "study"
-    argv = [
-        "tune",
-        "adding",
-        "--space",
-        path,
-        "--trials",
-        "6",
-        "--out",
-        out,
-        "--sampler",
-        "random",
-        "--pruner",
-        "none",
-    ]
+    argv = random_study(path, out, trials=6)
     first = start(*argv, "--worker", 0, "--num-workers", 2)
     second = start(*argv, "--worker", 1, "--num-workers", 2)
     try:
@@ -482,20 +475,7 @@ def test_submitted_workers_share_the_study(tmp_path):
     pytest.importorskip("submitit")
     path = write_space(tmp_path / "space.yaml")
     out = tmp_path / "study"
-    argv = [
-        "tune",
-        "adding",
-        "--space",
-        path,
-        "--trials",
-        "3",
-        "--out",
-        out,
-        "--sampler",
-        "random",
-        "--pruner",
-        "none",
-    ]
+    argv = random_study(path, out, trials=3)
     log = done(start(*argv, "--submit", "local", "--num-workers", "2"))
     assert "submitted 2 worker(s)" in log
     trials = study_of(out).trials
