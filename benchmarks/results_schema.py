@@ -523,7 +523,14 @@ def load_tune_cells(path: pathlib.Path) -> list[Result]:
     cell, in load_rows' row format (the study's report.md and plots beside it)."""
     data = json.loads((path / "results.json").read_text())
     rows = tuple(
-        Row(r["case"], r["metric"], r["value"], r.get("unit", ""), r.get("n"), None)
+        Row(
+            r["case"],
+            r["metric"],
+            r["value"],
+            r.get("unit", ""),
+            r.get("n"),
+            tuple(r["spread"]) if r.get("spread") else None,
+        )
         for r in data["rows"]
     )
     provenance = _scalars(data) | _recorded(data)

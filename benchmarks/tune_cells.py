@@ -1,9 +1,11 @@
 """``experiments/tune_cells.yaml`` run and recorded: RNN, LSTM, GRU and DiagGRU on the
 adding problem at T = 200, each at its best under one budget of trials.
 
-Runs ``seqlab.experiments.tune`` (TPE, median pruning after ``prune_warmup`` steps) over the
-shipped space and writes ``tune_cells_<preset>_<backend>_<date>/``: ``results.json`` (the
-best value per cell, trial counts by state, wall time, what pruning saved against running
+Runs ``seqlab.experiments.tune`` (TPE, median pruning within each cell after
+``prune_warmup`` steps) over the shipped space, then each cell's best trial again on fresh
+seeds (``seqlab.experiments.confirm``), and writes ``tune_cells_<preset>_<backend>_<date>/``:
+``results.json`` (the best value per cell and its confirmation with a 95% interval over
+seeds, trial counts by state, the study's wall time, what pruning saved against running
 every trial to the end, and the run's provenance) beside the study's ``report.md``,
 ``trials.csv`` and plots. The ``ci`` preset is the same space at a toy size (T = 20,
 60 steps, 4 trials) to keep the command working.
@@ -38,6 +40,7 @@ class Preset:
     trials: int
     prune_warmup: int
     shrink: dict  # fixed overrides replaced for a toy size (none for the shipped study)
+    confirm_seeds: int  # the best trial of each cell again on this many fresh seeds
 
 
 PRESETS = {
@@ -52,8 +55,9 @@ PRESETS = {
             "data.eval_size": 64,
             "train.batch_size": 16,
         },
+        confirm_seeds=2,
     ),
-    "full": Preset(trials=24, prune_warmup=300, shrink={}),
+    "full": Preset(trials=24, prune_warmup=300, shrink={}, confirm_seeds=4),
 }
 
 
@@ -87,6 +91,12 @@ def main(argv=None) -> int:
             progress=False,
         )
         wall = time.perf_counter() - start
+        confirmed = {}
+        for cell, best in sorted(summary.get("best_per_cell", {}).items()):
+            begin = time.perf_counter()
+            result = _tune.confirm(study_dir, trial=best["number"], seeds=preset.confirm_seeds)
+            confirmed[cell] = result | {"seconds": time.perf_counter() - begin}
+        experiments.report(study_dir)  # with the confirmations
         study, _, _ = _tune.load_existing(study_dir)
         savings = pruning_savings(study_dir, study)
         if out.exists():
@@ -113,6 +123,20 @@ def main(argv=None) -> int:
                 "overrides": [o for o in best["overrides"] if o.startswith(SEARCHED)],
             }
         )
+    for cell, confirmation in confirmed.items():
+        low, high = confirmation["ci95"]
+        rows.append(
+            {
+                "case": cell,
+                "metric": f"confirmed {summary['metric']}",
+                "value": confirmation["mean"],
+                "n": len(confirmation["values"]),
+                "spread": [low, high],
+                "trial": confirmation["trial"],
+                "seeds": confirmation["seeds"],
+                "values": confirmation["values"],
+            }
+        )
     result = {
         "name": "tune_cells",
         "preset": args.preset,
@@ -120,14 +144,21 @@ def main(argv=None) -> int:
         "trials": preset.trials,
         "prune_warmup": preset.prune_warmup,
         "shrink": preset.shrink,
+        "confirm_seeds": preset.confirm_seeds,
+        "study_wall_seconds": wall,
         "summary": summary,
         "rows": rows,
         "provenance": record,
     }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wall {wall:.0f} s; trials {summary['trials']}; pruning {savings}")
+    print(f"study wall {wall:.0f} s; trials {summary['trials']}; pruning {savings}")
     for cell, best in sorted(summary.get("best_per_cell", {}).items()):
-        print(f"  {cell}: best {summary['metric']} {best['value']:.4g} (trial {best['number']})")
+        line = f"  {cell}: best {summary['metric']} {best['value']:.4g} (trial {best['number']})"
+        if cell in confirmed:
+            low, high = confirmed[cell]["ci95"]
+            line += f"; on {preset.confirm_seeds} fresh seeds {confirmed[cell]['mean']:.4g}"
+            line += f" (95% interval {low:.3g} .. {high:.3g})"
+        print(line)
     print(f"wrote {out}")
     return 0
 

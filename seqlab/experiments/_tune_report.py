@@ -256,15 +256,22 @@ def report_study(out_dir) -> pathlib.Path:
     if importances:
         notes = sorted(
             {
-                " ".join(str(w.message).split())
+                "Optuna warns: " + " ".join(str(w.message).split())
                 for w in caught
                 if not issubclass(w.category, optuna.exceptions.ExperimentalWarning)
             }
         )
+        conditional = [f"`{p.key}`" for p in space.params if p.when]
+        if conditional:
+            notes.insert(
+                0,
+                f"{', '.join(conditional)} rated over the trials that sampled them only, so "
+                "not comparable with the others.",
+            )
         lines += [
             "",
             "Parameter importances (Optuna's default evaluator, over the completed trials"
-            + (f"; Optuna warns: {' '.join(notes)}" if notes else "")
+            + (f"; {' '.join(notes)}" if notes else "")
             + "):",
             "",
             *_markdown_table(
