@@ -543,3 +543,12 @@ def test_the_grid_sampler_stops_when_the_grid_is_covered(
     trials = study_of(out).trials
     assert sorted(t.params["train.clip_norm"] for t in trials) == [0.5, 2.0]
     assert "the grid is exhausted" in capsys.readouterr().out
+
+
+def test_a_study_is_refused_across_the_processes_of_one_distributed_job(
+    tmp_path, adding, monkeypatch
+):
+    monkeypatch.setattr(_tune._distributed, "multiprocess", lambda: True)
+    with pytest.raises(ValueError, match="one tune worker per job"):
+        _tune.prepare_study(adding, space(), tmp_path / "study", trials=1)
+    assert not (tmp_path / "study").exists()

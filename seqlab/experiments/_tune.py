@@ -51,7 +51,7 @@ import warnings
 
 import numpy as np
 
-from seqlab.experiments import _rundir
+from seqlab.experiments import _distributed, _rundir
 from seqlab.experiments._config import apply_overrides, structured
 from seqlab.experiments._run import resume, run
 from seqlab.experiments._space import Space, load_space, override
@@ -118,6 +118,16 @@ class _Heartbeat:
             self._thread.join()
 
 
+def _single_process() -> None:
+    """Refuse a study under jax.distributed with several processes: each would ask Optuna
+    for a trial of its own while their training expects one computation."""
+    if _distributed.multiprocess():
+        raise ValueError(
+            "seqlab tune runs one process per worker: under SEQLAB_DISTRIBUTED=1 with several "
+            "processes, start one tune worker per job instead (each on its own devices)"
+        )
+
+
 class TrialLost(Exception):
     """The trial this worker runs was marked failed by another worker (no heartbeat)."""
 
@@ -169,6 +179,7 @@ def prepare_study(
     in the storage is this one) and write ``tune.json``; nothing trains, and nothing is
     written until every check has passed and the storage has opened. Returns the pieces
     ``tune`` works with: (study, record, settings, space, config)."""
+    _single_process()
     config = structured(config)
     space = load_space(space) if not isinstance(space, Space) else space
     direction = direction or infer_direction(metric)
@@ -237,6 +248,7 @@ def open_existing(out_dir, **changes):
     """(study, record, settings, space, config) of the study in ``out_dir``, with the
     settings it last ran with and ``changes`` (those not None) applied; its name and
     storage cannot change."""
+    _single_process()
     out_dir = pathlib.Path(out_dir)
     record, settings = read_plan(out_dir)
     fixed = sorted(k for k in ("study", "storage") if changes.get(k) is not None)
@@ -512,6 +524,7 @@ def confirm(out_dir, *, trial="best", seeds: int = 10, progress=None, echo=print
     ``out_dir/confirm/trial<N>-seeds<K>/``, and writes ``confirm/trial<N>-seeds<K>.json``:
     the per-seed final metric, their mean, standard deviation and a 95% t-interval of the
     mean."""
+    _single_process()
     optuna = load_optuna()
     out_dir = pathlib.Path(out_dir)
     record, settings = read_plan(out_dir)
