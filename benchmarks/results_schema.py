@@ -495,14 +495,9 @@ def load_test_suite_times(path: pathlib.Path) -> list[Result]:
     return [Result(data["name"], data["preset"], provenance, tuple(rows), _relative(path))]
 
 
-def load_rows(path: pathlib.Path) -> list[Result]:
-    """``<name>_<preset>_<date>[_run<k>].json`` (``_run<k>``: further runs of the same
-    day) written as ``{"preset", "rows": [{case, metric, value, unit, n, spread}],
-    "provenance"}`` (tree_depth_decay, tree_throughput, listops_compare, conv_frontend,
-    conv_experiments)."""
-    data = json.loads(path.read_text())
-    name = re.match(r"([a-z_]+?)_(ci|cpu|full|gpu)_", path.name).group(1)
-    rows = tuple(
+def _rows(data: dict) -> tuple[Row, ...]:
+    """The ``"rows"`` of a result in load_rows' format."""
+    return tuple(
         Row(
             r["case"],
             r["metric"],
@@ -513,6 +508,16 @@ def load_rows(path: pathlib.Path) -> list[Result]:
         )
         for r in data["rows"]
     )
+
+
+def load_rows(path: pathlib.Path) -> list[Result]:
+    """``<name>_<preset>_<date>[_run<k>].json`` (``_run<k>``: further runs of the same
+    day) written as ``{"preset", "rows": [{case, metric, value, unit, n, spread}],
+    "provenance"}`` (tree_depth_decay, tree_throughput, listops_compare, conv_frontend,
+    conv_experiments)."""
+    data = json.loads(path.read_text())
+    name = re.match(r"([a-z_]+?)_(ci|cpu|full|gpu)_", path.name).group(1)
+    rows = _rows(data)
     provenance = _scalars(data) | _recorded(data)
     return [Result(name, data["preset"], provenance, rows, _relative(path))]
 
@@ -522,17 +527,7 @@ def load_tune_cells(path: pathlib.Path) -> list[Result]:
     the study's wall time, trials by state, what pruning saved, and the best value per
     cell, in load_rows' row format (the study's report.md and plots beside it)."""
     data = json.loads((path / "results.json").read_text())
-    rows = tuple(
-        Row(
-            r["case"],
-            r["metric"],
-            r["value"],
-            r.get("unit", ""),
-            r.get("n"),
-            tuple(r["spread"]) if r.get("spread") else None,
-        )
-        for r in data["rows"]
-    )
+    rows = _rows(data)
     provenance = _scalars(data) | _recorded(data)
     return [Result("tune_cells", data["preset"], provenance, rows, _relative(path))]
 

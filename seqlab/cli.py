@@ -62,14 +62,7 @@ def _sweep(args) -> int:
             raise ValueError("--submit starts every worker itself: drop --worker")
         if args.devices_per_point is not None:
             argv += ["--devices-per-point", str(args.devices_per_point)]
-        options = experiments.submitit_options(
-            time=args.time,
-            gpus_per_node=args.gpus_per_node,
-            cpus_per_task=args.cpus_per_task,
-            mem_gb=args.mem_gb,
-            partition=args.partition,
-            slurm=args.slurm or [],
-        )
+        options = _submitit_options(args)
         return experiments.submit_workers(
             _worker_job,
             config,
@@ -204,14 +197,7 @@ def _refuse(args, what: str, names) -> None:
 
 def _submit_tune(args, out: str, num_workers: int) -> int:
     """Submit ``num_workers`` workers of the study in ``out`` (each continues it)."""
-    options = experiments.submitit_options(
-        time=args.time,
-        gpus_per_node=args.gpus_per_node,
-        cpus_per_task=args.cpus_per_task,
-        mem_gb=args.mem_gb,
-        partition=args.partition,
-        slurm=args.slurm or [],
-    )
+    options = _submitit_options(args)
     argv = ["tune", os.path.abspath(out)]
     return experiments.submit_study_workers(
         _worker_job,
@@ -221,6 +207,17 @@ def _submit_tune(args, out: str, num_workers: int) -> int:
         cluster=args.submit,
         options=options,
         wait=args.wait,
+    )
+
+
+def _submitit_options(args) -> dict:
+    return experiments.submitit_options(
+        time=args.time,
+        gpus_per_node=args.gpus_per_node,
+        cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb,
+        partition=args.partition,
+        slurm=args.slurm or [],
     )
 
 
