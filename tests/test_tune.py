@@ -150,6 +150,9 @@ def test_a_balanced_study_gives_each_choice_its_turn(tmp_path, adding, standard_
     assert [t.params["model.cell"] for t in study_of(out).trials] == ["rnn", "gru", "rnn", "gru"]
     assert main(["resume", str(out)]) == 0
     assert len(study_of(out).trials) == 4
+    before = (out / "tune.json").read_bytes()
+    assert main(["tune", str(out), "--sampler", "grid"]) == 2  # grid cannot take turns
+    assert (out / "tune.json").read_bytes() == before
     text = (out / "report.md").read_text()
     assert "| rnn |" in text and "2 complete" in text
 
@@ -537,11 +540,14 @@ def test_a_failed_command_leaves_the_study_as_it_was(tmp_path, adding, capsys, s
 def test_the_grid_sampler_stops_when_the_grid_is_covered(
     tmp_path, adding, standard_promotion, capsys
 ):
-    grid = space(**{"train.clip_norm": {"kind": "categorical", "choices": [0.5, 2.0]}})
+    keys = {
+        "train.clip_norm": {"kind": "categorical", "choices": [0.5, 1.0, 2.0]},
+        "train.lr": {"kind": "categorical", "choices": [0.01, 0.03]},
+    }
     out = tmp_path / "grid"
-    _tune.tune(adding, grid, out, trials=5, sampler="grid", pruner="none", progress=False)
-    trials = study_of(out).trials
-    assert sorted(t.params["train.clip_norm"] for t in trials) == [0.5, 2.0]
+    _tune.tune(adding, space(**keys), out, trials=10, sampler="grid", pruner="none", progress=False)
+    points = [(t.params["train.clip_norm"], t.params["train.lr"]) for t in study_of(out).trials]
+    assert sorted(points) == sorted((c, lr) for c in (0.5, 1.0, 2.0) for lr in (0.01, 0.03))
     assert "the grid is exhausted" in capsys.readouterr().out
 
 
@@ -552,3 +558,20 @@ def test_a_study_is_refused_across_the_processes_of_one_distributed_job(
     with pytest.raises(ValueError, match="one tune worker per job"):
         _tune.prepare_study(adding, space(), tmp_path / "study", trials=1)
     assert not (tmp_path / "study").exists()
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_retried(
+    tmp_path, adding, standard_promotion
+):
+    """Optuna's staleness check skips a running trial that never beat; seqlab fails it
+    (and queues its retry) once it is older than the grace period."""
+    out = tmp_path / "study"
+    beat = {"heartbeat_interval": 1, "grace_period": 2}
+    study, *_ = _tune.prepare_study(adding, space(), out, trials=1, sampler="random", **beat)
+    with pytest.warns(UserWarning, match="Heartbeat"):
+        study.ask()  # a worker that asked, then died at once
+    time.sleep(2.5)
+    _tune.continue_study(out, progress=False)
+    states = [t.state for t in study_of(out).trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert study_of(out).trials[1].system_attrs["retry_history"] == [0]

@@ -209,13 +209,26 @@ def _one_sampler(settings: Settings, space: Space, seed: int):
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
 
 
+def check_sampler(settings: Settings, space: Space) -> None:
+    """Refuse a sampler this space cannot use (before anything is written)."""
+    if space.balance and settings.sampler == "grid":
+        raise ValueError(
+            "space: balance: takes turns through enqueued trials, which the grid sampler "
+            "cannot complete; the grid already gives every choice its share"
+        )
+    make_sampler(settings, space)  # a grid of float ranges, CMA-ES without cmaes
+
+
 def make_sampler(settings: Settings, space: Space):
     """The study's sampler: ``--sampler``, made again for every trial with a seed drawn
     from (``--sampler-seed``, the trial's number). One worker repeats a seeded study
     exactly; two workers, or a study continued later, never replay the same random
     numbers (one seed per process would give every worker the same first trials)."""
     make = _per_trial_seed()
-    return make(lambda seed: _one_sampler(settings, space, seed), settings.sampler_seed)
+    # the grid sampler shuffles its grid with its seed and trials record an index into
+    # that order: every trial (and worker) must see the same order, so it is never rebuilt
+    rebuild = settings.sampler != "grid"
+    return make(lambda seed: _one_sampler(settings, space, seed), settings.sampler_seed, rebuild)
 
 
 @functools.cache
@@ -223,18 +236,19 @@ def _per_trial_seed():
     """``PerTrialSeed``, made on first use (optuna is imported only when a study runs)."""
 
     class PerTrialSeed(load_optuna().samplers.BaseSampler):
-        """A sampler rebuilt at ``before_trial`` with a seed of (seed, trial number); every
-        other call goes to it (``inner``). The samplers used here keep their state in the
-        study, not in the object (TPE, random, CMA-ES in the trials' system attributes,
-        the grid in the study's), so rebuilding loses nothing."""
+        """A sampler rebuilt at ``before_trial`` with a seed of (seed, trial number) when
+        ``rebuild``; every other call goes to it (``inner``). TPE, random and CMA-ES keep
+        their state in the study (CMA-ES in the trials' system attributes), so rebuilding
+        loses nothing; the grid sampler is not rebuilt (its order is its seed's)."""
 
-        def __init__(self, make, seed: int):
-            self._make, self._seed = make, seed
+        def __init__(self, make, seed: int, rebuild: bool = True):
+            self._make, self._seed, self._rebuild = make, seed, rebuild
             self.inner = make(seed)
 
         def before_trial(self, study, trial) -> None:
-            seed = int(np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0])
-            self.inner = self._make(seed)
+            if self._rebuild:
+                state = np.random.SeedSequence([self._seed, trial.number]).generate_state(1)
+                self.inner = self._make(int(state[0]))
             self.inner.before_trial(study, trial)
 
         def infer_relative_search_space(self, study, trial):

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import fcntl
 import math
 import os
@@ -67,12 +68,12 @@ from seqlab.experiments._study import (
     TUNE,
     Settings,
     check_plan,
+    check_sampler,
     check_study,
     infer_direction,
     is_heartbeat_enabled,
     load_existing,
     load_optuna,
-    make_sampler,
     normalize_storage,
     open_study,
     quiet_experimental,
@@ -109,6 +110,7 @@ class _Heartbeat:
 
     def __enter__(self):
         if hasattr(self._storage, "record_heartbeat"):
+            self._storage.record_heartbeat(self._trial_id)  # the first beat, before anything
             self._thread.start()
         return self
 
@@ -138,18 +140,27 @@ def _retry_source(trial) -> int | None:
 
 
 def _is_original(trial) -> bool:
-    return not trial.system_attrs.get("retry_history")
+    """A trial of the budget: not a retry, not one asked for past the budget (surplus)."""
+    return not trial.system_attrs.get("retry_history") and not trial.user_attrs.get("surplus")
 
 
 def _fail_stale(study, settings: Settings, retry_running: bool) -> None:
+    """Fail (and queue a retry of) every running trial whose worker is dead: those whose
+    heartbeat is stale (Optuna's check), those that never had one though they started
+    more than the grace period ago (a worker killed between asking for the trial and its
+    first beat: Optuna's check skips them), and with ``retry_running`` all of them."""
     optuna = load_optuna()
     with quiet_experimental():
         optuna.storages.fail_stale_trials(study)
-        if not retry_running:
-            return
-        # journal storage (no heartbeat), or told to: every running trial is dead
+        now = datetime.datetime.now()
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        heartbeat = is_heartbeat_enabled(study)
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            started = trial.datetime_start or now
+            silent = heartbeat and not trial.user_attrs.get("beating")
+            silent = silent and (now - started).total_seconds() > settings.grace_period
+            if not (retry_running or silent):
+                continue
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 if study._storage.set_trial_state_values(
                     trial._trial_id, state=optuna.trial.TrialState.FAIL
@@ -200,12 +211,7 @@ def prepare_study(
         grace_period=grace_period,
     )
     settings.check()
-    if space.balance and settings.sampler == "grid":
-        raise ValueError(
-            "space: balance: takes turns through enqueued trials, which the grid sampler "
-            "cannot complete; the grid already gives every choice its share"
-        )
-    make_sampler(settings, space)  # a grid of float ranges, CMA-ES without cmaes: refused now
+    check_sampler(settings, space)
     check_study(config, space, metric, seeds)
     storage_url(out_dir, settings)  # a default storage path it cannot hold: refused now
     record = study_record(config, space, metric, direction, seeds)
@@ -262,6 +268,7 @@ def open_existing(out_dir, **changes):
     settings = dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
     settings.check()
     space = space_of(record)
+    check_sampler(settings, space)
     config = _rundir.config_from_dict(f"{out_dir / TUNE}: its base config", record["base"])
     the_study = open_study(out_dir, record, settings, space, config, create=False)
     write_plan(out_dir, record, settings)
@@ -393,6 +400,8 @@ def _run_trial(study, trial, frozen, record, settings, space, config, out_dir, p
         # Everything after study.ask() runs under the heartbeat, and any error fails the
         # trial: no trial is left running with nobody to retry it.
         with _Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
+            # "beating": its heartbeat exists, so Optuna's staleness check covers it
+            trial.set_user_attr("beating", True)
             values = space.suggest(trial)
             overrides = [*space.overrides(values), f"train.num_seeds={seeds}"]
             trial.set_user_attr("overrides", space.overrides(values))
@@ -571,6 +580,8 @@ def confirm(out_dir, *, trial="best", seeds: int = 10, progress=None, echo=print
     if values is None:
         raise ValueError(f"{run_dir}: the confirmation run has no per-seed {metric}")
     values = np.asarray(values, np.float64)
+    if not np.all(np.isfinite(values)):
+        echo(f"warning: {int(np.sum(~np.isfinite(values)))} of {seeds} seeds ended non-finite")
     mean, std = float(values.mean()), float(values.std(ddof=1))
     half = _t_quantile(0.975, len(values) - 1) * std / math.sqrt(len(values))
     result = {

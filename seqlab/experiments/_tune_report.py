@@ -281,7 +281,7 @@ def report_study(out_dir) -> pathlib.Path:
         ]
     confirmations = sorted((out_dir / CONFIRM).glob("*.json"))
     for path in confirmations:
-        result = _rundir.read_json(path)
+        result = _rundir.read_json(path, numbers=True)  # NaN of a seed that diverged
         low, high = result["ci95"]
         lines += [
             "",
