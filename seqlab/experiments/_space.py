@@ -28,6 +28,7 @@ is a ValueError naming the key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -191,12 +192,13 @@ class Space:
             out[param.key] = assignment.get(param.key, param.first())
         return out
 
-    def corners(self) -> list[tuple[dict, bool]]:
-        """Assignments the check applies: every boundary value of every key, each with
-        the conditions that make it active; (assignment, build the experiment too)."""
+    def corners(self) -> list[dict]:
+        """Assignments the checks apply: every boundary value of every key, each with the
+        conditions that make it active (``Space.check`` applies them as overrides,
+        ``_study.check_study`` builds and traces the experiment at each)."""
         by_key = {p.key: p for p in self.params}
         base = self.complete({})
-        out = [(base, True)]
+        out = [base]
 
         def satisfy(param: Param, assignment: dict) -> dict:
             for key, values in param.when:
@@ -209,13 +211,13 @@ class Space:
                 assignment = satisfy(param, dict(base))
                 assignment[param.key] = value
                 assignment = self.complete(assignment)
-                out.append((assignment, param.kind == "categorical"))
+                out.append(assignment)
         return out
 
     def check(self, config) -> None:
         """Refuse (ValueError naming the key) a space this experiment's config does not
         accept: unknown keys, values the typed config refuses. Building and tracing the
-        experiment is ``seqlab.experiments._tune``'s part (``corners`` says which)."""
+        experiment at each corner is ``seqlab.experiments._study.check_study``'s part."""
         keys = set(valid_keys(config))
         fixed_keys = [item.split("=", 1)[0] for item in self.fixed]
         for key in [*fixed_keys, *self.keys]:
@@ -234,7 +236,7 @@ class Space:
         overlap = sorted(set(fixed_keys) & set(self.keys))
         if overlap:
             raise ValueError(f"space: {', '.join(overlap)} is both fixed and searched")
-        for assignment, _ in self.corners():
+        for assignment in self.corners():
             try:
                 apply_overrides(config, self.overrides(assignment))
             except ValueError as error:
@@ -244,10 +246,8 @@ class Space:
 
 def _number(key: str, field: str, value, kind: str):
     if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-        try:
+        with contextlib.suppress(ValueError):  # not a number: refused just below
             value = float(value)
-        except ValueError:
-            pass
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"space: {key}.{field} must be a number, got {value!r}")
     if isinstance(value, int) and abs(value) > 2**53:

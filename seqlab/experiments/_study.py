@@ -382,7 +382,7 @@ def check_study(config, space: Space, metric: str, seeds: int) -> list[str]:
     space.check(config)
     names: list[str] = []
     seen = set()
-    for assignment, _ in space.corners():
+    for assignment in space.corners():
         overrides = [*space.overrides(assignment), f"train.num_seeds={seeds}"]
         key = tuple(overrides)
         if key in seen:
